@@ -1,0 +1,24 @@
+"""Kernel's exceptions: one root, one class per area.
+
+    KernelError
+    ├── AgentError            an agent answered with a JSON error (code, error, msg)
+    │   └── AgentUnreachable  no answer: connect/read failure, timeout, TLS pin mismatch
+    ├── TestbedError          a test host could not be made, reached or removed
+    └── ServerError           server-side failures (subclassed by the server's areas)
+
+The agent itself (agent.py) is a standalone stdlib file and does not import this module.
+"""
+
+
+class KernelError(Exception):
+    """Root of every error Kernel raises on purpose."""
+
+
+class TestbedError(KernelError):
+    """A test host could not be created, reached or torn down."""
+
+    __test__ = False  # not a pytest test class
+
+
+class ServerError(KernelError):
+    """Root of the server's own errors."""
