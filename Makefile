@@ -1,22 +1,10 @@
-# The README's two commands: `make run` and `make test`. Both do their own setup.
+# Shortcuts for the scripts in scripts/ (the README uses the scripts directly, so a machine
+# without make can run them too).
 .PHONY: run test setup check bench clean
-
-VENV ?= .venv
-
-setup:
-	@scripts/install
-
-run: setup
-	@scripts/run
-
-test: setup
-	@scripts/test
-
-check: setup
-	@scripts/check
-
-bench: setup
-	@scripts/bench
-
+setup: ; @scripts/install
+run: ; @scripts/run
+test: ; @scripts/test
+check: ; @scripts/check
+bench: ; @scripts/bench
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info .mypy_cache .ruff_cache .pytest_cache
+	rm -rf .venv build dist src/*.egg-info .mypy_cache .ruff_cache .pytest_cache
