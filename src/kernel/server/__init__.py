@@ -1,0 +1,1 @@
+"""Kernel server: the Flask app and its areas (one module per area)."""
