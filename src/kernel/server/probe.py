@@ -1,0 +1,653 @@
+"""The status probe: one bash script per host per interval, and pure functions around it.
+
+- `probe_script(units)` builds the script (a `RemoteCommand`); its output is a sequence of
+  sections, each opened by `@@kernel-probe <name>@@` and closed by
+  `@@kernel-probe-rc <name> <exit code>@@`, then optionally `@@kernel-probe-stderr <name>@@`
+  and that command's stderr; `@@kernel-probe-end@@` closes the whole output.
+- `parse_probe(output)` turns that text into a `ProbeReport` (facts, one metrics sample,
+  unit states, warnings). It never raises: what it cannot read becomes a warning.
+- `compact(points, now)` applies the metrics retention policy; `next_health(...)` decides
+  online/offline; `service_spread(...)` says on which hosts a unit is installed/active/failed.
+
+The format is documented in docs/status.md; tests/data/probe/ holds recorded outputs.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import shlex
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+from kernel.server import shell
+from kernel.server.shell import RemoteCommand
+
+PROBE_VERSION = 1
+UNIT_PROPERTIES = ("Id", "Names", "LoadState", "ActiveState", "SubState", "UnitFileState")
+
+_SCRIPT_HEAD = r"""export LC_ALL=C
+exec 3>&1
+kp() {
+  local name=$1 err rc; shift
+  printf '@@kernel-probe %s@@\n' "$name"
+  err=$("$@" 2>&1 >&3); rc=$?
+  printf '\n@@kernel-probe-rc %s %s@@\n' "$name" "$rc"
+  if [ -n "$err" ]; then printf '@@kernel-probe-stderr %s@@\n%s\n' "$name" "$err"; fi
+  return 0
+}
+os_release() { cat /etc/os-release 2>/dev/null || cat /usr/lib/os-release; }
+cpu_twice() { grep '^cpu ' /proc/stat; sleep 0.2; grep '^cpu ' /proc/stat; }
+kp version echo {version}
+kp hostname cat /proc/sys/kernel/hostname
+kp os-release os_release
+kp uname uname -srm
+kp nproc nproc
+kp cpu cpu_twice
+kp loadavg cat /proc/loadavg
+kp meminfo cat /proc/meminfo
+kp uptime cat /proc/uptime
+kp df timeout 10 df -P -T -B1
+kp systemd timeout 10 systemctl is-system-running
+"""
+
+
+def probe_script(units: Iterable[str]) -> RemoteCommand:
+    """The probe for one host, asking for the state of `units` (catalogue units)."""
+    names = sorted({shell.unit_name(u) for u in units})
+    lines = [_SCRIPT_HEAD.replace("{version}", str(PROBE_VERSION))]
+    if names:  # `systemctl show` with no unit would describe PID 1 itself
+        lines.append(f"kp units-requested printf '%s\\n' {shell.join(names)}\n")
+        lines.append(f"kp units timeout 20 {shell.systemctl_show(names, UNIT_PROPERTIES)}\n")
+    lines.append("printf '@@kernel-probe-end@@\\n'\n")
+    return RemoteCommand(cmd="".join(lines), timeout=60.0, title="status probe")
+
+
+# --- the report ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Facts:
+    hostname: str | None = None
+    os_id: str | None = None  # "debian"
+    os_version: str | None = None  # "12"
+    os_name: str | None = None  # "Debian GNU/Linux 12 (bookworm)"
+    kernel: str | None = None  # "6.1.0-18-amd64"
+    arch: str | None = None  # "x86_64"
+    cpu_count: int | None = None
+    systemd: str | None = None  # is-system-running: running, degraded, offline, …
+
+
+@dataclass(frozen=True)
+class CpuTimes:
+    """Aggregate jiffies from /proc/stat; two of them give CPU usage between them."""
+
+    total: int
+    idle: int  # idle + iowait
+
+
+@dataclass(frozen=True)
+class Disk:
+    mount: str
+    device: str
+    fstype: str
+    total: int  # bytes
+    used: int
+    available: int
+
+
+@dataclass(frozen=True)
+class Metrics:
+    cpu_percent: float | None = None  # over the probe's own 0.2 s window
+    cpu_times: CpuTimes | None = None  # for usage over the whole poll interval
+    load1: float | None = None
+    load5: float | None = None
+    load15: float | None = None
+    mem_total: int | None = None  # bytes
+    mem_available: int | None = None
+    swap_total: int | None = None
+    swap_free: int | None = None
+    uptime: float | None = None  # seconds
+    disks: tuple[Disk, ...] = ()
+
+    @property
+    def mem_used(self) -> int | None:
+        if self.mem_total is None or self.mem_available is None:
+            return None
+        return max(0, self.mem_total - self.mem_available)
+
+    @property
+    def swap_used(self) -> int | None:
+        if self.swap_total is None or self.swap_free is None:
+            return None
+        return max(0, self.swap_total - self.swap_free)
+
+
+@dataclass(frozen=True)
+class UnitState:
+    unit: str  # as asked for, e.g. "sums.service"
+    load_state: str = ""  # loaded, not-found, masked, bad-setting, error
+    active_state: str = ""  # active, inactive, failed, activating, deactivating, reloading
+    sub_state: str = ""  # running, dead, exited, …
+    unit_file_state: str = ""  # enabled, disabled, static, masked, "" when no file
+
+    @property
+    def installed(self) -> bool:
+        return self.load_state not in ("", "not-found")
+
+    @property
+    def active(self) -> bool:
+        return self.active_state == "active"
+
+    @property
+    def failed(self) -> bool:
+        return self.active_state == "failed"
+
+
+@dataclass(frozen=True)
+class ProbeReport:
+    facts: Facts = field(default_factory=Facts)
+    metrics: Metrics = field(default_factory=Metrics)
+    units: dict[str, UnitState] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+    complete: bool = False  # the end marker was seen
+
+
+# --- parsing -------------------------------------------------------------------------------
+
+_MARK = re.compile(r"^@@kernel-probe(-rc|-stderr|-end)?(?: ([A-Za-z0-9_.-]+))?(?: (-?\d+))?@@$")
+
+
+@dataclass
+class _Section:
+    lines: list[str] = field(default_factory=list)
+    rc: int | None = None
+    stderr: list[str] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines).strip("\n")
+
+    def why(self) -> str:
+        """A one-line reason for a failed section, for warnings."""
+        err = next((s.strip() for s in self.stderr if s.strip()), "")
+        code = f"exit {self.rc}" if self.rc is not None else "no exit code"
+        return f"{code}: {err}" if err else code
+
+
+def _split(text: str) -> tuple[dict[str, _Section], bool, list[str]]:
+    sections: dict[str, _Section] = {}
+    warnings: list[str] = []
+    current: list[str] | None = None
+    complete = False
+    stray = 0
+    for line in text.split("\n"):
+        line = line.rstrip("\r")
+        m = _MARK.match(line) if line.startswith("@@kernel-probe") else None
+        if m is None:
+            if current is not None:
+                current.append(line)
+            elif line.strip():
+                stray += 1
+            continue
+        kind, name, num = m.group(1), m.group(2), m.group(3)
+        if kind == "-end":
+            complete = True
+            current = None
+        elif name is None:
+            current = None
+        elif kind is None:
+            current = sections.setdefault(name, _Section()).lines
+        elif kind == "-rc":
+            sections.setdefault(name, _Section()).rc = int(num) if num else None
+            current = None
+        else:
+            current = sections.setdefault(name, _Section()).stderr
+    if stray:
+        warnings.append(f"{stray} line(s) outside any section ignored")
+    return sections, complete, warnings
+
+
+def parse_probe(output: str | bytes) -> ProbeReport:
+    """Read the probe's stdout into a report. Never raises; problems become warnings."""
+    try:
+        return _parse(output)
+    except Exception as e:  # noqa: BLE001 - a parser bug must not stop the poller
+        return ProbeReport(warnings=(f"probe output could not be parsed: {e!r}",))
+
+
+def _parse(output: str | bytes) -> ProbeReport:
+    if isinstance(output, bytes):
+        output = output.decode("utf-8", "replace")
+    sections, complete, warnings = _split(output)
+    if not sections:
+        return ProbeReport(warnings=("no probe sections in the output", *warnings))
+    if not complete:
+        warnings.append("probe output ends early (no end marker)")
+
+    def get(name: str) -> _Section | None:
+        s = sections.get(name)
+        if s is None:
+            warnings.append(f"{name}: section missing")
+            return None
+        if s.rc not in (0, None) or not s.text:
+            warnings.append(f"{name}: {s.why()}" if s.rc else f"{name}: empty")
+        return s if s.text else None
+
+    version = get("version")
+    if version is not None and version.text.strip() != str(PROBE_VERSION):
+        warnings.append(f"version: expected {PROBE_VERSION}, got {version.text.strip()[:20]!r}")
+
+    facts = Facts()
+    metrics = Metrics()
+    for name, apply in _FACT_PARSERS:
+        sec = get(name)
+        if sec is None:
+            continue
+        try:
+            facts, metrics = apply(sec.text, facts, metrics)
+        except (ValueError, IndexError, KeyError, ZeroDivisionError) as e:
+            warnings.append(f"{name}: cannot read ({e})")
+
+    facts = _systemd(sections, facts, warnings)
+    units = _units(sections, warnings)
+    return ProbeReport(
+        facts=facts,
+        metrics=metrics,
+        units=units,
+        warnings=tuple(warnings),
+        complete=complete,
+    )
+
+
+def _hostname(text: str, f: Facts, m: Metrics) -> tuple[Facts, Metrics]:
+    name = text.strip().splitlines()[0].strip()
+    return replace(f, hostname=name[:253] or None), m
+
+
+def parse_os_release(text: str) -> dict[str, str]:
+    """KEY=value lines with shell quoting (os-release(5)); bad lines are skipped."""
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, raw = line.partition("=")
+        if not re.fullmatch(r"[A-Z0-9_]+", key):
+            continue
+        try:
+            words = shlex.split(raw)
+        except ValueError:
+            words = [raw.strip("\"'")]
+        out[key] = " ".join(words)
+    return out
+
+
+def _os_release(text: str, f: Facts, m: Metrics) -> tuple[Facts, Metrics]:
+    osr = parse_os_release(text)
+    if not osr:
+        raise ValueError("no KEY=value lines")
+    return (
+        replace(
+            f,
+            os_id=osr.get("ID") or None,
+            os_version=osr.get("VERSION_ID") or None,
+            os_name=osr.get("PRETTY_NAME") or osr.get("NAME") or None,
+        ),
+        m,
+    )
+
+
+def _uname(text: str, f: Facts, m: Metrics) -> tuple[Facts, Metrics]:
+    words = text.split()
+    if len(words) != 3:
+        raise ValueError(f"expected 'system release machine', got {len(words)} words")
+    return replace(f, kernel=words[1], arch=words[2]), m
+
+
+def _nproc(text: str, f: Facts, m: Metrics) -> tuple[Facts, Metrics]:
+    n = int(text.split()[0])
+    if n < 1:
+        raise ValueError(f"CPU count {n}")
+    return replace(f, cpu_count=n), m
+
+
+def parse_cpu_line(line: str) -> CpuTimes:
+    """`cpu  user nice system idle iowait irq softirq steal guest guest_nice` (jiffies)."""
+    words = line.split()
+    if not words or words[0] != "cpu" or len(words) < 5:
+        raise ValueError("not a /proc/stat cpu line")
+    nums = [int(w) for w in words[1:9]]  # guest time is already counted in user/nice
+    if any(n < 0 for n in nums):
+        raise ValueError("negative counter")
+    idle = nums[3] + (nums[4] if len(nums) > 4 else 0)
+    return CpuTimes(total=sum(nums), idle=idle)
+
+
+def cpu_usage(before: CpuTimes, after: CpuTimes) -> float | None:
+    """Percent of CPU time not idle between two samples; None if they cannot be compared."""
+    total = after.total - before.total
+    idle = after.idle - before.idle
+    if total <= 0 or idle < 0 or idle > total:
+        return None  # counters reset (reboot) or no time passed
+    return round(100.0 * (total - idle) / total, 2)
+
+
+def _cpu(text: str, f: Facts, m: Metrics) -> tuple[Facts, Metrics]:
+    samples = [parse_cpu_line(line) for line in text.splitlines() if line.startswith("cpu ")]
+    if not samples:
+        raise ValueError("no cpu line")
+    usage = cpu_usage(samples[0], samples[-1]) if len(samples) >= 2 else None
+    return f, replace(m, cpu_times=samples[-1], cpu_percent=usage)
+
+
+def _loadavg(text: str, f: Facts, m: Metrics) -> tuple[Facts, Metrics]:
+    w = text.split()
+    loads = [float(x) for x in w[:3]]
+    if len(loads) < 3 or not all(math.isfinite(x) and x >= 0 for x in loads):
+        raise ValueError("expected three load averages")
+    return f, replace(m, load1=loads[0], load5=loads[1], load15=loads[2])
+
+
+def parse_meminfo(text: str) -> dict[str, int]:
+    """`Key:   123 kB` lines into bytes (values without a unit are counts, kept as is)."""
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        key, sep, rest = line.partition(":")
+        words = rest.split()
+        if not sep or not words or not words[0].isdigit():
+            continue
+        scale = 1024 if len(words) > 1 and words[1] == "kB" else 1
+        out[key.strip()] = int(words[0]) * scale
+    return out
+
+
+def _meminfo(text: str, f: Facts, m: Metrics) -> tuple[Facts, Metrics]:
+    mi = parse_meminfo(text)
+    total = mi.get("MemTotal")
+    if total is None:
+        raise ValueError("no MemTotal")
+    available = mi.get("MemAvailable")
+    if available is None:  # kernels before 3.14
+        available = sum(mi.get(k, 0) for k in ("MemFree", "Buffers", "Cached"))
+    return f, replace(
+        m,
+        mem_total=total,
+        mem_available=min(available, total),
+        swap_total=mi.get("SwapTotal"),
+        swap_free=mi.get("SwapFree"),
+    )
+
+
+def _uptime(text: str, f: Facts, m: Metrics) -> tuple[Facts, Metrics]:
+    up = float(text.split()[0])
+    if not math.isfinite(up) or up < 0:
+        raise ValueError(f"uptime {up}")
+    return f, replace(m, uptime=up)
+
+
+# Filesystems that hold no user data; overlay stays (it is / in containers).
+PSEUDO_FS = frozenset(
+    """tmpfs devtmpfs devfs proc sysfs cgroup cgroup2 devpts mqueue hugetlbfs debugfs tracefs
+    securityfs pstore bpf configfs fusectl nsfs ramfs autofs efivarfs binfmt_misc squashfs
+    rpc_pipefs nfsd selinuxfs fuse.lxcfs fuse.gvfsd-fuse fuse.portal fuse.snapfuse none""".split()
+)
+_DF_LINE = re.compile(r"^(.+?)\s+(\S+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(?:\d+%|-)\s+(/.*)$")
+
+
+def parse_df(text: str) -> list[Disk]:
+    """`df -P -T -B1` into disks: pseudo filesystems and empty ones dropped, and each device
+    listed once (at its shortest mount point, so bind mounts do not count twice)."""
+    by_device: dict[str, Disk] = {}
+    for line in text.splitlines()[1:]:
+        mt = _DF_LINE.match(line.rstrip())
+        if not mt:
+            continue
+        device, fstype, total, used, avail, mount = mt.groups()
+        if fstype in PSEUDO_FS or int(total) == 0:
+            continue
+        disk = Disk(mount, device, fstype, int(total), int(used), int(avail))
+        known = by_device.get(device)
+        if known is None or len(mount) < len(known.mount):
+            by_device[device] = disk
+    return sorted(by_device.values(), key=lambda d: d.mount)
+
+
+def _df(text: str, f: Facts, m: Metrics) -> tuple[Facts, Metrics]:
+    return f, replace(m, disks=tuple(parse_df(text)))
+
+
+def _systemd(sections: dict[str, _Section], f: Facts, warnings: list[str]) -> Facts:
+    # is-system-running exits non-zero for "degraded" and "offline": that is its answer, so
+    # only an empty answer is worth a warning.
+    sec = sections.get("systemd")
+    words = sec.text.split() if sec is not None else []
+    if not words:
+        warnings.append("systemd: no answer" + (f" ({sec.why()})" if sec is not None else ""))
+        return f
+    return replace(f, systemd=words[0][:32])
+
+
+_FACT_PARSERS = (
+    ("hostname", _hostname),
+    ("os-release", _os_release),
+    ("uname", _uname),
+    ("nproc", _nproc),
+    ("cpu", _cpu),
+    ("loadavg", _loadavg),
+    ("meminfo", _meminfo),
+    ("uptime", _uptime),
+    ("df", _df),
+)
+
+
+def parse_systemctl_show(text: str) -> list[dict[str, str]]:
+    """Blocks of `Key=value` lines separated by blank lines, one per unit, in order."""
+    blocks: list[dict[str, str]] = []
+    cur: dict[str, str] = {}
+    for line in text.split("\n"):
+        if not line.strip():
+            if cur:
+                blocks.append(cur)
+                cur = {}
+            continue
+        key, sep, value = line.partition("=")
+        if sep and re.fullmatch(r"[A-Za-z]+", key):
+            cur[key] = value.strip()
+    if cur:
+        blocks.append(cur)
+    return blocks
+
+
+def _units(sections: dict[str, _Section], warnings: list[str]) -> dict[str, UnitState]:
+    req = sections.get("units-requested")
+    if req is None:
+        return {}
+    wanted = [w.strip() for w in req.lines if w.strip()]
+    sec = sections.get("units")
+    if sec is None:
+        warnings.append("units: section missing")
+        return {}
+    # `systemd` section state "offline" means PID 1 is not systemd: say so once, plainly.
+    systemd = sections.get("systemd")
+    if systemd is not None and systemd.text.strip().startswith("offline"):
+        warnings.append("units: systemd is not running on this host")
+        return {}
+    blocks = parse_systemctl_show(sec.text)
+    if sec.rc not in (0, None) or not blocks:
+        warnings.append(f"units: {sec.why()}")
+        if not blocks:
+            return {}
+    by_name: dict[str, dict[str, str]] = {}
+    for b in blocks:
+        for n in [*b.get("Names", "").split(), b.get("Id", "")]:
+            if n:
+                by_name.setdefault(n, b)
+    positional = len(blocks) == len(wanted)
+    out: dict[str, UnitState] = {}
+    for i, unit in enumerate(wanted):
+        found = by_name.get(unit) or (blocks[i] if positional else None)
+        if found is None:
+            warnings.append(f"units: no state for {unit}")
+            continue
+        out[unit] = UnitState(
+            unit=unit,
+            load_state=found.get("LoadState", ""),
+            active_state=found.get("ActiveState", ""),
+            sub_state=found.get("SubState", ""),
+            unit_file_state=found.get("UnitFileState", ""),
+        )
+    return out
+
+
+# --- metrics history -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MetricPoint:
+    """One stored sample (count=1) or the mean of `count` samples in a bucket starting at t."""
+
+    t: float
+    values: Mapping[str, float]
+    count: int = 1
+
+
+def metric_values(report: ProbeReport, *, cpu_percent: float | None = None) -> dict[str, float]:
+    """The numbers kept in history for one probe. `cpu_percent` overrides the probe's own
+    0.2 s figure (the poller can compute usage over its interval with `cpu_usage`)."""
+    m = report.metrics
+    vals: dict[str, float | int | None] = {
+        "cpu_percent": cpu_percent if cpu_percent is not None else m.cpu_percent,
+        "load1": m.load1,
+        "load5": m.load5,
+        "load15": m.load15,
+        "mem_total": m.mem_total,
+        "mem_used": m.mem_used,
+        "swap_total": m.swap_total,
+        "swap_used": m.swap_used,
+        "uptime": m.uptime,
+    }
+    if m.disks:
+        vals["disk_total"] = sum(d.total for d in m.disks)
+        vals["disk_used"] = sum(d.used for d in m.disks)
+    return {k: float(v) for k, v in vals.items() if v is not None}
+
+
+@dataclass(frozen=True)
+class RetentionPolicy:
+    raw_seconds: float = 24 * 3600  # every sample kept this long
+    keep_seconds: float = 7 * 24 * 3600  # downsampled points kept this long
+    bucket_seconds: float = 300  # size of a downsampled point
+
+    def __post_init__(self) -> None:
+        if not 0 < self.bucket_seconds <= self.raw_seconds <= self.keep_seconds:
+            raise ValueError("need 0 < bucket_seconds <= raw_seconds <= keep_seconds")
+
+
+DEFAULT_RETENTION = RetentionPolicy()
+
+
+def compact(
+    points: Iterable[MetricPoint], now: float, policy: RetentionPolicy = DEFAULT_RETENTION
+) -> list[MetricPoint]:
+    """Apply the retention policy: points newer than raw_seconds stay as they are; older ones
+    are merged into buckets aligned to multiples of bucket_seconds (count-weighted means, so
+    merging again gives the same result); points older than keep_seconds are dropped.
+
+    Idempotent: compact(compact(p, now), now) == compact(p, now).
+    """
+    raw_cut = now - policy.raw_seconds
+    keep_cut = now - policy.keep_seconds
+    keep: list[MetricPoint] = []
+    buckets: dict[float, list[MetricPoint]] = {}
+    for p in points:
+        if p.t < keep_cut:
+            continue
+        if p.t >= raw_cut:
+            keep.append(p)
+        else:
+            start = math.floor(p.t / policy.bucket_seconds) * policy.bucket_seconds
+            buckets.setdefault(start, []).append(p)
+    for start, group in buckets.items():
+        if start < keep_cut:
+            continue  # the bucket begins before the horizon: its points are expiring anyway
+        keep.append(_merge(start, group))
+    keep.sort(key=lambda p: p.t)
+    return keep
+
+
+def _merge(start: float, group: Sequence[MetricPoint]) -> MetricPoint:
+    if len(group) == 1 and group[0].t == start:
+        return group[0]
+    sums: dict[str, float] = {}
+    weights: dict[str, int] = {}
+    for p in group:
+        for k, v in p.values.items():
+            sums[k] = sums.get(k, 0.0) + v * p.count
+            weights[k] = weights.get(k, 0) + p.count
+    values = {k: sums[k] / weights[k] for k in sums}
+    return MetricPoint(t=start, values=values, count=sum(p.count for p in group))
+
+
+# --- host health and service spread --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HostHealth:
+    state: str = "unknown"  # unknown (never probed) | online | offline
+    failures: int = 0  # consecutive failed probes
+    last_error: str | None = None
+    last_error_at: float | None = None
+    last_ok_at: float | None = None
+
+
+DEFAULT_OFFLINE_AFTER = 3
+
+
+def next_health(
+    prev: HostHealth,
+    *,
+    ok: bool,
+    at: float,
+    error: str | None = None,
+    offline_after: int = DEFAULT_OFFLINE_AFTER,
+) -> HostHealth:
+    """The health after one probe: online on success; offline after `offline_after`
+    consecutive failures (one lost probe does not flap a host). The last error is kept."""
+    if offline_after < 1:
+        raise ValueError("offline_after must be at least 1")
+    if ok:
+        return replace(prev, state="online", failures=0, last_ok_at=at)
+    failures = prev.failures + 1
+    state = "offline" if failures >= offline_after else prev.state
+    return replace(
+        prev,
+        state=state,
+        failures=failures,
+        last_error=(error or "probe failed")[:2000],
+        last_error_at=at,
+    )
+
+
+@dataclass(frozen=True)
+class ServiceSpread:
+    unit: str
+    installed: tuple[str, ...] = ()  # host names, sorted
+    active: tuple[str, ...] = ()
+    failed: tuple[str, ...] = ()
+
+
+def service_spread(unit: str, states: Mapping[str, Mapping[str, UnitState]]) -> ServiceSpread:
+    """Where `unit` is installed/active/failed, from each host's last unit states."""
+    inst, act, fail = [], [], []
+    for host in sorted(states):
+        st = states[host].get(unit)
+        if st is None:
+            continue
+        if st.installed:
+            inst.append(host)
+        if st.active:
+            act.append(host)
+        if st.failed:
+            fail.append(host)
+    return ServiceSpread(unit, tuple(inst), tuple(act), tuple(fail))
