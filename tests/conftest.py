@@ -1,0 +1,1 @@
+pytest_plugins = ["kernel.testbed.pytest_plugin"]
