@@ -14,6 +14,26 @@ class KernelError(Exception):
     """Root of every error Kernel raises on purpose."""
 
 
+class AgentError(KernelError):
+    """An agent answered with a JSON error ``{"code", "error", "msg"}``.
+
+    ``code`` is the HTTP status (0 when there was no answer at all), ``error`` the slug.
+    """
+
+    def __init__(self, code: int, error: str, msg: str) -> None:
+        super().__init__(f"{code} {error}: {msg}" if code else f"{error}: {msg}")
+        self.code = code
+        self.error = error
+        self.msg = msg
+
+
+class AgentUnreachable(AgentError):
+    """No usable answer: connect or read failure, timeout, TLS fingerprint mismatch."""
+
+    def __init__(self, msg: str, error: str = "unreachable") -> None:
+        super().__init__(0, error, msg)
+
+
 class TestbedError(KernelError):
     """A test host could not be created, reached or torn down."""
 

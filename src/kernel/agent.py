@@ -1,0 +1,1959 @@
+#!/usr/bin/env python3
+"""Kernel agent: runs commands for a Kernel server (protocol v2, see docs/agent.md).
+
+One file, standard library only, Python 3.8+: copy it to a host and run ``python3 agent.py``.
+
+Layout of this file, top to bottom:
+  signing     sign(), signed_headers(), verify_signature(), NonceCache  (shared with the client)
+  settings    Config, the config file and flags
+  requests    pure validation of exec requests
+  keeper      the process that owns the runs; it survives agent restarts
+  runs        RunStore: the journal in the state dir, idempotency, results, re-attachment
+  http        a small HTTP/1.1 server with deadlines, limits and JSON errors
+  main        ``kernel-agent`` / ``kernel-agent init``
+"""
+
+import codecs
+import json
+import os
+import re
+import select
+import shutil
+import signal
+import socket
+import socketserver
+import sys
+import threading
+import time
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+from urllib.parse import parse_qs, urlsplit
+
+# The HMAC is built on the interpreter's own SHA-256 rather than hashlib: importing hashlib
+# maps OpenSSL and costs ~4 MB of resident memory on every host, for nothing.
+try:
+    from _sha256 import sha256 as _sha256  # type: ignore[import-not-found,unused-ignore]
+except ImportError:  # Python 3.12+
+    try:
+        from _sha2 import sha256 as _sha256  # type: ignore[import-not-found,no-redef,unused-ignore]
+    except ImportError:  # pragma: no cover - exotic builds
+        from hashlib import sha256 as _sha256  # type: ignore[assignment,no-redef,unused-ignore]
+try:
+    from _operator import _compare_digest as compare_digest
+except ImportError:  # pragma: no cover
+    from hmac import compare_digest  # type: ignore[no-redef,unused-ignore]
+
+VERSION = "0.1.0"
+PROTOCOL = 2
+SIGNATURE_WINDOW = 300  # seconds a signed request stays valid (and its nonce remembered)
+KILL_GRACE = 5.0  # seconds between SIGTERM and SIGKILL
+DEFAULT_TIMEOUT = 600.0
+MAX_TIMEOUT = 7 * 86400.0
+LINGER = 1.0  # seconds to keep reading output that background children still write
+DEFAULT_CONFIG = "/etc/kernel-agent/agent.conf"
+
+# --------------------------------------------------------------------------------- signing
+
+_PAD_OUTER = bytes(x ^ 0x5C for x in range(256))
+_PAD_INNER = bytes(x ^ 0x36 for x in range(256))
+_NONCE_RE = re.compile(r"\A[A-Za-z0-9_-]{16,64}\Z")
+_KEY_RE = re.compile(r"\A[0-9a-fA-F]{64}\Z")
+
+
+def _hmac_sha256(key: bytes, msg: bytes) -> str:
+    """HMAC-SHA256 (RFC 2104) as hex; equal to hmac.new(key, msg, sha256).hexdigest()."""
+    if len(key) > 64:
+        key = _sha256(key).digest()
+    key = key.ljust(64, b"\0")
+    inner = _sha256(key.translate(_PAD_INNER))
+    inner.update(msg)
+    outer = _sha256(key.translate(_PAD_OUTER))
+    outer.update(inner.digest())
+    return outer.hexdigest()
+
+
+def sign(
+    key: str, method: str, path_and_query: str, timestamp: int, nonce: str, body: bytes
+) -> str:
+    """The v2 request signature (ARCHITECTURE.md §2); ``key`` is the 64-hex-char string."""
+    message = "%s\n%s\n%d\n%s\n%s" % (
+        method,
+        path_and_query,
+        int(timestamp),
+        nonce,
+        _sha256(body).hexdigest(),
+    )
+    return _hmac_sha256(key.encode("utf-8"), message.encode("utf-8"))
+
+
+def signed_headers(
+    key: str,
+    method: str,
+    path_and_query: str,
+    body: bytes,
+    now: Optional[int] = None,
+    nonce: Optional[str] = None,
+) -> Dict[str, str]:
+    """The three X-Kernel-* headers for one request."""
+    timestamp = int(time.time()) if now is None else int(now)
+    nonce = os.urandom(16).hex() if nonce is None else nonce
+    return {
+        "X-Kernel-Time": str(timestamp),
+        "X-Kernel-Nonce": nonce,
+        "X-Kernel-Signature": sign(key, method, path_and_query, timestamp, nonce, body),
+    }
+
+
+def verify_signature(
+    key: str,
+    method: str,
+    path_and_query: str,
+    headers: Dict[str, str],
+    body: bytes,
+    now: float,
+    window: int = SIGNATURE_WINDOW,
+) -> Tuple[Optional[str], int, str]:
+    """Check headers (lower-case names) of a request: (error or None, timestamp, nonce).
+
+    Pure: the caller still has to check that the nonce is fresh.
+    """
+    ts_text = headers.get("x-kernel-time", "")
+    nonce = headers.get("x-kernel-nonce", "")
+    signature = headers.get("x-kernel-signature", "")
+    if not ts_text or not nonce or not signature:
+        return "missing X-Kernel-Time, X-Kernel-Nonce or X-Kernel-Signature", 0, ""
+    if not ts_text.isdigit() or len(ts_text) > 12:
+        return "X-Kernel-Time must be unix seconds", 0, ""
+    if not _NONCE_RE.match(nonce):
+        return "X-Kernel-Nonce must be 16-64 chars of [A-Za-z0-9_-]", 0, ""
+    timestamp = int(ts_text)
+    if abs(now - timestamp) > window:
+        return "request time is more than %d s away from the agent's clock" % window, 0, ""
+    expected = sign(key, method, path_and_query, timestamp, nonce, body)
+    if not compare_digest(expected.encode("ascii"), signature.strip().lower().encode("ascii")):
+        return "bad signature", 0, ""
+    return None, timestamp, nonce
+
+
+class NonceCache:
+    """Nonces seen inside the signature window, kept in memory and appended to a file.
+
+    The file lets a restarted agent refuse replays too; it is rewritten with only the live
+    entries when it has grown well past them.
+    """
+
+    def __init__(self, path: Optional[str], window: int = SIGNATURE_WINDOW, limit: int = 200000):
+        self.path = path
+        self.window = window
+        self.limit = limit
+        self._seen: Dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._file: Any = None
+        self._lines = 0
+        if path:
+            self._load(path)
+            self._file = open(path, "a", encoding="ascii")
+
+    def _load(self, path: str) -> None:
+        now = time.time()
+        try:
+            with open(path, encoding="ascii", errors="replace") as f:
+                for line in f:
+                    parts = line.split()
+                    if len(parts) == 2 and parts[0].isdigit():
+                        ts = int(parts[0])
+                        if ts + self.window >= now:
+                            self._seen[parts[1]] = ts
+        except FileNotFoundError:
+            pass
+        self._lines = len(self._seen)
+
+    def add(self, nonce: str, timestamp: int) -> Optional[str]:
+        """Record a nonce; an error text if it was seen already or the cache is full."""
+        with self._lock:
+            if nonce in self._seen:
+                return "nonce already used"
+            if len(self._seen) >= self.limit:
+                self._expire(time.time())
+                if len(self._seen) >= self.limit:
+                    return "too many requests inside the signature window"
+            self._seen[nonce] = timestamp
+            if self._file is not None:
+                self._file.write("%d %s\n" % (timestamp, nonce))
+                self._file.flush()
+                self._lines += 1
+        return None
+
+    def _expire(self, now: float) -> None:
+        old = [n for n, ts in self._seen.items() if ts + self.window < now]
+        for n in old:
+            del self._seen[n]
+
+    def compact(self) -> None:
+        """Forget expired nonces; rewrite the file when it holds mostly dead lines."""
+        with self._lock:
+            self._expire(time.time())
+            if self.path is None or self._lines < 2 * len(self._seen) + 1000:
+                return
+            tmp = self.path + ".tmp"
+            with open(tmp, "w", encoding="ascii") as f:
+                for n, ts in self._seen.items():
+                    f.write("%d %s\n" % (ts, n))
+            os.replace(tmp, self.path)
+            self._file.close()
+            self._file = open(self.path, "a", encoding="ascii")
+            self._lines = len(self._seen)
+
+
+# -------------------------------------------------------------------------------- settings
+
+
+class ConfigError(Exception):
+    """A setting is missing, malformed or unusable; the text says which and why."""
+
+
+# name, kind, default, help. kind: str | int | bytes | list | bool | path
+SETTINGS: List[Tuple[str, str, Any, str]] = [
+    ("listen", "str", "0.0.0.0:8001", "address:port to listen on ([::]:8001 for IPv6)"),
+    ("key_file", "path", "/etc/kernel-agent/agent.key", "file holding the 64-hex-char key"),
+    ("state_dir", "path", "/var/lib/kernel-agent", "runs, their output and seen nonces"),
+    ("allow_ips", "list", [], "only these addresses/CIDRs may connect (empty: any)"),
+    ("legacy_allow_ips", "list", [], "addresses/CIDRs allowed to use /api/ExecCmd (empty: off)"),
+    ("trusted_proxies", "list", [], "peers whose X-Forwarded-For is believed"),
+    ("tls_cert", "path", "", "PEM certificate: serve HTTPS (with tls_key)"),
+    ("tls_key", "path", "", "PEM private key for tls_cert"),
+    ("max_concurrency", "int", 64, "running executions at once; more get 429"),
+    ("max_output_bytes", "bytes", 8 << 20, "output kept per stream of a run (K/M/G suffixes)"),
+    ("max_body_bytes", "bytes", 16 << 20, "largest request body; larger get 413"),
+    ("max_connections", "int", 256, "open client connections at once; more are closed"),
+    ("request_timeout", "int", 30, "seconds a client may take to send a request or read a reply"),
+    ("keep_finished_seconds", "int", 3600, "how long finished runs are kept"),
+    ("keep_finished_count", "int", 1000, "how many finished runs are kept at most"),
+    ("log_requests", "bool", False, "log one line per request"),
+]
+_SETTING_KINDS = {name: kind for name, kind, _, _ in SETTINGS}
+
+
+class Config:
+    """All settings; attribute names are the setting names."""
+
+    listen: str
+    key_file: str
+    state_dir: str
+    allow_ips: List[str]
+    legacy_allow_ips: List[str]
+    trusted_proxies: List[str]
+    tls_cert: str
+    tls_key: str
+    max_concurrency: int
+    max_output_bytes: int
+    max_body_bytes: int
+    max_connections: int
+    request_timeout: int
+    keep_finished_seconds: int
+    keep_finished_count: int
+    log_requests: bool
+
+    def __init__(self, **values: Any) -> None:
+        for name, _, default, _ in SETTINGS:
+            setattr(self, name, list(default) if isinstance(default, list) else default)
+        for name, value in values.items():
+            self.set(name, value)
+
+    def set(self, name: str, value: Any) -> None:
+        kind = _SETTING_KINDS.get(name)
+        if kind is None:
+            raise ConfigError("unknown setting %r" % name)
+        if isinstance(value, str):
+            value = parse_setting(name, kind, value)
+        setattr(self, name, value)
+
+    def listen_address(self) -> Tuple[str, int]:
+        return parse_listen(self.listen)
+
+
+_SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+
+
+def parse_setting(name: str, kind: str, text: str) -> Any:
+    text = text.strip()
+    if kind in ("str", "path"):
+        return text
+    if kind == "list":
+        return [item.strip() for item in text.split(",") if item.strip()]
+    if kind == "bool":
+        low = text.lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off", ""):
+            return False
+        raise ConfigError("%s: expected true or false, got %r" % (name, text))
+    m = re.match(r"\A(\d+)\s*([kKmMgG]?)(?:i?[bB])?\Z", text) if kind == "bytes" else None
+    if m:
+        return int(m.group(1)) * _SIZE_UNITS[m.group(2).lower()]
+    if text.isdigit():
+        value = int(text)
+        if value <= 0:
+            raise ConfigError("%s: must be positive" % name)
+        return value
+    raise ConfigError("%s: expected a positive whole number, got %r" % (name, text))
+
+
+def parse_listen(text: str) -> Tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ConfigError("listen: expected HOST:PORT, got %r" % text)
+    host = host.strip("[]") or "0.0.0.0"
+    return host, int(port)
+
+
+def read_config_file(path: str) -> Dict[str, str]:
+    """``key = value`` lines, ``#`` comments, blank lines; unknown keys are errors."""
+    values: Dict[str, str] = {}
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError as e:
+        raise ConfigError("cannot read config file %s: %s" % (path, e.strerror)) from None
+    except UnicodeDecodeError:
+        raise ConfigError("config file %s is not UTF-8 text" % path) from None
+    for number, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, sep, value = line.partition("=")
+        name = name.strip()
+        if not sep or name not in _SETTING_KINDS:
+            raise ConfigError(
+                "%s:%d: expected 'setting = value' with a known setting, got %r"
+                % (path, number, line)
+            )
+        values[name] = value.split(" #")[0].strip()
+    return values
+
+
+def read_key(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            key = f.read().strip()
+    except OSError as e:
+        raise ConfigError(
+            "cannot read key file %s: %s (make one with: kernel-agent init --key-file %s)"
+            % (path, e.strerror, path)
+        ) from None
+    except UnicodeDecodeError:
+        key = ""
+    if not _KEY_RE.match(key):
+        raise ConfigError("key file %s must hold exactly 64 hex characters" % path)
+    return key
+
+
+def new_key() -> str:
+    return os.urandom(32).hex()
+
+
+def write_key(path: str, key: str) -> None:
+    """Write a key file with mode 0600, atomically."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    tmp = os.path.join(directory, ".%s.%d.tmp" % (os.path.basename(path), os.getpid()))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, (key + "\n").encode("ascii"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+class AddressSet:
+    """Addresses and networks from a list setting (``ipaddress`` is imported only if used)."""
+
+    def __init__(self, items: Iterable[str], setting: str = "allow_ips"):
+        import ipaddress
+
+        self._ip = ipaddress
+        self.networks = []
+        for item in items:
+            try:
+                self.networks.append(ipaddress.ip_network(item, strict=False))
+            except ValueError:
+                raise ConfigError("%s: %r is not an address or CIDR" % (setting, item)) from None
+
+    def __contains__(self, address: str) -> bool:
+        try:
+            ip = self._ip.ip_address(address.split("%")[0])
+        except ValueError:
+            return False
+        mapped = getattr(ip, "ipv4_mapped", None)
+        if mapped is not None:
+            ip = mapped
+        return any(ip in net for net in self.networks)
+
+
+# -------------------------------------------------------------------------------- requests
+
+
+class HttpError(Exception):
+    """An error answer: ``{"code": status, "error": slug, "msg": text}``."""
+
+    def __init__(self, status: int, slug: str, msg: str, close: bool = False):
+        Exception.__init__(self, msg)
+        self.status = status
+        self.slug = slug
+        self.msg = msg
+        self.close = close
+
+
+_ID_RE = re.compile(r"\A[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}\Z")
+_ENV_NAME_RE = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+class ExecSpec:
+    """A validated exec request."""
+
+    __slots__ = ("cmd", "cwd", "env", "id", "stdin", "stream", "timeout")
+
+    def __init__(
+        self,
+        cmd: str,
+        stdin: str = "",
+        env: Optional[Dict[str, str]] = None,
+        cwd: Optional[str] = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        id: Optional[str] = None,
+        stream: bool = False,
+    ):
+        self.cmd = cmd
+        self.stdin = stdin
+        self.env = env or {}
+        self.cwd = cwd
+        self.timeout = timeout
+        self.id = id
+        self.stream = stream
+
+    def fingerprint(self) -> str:
+        """What makes two requests with the same id 'the same' (not timeout or stream)."""
+        canonical = json.dumps([self.cmd, self.stdin, sorted(self.env.items()), self.cwd])
+        return _sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def _bad(field: str, msg: str) -> HttpError:
+    return HttpError(400, "bad_field", "%s: %s" % (field, msg))
+
+
+def _no_nul(field: str, value: str) -> str:
+    if "\0" in value:
+        raise _bad(field, "must not contain NUL characters")
+    return value
+
+
+def parse_json_body(body: bytes) -> Any:
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise HttpError(400, "bad_json", "body is not UTF-8") from None
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise HttpError(400, "bad_json", "JSON nested too deeply") from None
+    except ValueError as e:
+        raise HttpError(400, "bad_json", "body is not valid JSON: %s" % e) from None
+
+
+def parse_exec_request(data: Any) -> ExecSpec:
+    """Validate a decoded exec body; raise HttpError(400) naming the bad field."""
+    if not isinstance(data, dict):
+        raise HttpError(400, "bad_field", "body must be a JSON object")
+    cmd = data.get("cmd")
+    if not isinstance(cmd, str) or not cmd.strip():
+        raise _bad("cmd", "required, a non-empty string")
+    stdin = data.get("stdin")
+    if stdin is None:
+        stdin = ""
+    elif not isinstance(stdin, str):
+        raise _bad("stdin", "must be a string")
+    env = data.get("env")
+    if env is None:
+        env = {}
+    elif not isinstance(env, dict):
+        raise _bad("env", "must be an object of strings")
+    for name, value in env.items():
+        if not _ENV_NAME_RE.match(name):
+            raise _bad("env", "%r is not a valid variable name" % name[:80])
+        if not isinstance(value, str):
+            raise _bad("env", "value of %s must be a string" % name)
+        _no_nul("env", value)
+    cwd = data.get("cwd")
+    if cwd is not None:
+        if not isinstance(cwd, str) or not cwd.startswith("/"):
+            raise _bad("cwd", "must be an absolute path")
+        _no_nul("cwd", cwd)
+        if not os.path.isdir(cwd):
+            raise _bad("cwd", "%s is not a directory on this host" % cwd[:200])
+    timeout = data.get("timeout")
+    if timeout is None:
+        timeout = DEFAULT_TIMEOUT
+    elif isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise _bad("timeout", "must be a number of seconds")
+    elif not 0 < timeout <= MAX_TIMEOUT:
+        raise _bad("timeout", "must be more than 0 and at most %d" % MAX_TIMEOUT)
+    run_id = data.get("id")
+    if run_id is not None and (not isinstance(run_id, str) or not _ID_RE.match(run_id)):
+        raise _bad("id", "must be 1-128 chars of [A-Za-z0-9_.-], not starting with '.'")
+    stream = data.get("stream", False)
+    if not isinstance(stream, bool):
+        raise _bad("stream", "must be true or false")
+    return ExecSpec(
+        _no_nul("cmd", cmd), _no_nul("stdin", stdin), env, cwd, float(timeout), run_id, stream
+    )
+
+
+# ---------------------------------------------------------------------------------- keeper
+#
+# The keeper is forked from the agent at start-up, before any thread exists. It starts every
+# command (bash -c, its own session and process group), pumps its output into files of the
+# run's directory (never past the cap), enforces the timeout, kills the whole group on
+# timeout or cancel, reaps and writes status.json. It leaves its session, so it survives
+# the agent: a restarted agent starts a fresh keeper and watches the old one's runs through
+# their files. A keeper exits once its agent is gone and its runs are done.
+
+
+def _write_json_atomic(path: str, data: Dict[str, Any]) -> None:
+    tmp = path + ".tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, json.dumps(data).encode("utf-8"))
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def process_start_time(pid: int) -> Optional[str]:
+    """Field 22 of /proc/PID/stat: tells a process from a later one with the same pid."""
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    return fields[19].decode() if len(fields) > 19 else None
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class _KeeperRun:
+    def __init__(self, msg: Dict[str, Any], now: float):
+        self.id: str = msg["id"]
+        self.dir: str = msg["dir"]
+        self.cap: int = msg["cap"]
+        self.deadline = now + msg["timeout"]
+        self.started_mono = now
+        self.started_at: float = msg["started_at"]
+        self.pid = 0
+        self.status: Optional[int] = None  # raw waitpid status of the leader
+        self.leader_gone_at = 0.0
+        self.pipes: Dict[int, Tuple[int, str]] = {}  # read fd -> (file fd, stream name)
+        self.written = {"stdout": 0, "stderr": 0}
+        self.truncated = False
+        self.stdin_fd = -1
+        self.stdin_data = b""
+        self.kill_stage = 0  # 0 none, 1 TERM sent, 2 KILL sent
+        self.kill_at = 0.0
+        self.timed_out = False
+        self.cancelled = False
+        self.error: Optional[str] = None
+
+
+class Keeper:
+    """The keeper's event loop (runs in the forked child only)."""
+
+    def __init__(self, ctl: socket.socket, bash: str):
+        self.ctl = ctl
+        self.bash = bash
+        self.runs: Dict[str, _KeeperRun] = {}
+        self.by_pid: Dict[int, _KeeperRun] = {}
+        self.by_fd: Dict[int, _KeeperRun] = {}
+        self.poller = select.poll()
+        self.agent_gone = False
+        self.ctl_buf = b""
+        self.flags = {"cancel": False, "stop": False}
+
+    def serve(self) -> None:
+        os.setsid()
+        self._set_subreaper()
+        wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_w, False)
+        os.set_blocking(wake_r, False)
+        signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+
+        def on_cancel(signum: int, frame: Any) -> None:
+            self.flags["cancel"] = True
+
+        def on_stop(signum: int, frame: Any) -> None:
+            self.flags["stop"] = True
+
+        signal.signal(signal.SIGCHLD, lambda s, f: None)
+        signal.signal(signal.SIGUSR1, on_cancel)
+        signal.signal(signal.SIGTERM, on_stop)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        self.poller.register(self.ctl.fileno(), select.POLLIN)
+        self.poller.register(wake_r, select.POLLIN)
+        ctl_fd = self.ctl.fileno()
+        while True:
+            if (self.agent_gone or self.flags["stop"]) and not self.runs:
+                return
+            timeout_ms = self._next_timer_ms()
+            for fd, event in self.poller.poll(timeout_ms):
+                if fd == ctl_fd:
+                    self._read_control()
+                elif fd == wake_r:
+                    try:
+                        while os.read(wake_r, 512):
+                            pass
+                    except BlockingIOError:
+                        pass
+                else:
+                    run = self.by_fd.get(fd)
+                    if run is not None:
+                        if fd == run.stdin_fd:
+                            self._feed_stdin(run, event)
+                        else:
+                            self._pump(run, fd)
+            self._reap()
+            if self.flags["cancel"] or self.flags["stop"]:
+                self._scan_cancels()
+            now = time.monotonic()
+            for run in list(self.runs.values()):
+                self._tick(run, now)
+
+    @staticmethod
+    def _set_subreaper() -> None:
+        # Orphaned grandchildren then come to us and get reaped, instead of lingering as
+        # zombies under a PID 1 that may not reap (containers).
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+        except Exception as e:  # noqa: BLE001 - best effort; only zombies are at stake
+            os.write(2, ("kernel-agent keeper: no subreaper: %r\n" % (e,)).encode())
+
+    def _next_timer_ms(self) -> int:
+        if not self.runs:
+            return -1
+        now = time.monotonic()
+        soonest = now + 1.0
+        for run in self.runs.values():
+            if run.kill_stage:
+                soonest = min(soonest, now + 0.05)
+            elif run.status is None:
+                soonest = min(soonest, run.deadline)
+            if run.status is not None:
+                soonest = min(soonest, run.leader_gone_at + LINGER, now + 0.05)
+        return max(0, int((soonest - now) * 1000) + 1)
+
+    def _read_control(self) -> None:
+        try:
+            data = self.ctl.recv(1 << 20)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.agent_gone = True
+            self.poller.unregister(self.ctl.fileno())
+            return
+        self.ctl_buf += data
+        while b"\n" in self.ctl_buf:
+            line, self.ctl_buf = self.ctl_buf.split(b"\n", 1)
+            msg = json.loads(line)
+            if msg.get("op") == "spawn":
+                try:
+                    self._spawn(msg)
+                except OSError as e:  # e.g. the state dir vanished or the disk is full
+                    self._fail(msg, "cannot start: %s" % e)
+
+    def _fail(self, msg: Dict[str, Any], error: str) -> None:
+        run = self.runs.get(msg["id"]) or _KeeperRun(msg, time.monotonic())
+        self.runs[run.id] = run
+        for fd in list(run.pipes):
+            self._close_pipe(run, fd)
+        run.error = error
+        run.status = 127 << 8
+        try:
+            self._finish(run)
+        except OSError:
+            self.runs.pop(run.id, None)
+            self._send({"op": "exit", "id": run.id, "status": {"exit_code": 127, "error": error}})
+
+    def _send(self, msg: Dict[str, Any]) -> None:
+        if self.agent_gone:
+            return
+        try:
+            self.ctl.sendall(json.dumps(msg).encode("utf-8") + b"\n")
+        except OSError:
+            self.agent_gone = True
+
+    def _spawn(self, msg: Dict[str, Any]) -> None:
+        now = time.monotonic()
+        run = _KeeperRun(msg, now)
+        self.runs[run.id] = run
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+        out_file = os.open(os.path.join(run.dir, "stdout"), flags, 0o600)
+        err_file = os.open(os.path.join(run.dir, "stderr"), flags, 0o600)
+        in_r, in_w = os.pipe()
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        try:
+            # The keeper is single-threaded, so changing its own directory around the spawn
+            # is safe; between runs it sits in /.
+            os.chdir(msg.get("cwd") or "/")
+            # posix_spawn (vfork) is several times cheaper than fork+exec of a Python child.
+            # Signals the agent ignores (SIGPIPE, SIGXFSZ, ...) are reset for the command.
+            run.pid = os.posix_spawn(
+                self.bash,
+                ["bash", "-c", msg["cmd"]],
+                msg["env"],
+                file_actions=[
+                    (os.POSIX_SPAWN_DUP2, in_r, 0),
+                    (os.POSIX_SPAWN_DUP2, out_w, 1),
+                    (os.POSIX_SPAWN_DUP2, err_w, 2),
+                ],
+                setsid=True,
+                setsigdef=(
+                    signal.SIGPIPE,
+                    signal.SIGXFSZ,
+                    signal.SIGINT,
+                    signal.SIGHUP,
+                    signal.SIGTERM,
+                    signal.SIGUSR1,
+                    signal.SIGCHLD,
+                    signal.SIGQUIT,
+                ),
+            )
+        except OSError as e:
+            run.error = "cannot start bash in %s: %s" % (msg.get("cwd") or "/", e)
+        finally:
+            os.chdir("/")
+            os.close(in_r)
+            os.close(out_w)
+            os.close(err_w)
+        if run.error is not None:
+            for fd in (in_w, out_r, err_r):
+                os.close(fd)
+            os.write(err_file, (run.error + "\n").encode())
+            os.close(out_file)
+            os.close(err_file)
+            run.status = 127 << 8
+            self._finish(run)
+            return
+        self.by_pid[run.pid] = run
+        with open(os.path.join(run.dir, "pid"), "w") as f:
+            f.write(str(run.pid))
+        for read_fd, file_fd, name in ((out_r, out_file, "stdout"), (err_r, err_file, "stderr")):
+            os.set_blocking(read_fd, False)
+            run.pipes[read_fd] = (file_fd, name)
+            self.by_fd[read_fd] = run
+            self.poller.register(read_fd, select.POLLIN)
+        run.stdin_data = msg.get("stdin", "").encode("utf-8")
+        if run.stdin_data:
+            os.set_blocking(in_w, False)
+            run.stdin_fd = in_w
+            self.by_fd[in_w] = run
+            self.poller.register(in_w, select.POLLOUT)
+        else:
+            os.close(in_w)
+
+    def _feed_stdin(self, run: _KeeperRun, event: int) -> None:
+        done = bool(event & (select.POLLERR | select.POLLHUP))
+        if not done:
+            try:
+                n = os.write(run.stdin_fd, run.stdin_data[:65536])
+                run.stdin_data = run.stdin_data[n:]
+                done = not run.stdin_data
+            except BlockingIOError:
+                return
+            except OSError:  # the command closed its stdin or exited
+                done = True
+        if done:
+            self.poller.unregister(run.stdin_fd)
+            del self.by_fd[run.stdin_fd]
+            os.close(run.stdin_fd)
+            run.stdin_fd = -1
+
+    def _pump(self, run: _KeeperRun, fd: int) -> None:
+        file_fd, name = run.pipes[fd]
+        try:
+            data = os.read(fd, 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._close_pipe(run, fd)
+            return
+        room = run.cap - run.written[name]
+        if len(data) > room:
+            run.truncated = True
+            data = data[: max(room, 0)]
+        if data:
+            os.write(file_fd, data)
+            run.written[name] += len(data)
+
+    def _close_pipe(self, run: _KeeperRun, fd: int) -> None:
+        file_fd, _ = run.pipes.pop(fd)
+        self.poller.unregister(fd)
+        del self.by_fd[fd]
+        os.close(fd)
+        os.close(file_fd)
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            run = self.by_pid.pop(pid, None)
+            if run is not None:
+                run.status = status
+                run.leader_gone_at = time.monotonic()
+
+    def _scan_cancels(self) -> None:
+        stop = self.flags["stop"]
+        self.flags["cancel"] = False
+        for run in self.runs.values():
+            if run.kill_stage == 0 and (stop or os.path.exists(os.path.join(run.dir, "cancel"))):
+                run.cancelled = True
+                self._kill(run, signal.SIGTERM)
+
+    def _kill(self, run: _KeeperRun, sig: int) -> None:
+        if run.pid:
+            try:
+                os.killpg(run.pid, sig)
+            except OSError:
+                pass
+        run.kill_stage = 1 if sig == signal.SIGTERM else 2
+        run.kill_at = time.monotonic() + (KILL_GRACE if sig == signal.SIGTERM else 1.0)
+
+    def _tick(self, run: _KeeperRun, now: float) -> None:
+        if run.kill_stage == 0 and run.status is None and now >= run.deadline:
+            run.timed_out = True
+            self._kill(run, signal.SIGTERM)
+        group_alive = run.kill_stage > 0 and _group_alive(run.pid)
+        if run.kill_stage == 1 and group_alive and now >= run.kill_at:
+            self._kill(run, signal.SIGKILL)
+        if run.status is None:
+            return
+        if run.kill_stage and group_alive and now < run.kill_at:
+            # A killed run ends when its whole group is gone (or a second after SIGKILL).
+            return
+        if run.pipes and now < run.leader_gone_at + LINGER:
+            return
+        for fd in list(run.pipes):
+            for _ in range(64):  # drain what is buffered, without waiting for more
+                if fd not in run.pipes:
+                    break
+                self._pump(run, fd)
+                if fd in run.pipes:
+                    try:
+                        if not select.select([fd], [], [], 0)[0]:
+                            self._close_pipe(run, fd)
+                    except OSError:
+                        self._close_pipe(run, fd)
+            if fd in run.pipes:
+                self._close_pipe(run, fd)
+        self._finish(run)
+
+    def _finish(self, run: _KeeperRun) -> None:
+        if run.stdin_fd >= 0:
+            self.poller.unregister(run.stdin_fd)
+            self.by_fd.pop(run.stdin_fd, None)
+            os.close(run.stdin_fd)
+        status = run.status or 0
+        finished_at = time.time()
+        result: Dict[str, Any] = {
+            "exit_code": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
+            "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
+            "timed_out": run.timed_out,
+            "cancelled": run.cancelled,
+            "truncated": run.truncated,
+            "started_at": run.started_at,
+            "finished_at": round(finished_at, 6),
+            "duration": round(time.monotonic() - run.started_mono, 6),
+        }
+        if run.error:
+            result["error"] = run.error
+        _write_json_atomic(os.path.join(run.dir, "status.json"), result)
+        del self.runs[run.id]
+        self._send({"op": "exit", "id": run.id, "status": result})
+
+
+def start_keeper(bash: str) -> Tuple[socket.socket, int]:
+    """Fork the keeper; call before any thread starts. Returns (control socket, keeper pid)."""
+    ours, theirs = socket.socketpair()
+    pid = os.fork()
+    if pid == 0:  # the keeper
+        code = 0
+        try:
+            ours.close()
+            null = os.open(os.devnull, os.O_RDWR)
+            os.dup2(null, 0)
+            os.dup2(null, 1)
+            os.close(null)
+            Keeper(theirs, bash).serve()
+        except BaseException as e:  # noqa: BLE001 - the keeper must never return into main()
+            try:
+                os.write(2, ("kernel-agent keeper: %r\n" % (e,)).encode())
+            except OSError:
+                pass
+            code = 70
+        os._exit(code)
+    theirs.close()
+    return ours, pid
+
+
+# ------------------------------------------------------------------------------------ runs
+
+
+class Run:
+    """The agent's view of one execution; the files in ``dir`` are the truth."""
+
+    def __init__(
+        self,
+        run_id: str,
+        directory: str,
+        fingerprint: str,
+        timeout: float,
+        started_at: float,
+        keeper: Tuple[int, str],
+    ):
+        self.id = run_id
+        self.dir = directory
+        self.fingerprint = fingerprint
+        self.timeout = timeout
+        self.started_at = started_at
+        self.keeper = keeper  # (pid, start time) of the keeper that owns it
+        self.status: Optional[Dict[str, Any]] = None
+        self.state = "running"
+        self.done = threading.Event()
+
+    def finish(self, status: Dict[str, Any], state: str = "finished") -> None:
+        self.status = status
+        self.state = state
+        self.done.set()
+
+
+def _read_json(path: str) -> Optional[Dict[str, Any]]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _read_capped(path: str, cap: int) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read(cap)
+    except OSError:
+        return b""
+
+
+def _pid_matches(pid: int, start: str) -> bool:
+    return pid > 0 and process_start_time(pid) == start
+
+
+class TooBusy(Exception):
+    pass
+
+
+class RunStore:
+    """Runs by id: the journal on disk, idempotency, limits, results and clean-up."""
+
+    def __init__(self, cfg: Config, bash: str, base_env: Dict[str, str]):
+        self.cfg = cfg
+        self.bash = bash
+        self.base_env = base_env
+        self.root = os.path.join(cfg.state_dir, "runs")
+        os.makedirs(self.root, mode=0o700, exist_ok=True)
+        self.runs: Dict[str, Run] = {}
+        self.lock = threading.Lock()
+        self.running = 0
+        self.keeper_sock: Optional[socket.socket] = None
+        self.keeper: Tuple[int, str] = (0, "")
+        self.send_lock = threading.Lock()
+
+    # start-up
+
+    def attach_keeper(self, sock: socket.socket, pid: int) -> None:
+        self.keeper_sock = sock
+        self.keeper = (pid, process_start_time(pid) or "")
+        threading.Thread(target=self._keeper_reader, name="keeper", daemon=True).start()
+
+    def load(self) -> None:
+        """Learn the runs a previous agent left in the state dir."""
+        for name in os.listdir(self.root):
+            directory = os.path.join(self.root, name)
+            journal = _read_json(os.path.join(directory, "run.json"))
+            if journal is None or not _ID_RE.match(name):
+                shutil.rmtree(directory, ignore_errors=True)
+                continue
+            keeper = journal.get("keeper") or [0, ""]
+            run = Run(
+                name,
+                directory,
+                journal.get("fingerprint", ""),
+                float(journal.get("timeout", DEFAULT_TIMEOUT)),
+                float(journal.get("started_at", 0)),
+                (int(keeper[0]), str(keeper[1])),
+            )
+            self.runs[name] = run
+            status = _read_json(os.path.join(directory, "status.json"))
+            if status is not None:
+                run.finish(status, status.get("state", "finished"))
+            else:
+                self.running += 1
+                self._check_orphan(run)
+        if self.running:
+            threading.Thread(target=self._watch_orphans, name="orphans", daemon=True).start()
+
+    def _check_orphan(self, run: Run) -> None:
+        """A run of an earlier agent: finished, still running, or lost."""
+        status = _read_json(os.path.join(run.dir, "status.json"))
+        if status is not None:
+            self._finished(run, status, status.get("state", "finished"))
+        elif not _pid_matches(*run.keeper):
+            self._lose(run, "the process that ran it is gone and left no exit status")
+        elif not os.path.exists(os.path.join(run.dir, "pid")) and (
+            time.time() - run.started_at > 10
+        ):
+            self._lose(run, "the agent stopped before the command was started")
+
+    def _watch_orphans(self) -> None:
+        while True:
+            time.sleep(0.2)
+            with self.lock:
+                orphans = [
+                    r
+                    for r in self.runs.values()
+                    if r.state == "running" and r.keeper != self.keeper
+                ]
+            if not orphans:
+                return
+            for run in orphans:
+                self._check_orphan(run)
+
+    def _lose(self, run: Run, reason: str) -> None:
+        status = {"state": "lost", "reason": reason, "finished_at": round(time.time(), 6)}
+        try:
+            _write_json_atomic(os.path.join(run.dir, "status.json"), status)
+        except OSError:
+            pass
+        self._finished(run, status, "lost")
+
+    def _finished(self, run: Run, status: Dict[str, Any], state: str = "finished") -> None:
+        with self.lock:
+            if run.done.is_set():
+                return
+            self.running -= 1
+            run.finish(status, state)
+
+    def _keeper_reader(self) -> None:
+        sock = self.keeper_sock
+        assert sock is not None
+        buf = b""
+        while True:
+            try:
+                data = sock.recv(65536)
+            except InterruptedError:
+                continue
+            except OSError:
+                data = b""
+            if not data:
+                break
+            buf += data
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                msg = json.loads(line)
+                run = self.runs.get(msg.get("id"))
+                if run is not None and msg.get("op") == "exit":
+                    self._finished(run, msg["status"])
+        sys.stderr.write("kernel-agent: the run keeper died; exiting so that it restarts\n")
+        sys.stderr.flush()
+        os._exit(1)
+
+    # executions
+
+    def submit(self, spec: ExecSpec) -> Tuple[Run, bool]:
+        """Start a run, or find the run with the same id: (run, newly started)."""
+        fingerprint = spec.fingerprint()
+        with self.lock:
+            if spec.id is not None:
+                existing = self.runs.get(spec.id)
+                if existing is not None:
+                    if existing.fingerprint != fingerprint:
+                        raise HttpError(
+                            409, "conflict", "id %s was used for another command" % spec.id
+                        )
+                    return existing, False
+            if self.running >= self.cfg.max_concurrency:
+                raise HttpError(429, "too_many", "%d executions are already running" % self.running)
+            run_id = spec.id or os.urandom(12).hex()
+            directory = os.path.join(self.root, run_id)
+            os.mkdir(directory, 0o700)
+            now = time.time()
+            run = Run(run_id, directory, fingerprint, spec.timeout, round(now, 6), self.keeper)
+            # The journal entry exists before the command starts: an id never runs twice.
+            journal = {
+                "id": run_id,
+                "fingerprint": fingerprint,
+                "timeout": spec.timeout,
+                "started_at": run.started_at,
+                "keeper": list(self.keeper),
+            }
+            with open(os.path.join(directory, "run.json"), "w", encoding="utf-8") as f:
+                json.dump(journal, f)
+            for name in ("stdout", "stderr"):
+                open(os.path.join(directory, name), "wb").close()
+            self.runs[run_id] = run
+            self.running += 1
+        env = self.base_env
+        if spec.env:
+            env = dict(env)
+            env.update(spec.env)
+        msg = {
+            "op": "spawn",
+            "id": run_id,
+            "dir": directory,
+            "cmd": spec.cmd,
+            "stdin": spec.stdin,
+            "env": env,
+            "cwd": spec.cwd,
+            "timeout": spec.timeout,
+            "cap": self.cfg.max_output_bytes,
+            "started_at": run.started_at,
+        }
+        data = json.dumps(msg).encode("utf-8") + b"\n"
+        with self.send_lock:
+            assert self.keeper_sock is not None
+            self.keeper_sock.sendall(data)
+        return run, True
+
+    def get(self, run_id: str) -> Run:
+        run = self.runs.get(run_id) if _ID_RE.match(run_id) else None
+        if run is None:
+            raise HttpError(404, "not_found", "no execution with id %s" % run_id[:128])
+        return run
+
+    def cancel(self, run: Run) -> None:
+        if run.done.is_set():
+            return
+        open(os.path.join(run.dir, "cancel"), "w").close()
+        pid, start = run.keeper
+        if _pid_matches(pid, start):
+            os.kill(pid, signal.SIGUSR1)
+
+    def result(self, run: Run, output: bool = True) -> Dict[str, Any]:
+        st = run.status or {}
+        result: Dict[str, Any] = {
+            "id": run.id,
+            "state": run.state,
+            "exit_code": st.get("exit_code"),
+            "signal": st.get("signal"),
+            "timed_out": bool(st.get("timed_out", False)),
+            "cancelled": bool(st.get("cancelled", False)),
+            "truncated": bool(st.get("truncated", False)),
+            "duration": st.get("duration"),
+            "started_at": run.started_at,
+            "finished_at": st.get("finished_at"),
+        }
+        if run.state == "lost":
+            result["reason"] = st.get("reason", "")
+        if st.get("error"):
+            result["error"] = st["error"]
+        if output:
+            cap = self.cfg.max_output_bytes
+            for name in ("stdout", "stderr"):
+                data = _read_capped(os.path.join(run.dir, name), cap)
+                result[name] = data.decode("utf-8", "replace")
+        return result
+
+    def prune(self) -> None:
+        """Forget finished runs past the age or count limit."""
+        now = time.time()
+        with self.lock:
+            done = sorted(
+                (r for r in self.runs.values() if r.done.is_set()),
+                key=lambda r: (r.status or {}).get("finished_at") or r.started_at,
+            )
+            excess = len(done) - self.cfg.keep_finished_count
+            doomed = []
+            for i, run in enumerate(done):
+                finished = (run.status or {}).get("finished_at") or run.started_at
+                if i < excess or finished + self.cfg.keep_finished_seconds < now:
+                    doomed.append(run)
+                    del self.runs[run.id]
+        for run in doomed:
+            shutil.rmtree(run.dir, ignore_errors=True)
+
+
+def command_env() -> Dict[str, str]:
+    """The environment commands start from: the agent's own, with a usable PATH and HOME."""
+    env = dict(os.environ)
+    env.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+    if "HOME" not in env:
+        try:
+            import pwd
+
+            env["HOME"] = pwd.getpwuid(os.getuid()).pw_dir
+        except (ImportError, KeyError):
+            env["HOME"] = "/"
+    return env
+
+
+# ------------------------------------------------------------------------------------ http
+
+_REASONS = {
+    100: "Continue",
+    200: "OK",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    409: "Conflict",
+    413: "Payload Too Large",
+    429: "Too Many Requests",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+    501: "Not Implemented",
+}
+_MAX_LINE = 16384
+_MAX_HEADERS = 100
+_IDLE_TIMEOUT = 75.0
+
+
+class _Closed(Exception):
+    """The client went away or was too slow: drop the connection without an answer."""
+
+
+class Request:
+    __slots__ = ("body", "headers", "method", "path", "peer", "query", "target")
+
+    def __init__(self, method: str, target: str, headers: Dict[str, str], peer: str):
+        self.method = method
+        self.target = target
+        parts = urlsplit(target)
+        self.path = parts.path
+        self.query = parts.query
+        self.headers = headers
+        self.peer = peer
+        self.body = b""
+
+
+class Connection(socketserver.BaseRequestHandler):
+    """One client connection: requests in a keep-alive loop, each under a deadline."""
+
+    server: "AgentServer"
+
+    close = False
+    method = ""
+    status = 0
+    http10 = False
+
+    def setup(self) -> None:
+        self.sock: socket.socket = self.request
+        self.buf = b""
+        self.deadline = 0.0
+        self.peer = self.client_address[0] if self.client_address else ""
+        try:
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+
+    # reading with a deadline: a slow client gets request_timeout in total, not per byte
+
+    def finish(self) -> None:
+        try:
+            self.sock.close()  # the TLS wrapper, if any, owns the connection now
+        except OSError:
+            pass
+
+    def _recv(self) -> None:
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise _Closed()
+        self.sock.settimeout(remaining)
+        try:
+            data = self.sock.recv(65536)
+        except OSError:
+            raise _Closed() from None
+        if not data:
+            raise _Closed()
+        self.buf += data
+
+    def _read_line(self, limit: int = _MAX_LINE) -> bytes:
+        while True:
+            i = self.buf.find(b"\n")
+            if i >= 0:
+                line, self.buf = self.buf[: i + 1], self.buf[i + 1 :]
+                return line.rstrip(b"\r\n")
+            if len(self.buf) > limit:
+                raise HttpError(431, "too_large", "request line or header too long", close=True)
+            self._recv()
+
+    def _read_exact(self, n: int) -> bytes:
+        while len(self.buf) < n:
+            self._recv()
+        data, self.buf = self.buf[:n], self.buf[n:]
+        return data
+
+    def _read_request(self) -> Optional[Request]:
+        self.deadline = time.monotonic() + _IDLE_TIMEOUT
+        line = self._read_line()
+        while not line:  # tolerate blank lines between requests
+            line = self._read_line()
+        self.deadline = time.monotonic() + self.server.cfg.request_timeout
+        parts = line.split(b" ")
+        if len(parts) != 3 or not parts[2].startswith(b"HTTP/1."):
+            raise HttpError(400, "bad_request", "malformed request line", close=True)
+        method = parts[0].decode("latin-1")
+        target = parts[1].decode("latin-1")
+        self.http10 = parts[2] == b"HTTP/1.0"
+        headers: Dict[str, str] = {}
+        for _ in range(_MAX_HEADERS + 1):
+            raw = self._read_line()
+            if not raw:
+                break
+            name, sep, value = raw.decode("latin-1").partition(":")
+            name = name.strip().lower()
+            if not sep or not name or " " in name:
+                raise HttpError(400, "bad_request", "malformed header line", close=True)
+            value = value.strip()
+            if name == "content-length" and headers.get(name, value) != value:
+                raise HttpError(400, "bad_request", "conflicting Content-Length", close=True)
+            headers[name] = headers[name] + ", " + value if name in headers else value
+        else:
+            raise HttpError(431, "too_large", "more than %d headers" % _MAX_HEADERS, close=True)
+        if not target.startswith("/"):
+            raise HttpError(400, "bad_request", "request target must be a path", close=True)
+        return Request(method, target, headers, self.peer)
+
+    def _read_body(self, req: Request) -> None:
+        limit = self.server.cfg.max_body_bytes
+        te = req.headers.get("transfer-encoding", "").lower()
+        length_text = req.headers.get("content-length")
+        if te:
+            if te != "chunked":
+                raise HttpError(400, "bad_request", "only chunked transfer encoding", close=True)
+            self._continue(req)
+            body = b""
+            while True:
+                size_line = self._read_line().split(b";")[0].strip()
+                try:
+                    size = int(size_line, 16)
+                except ValueError:
+                    raise HttpError(400, "bad_request", "bad chunk size", close=True) from None
+                if size == 0:
+                    while self._read_line():  # trailers
+                        pass
+                    break
+                if len(body) + size > limit:
+                    raise HttpError(413, "too_large", "body over %d bytes" % limit, close=True)
+                body += self._read_exact(size)
+                self._read_exact(2)
+            req.body = body
+        elif length_text is not None:
+            if not length_text.isdigit():
+                raise HttpError(400, "bad_request", "bad Content-Length", close=True)
+            length = int(length_text)
+            if length > limit:  # decided before reading a byte of it
+                raise HttpError(413, "too_large", "body over %d bytes" % limit, close=True)
+            if length:
+                self._continue(req)
+                req.body = self._read_exact(length)
+
+    def _continue(self, req: Request) -> None:
+        if req.headers.get("expect", "").lower() == "100-continue":
+            self._write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    # writing
+
+    def _write(self, data: bytes) -> None:
+        self.sock.settimeout(self.server.cfg.request_timeout)
+        try:
+            self.sock.sendall(data)
+        except OSError:
+            raise _Closed() from None
+
+    def send(
+        self, status: int, body: bytes, content_type: str = "application/json", close: bool = False
+    ) -> None:
+        close = close or self.close
+        head = "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n%s\r\n" % (
+            status,
+            _REASONS.get(status, "Error"),
+            content_type,
+            len(body),
+            "Connection: close\r\n" if close else "",
+        )
+        self.close = close
+        self.status = status
+        self._write(head.encode("latin-1") + (b"" if self.method == "HEAD" else body))
+
+    def send_json(self, status: int, data: Any, close: bool = False) -> None:
+        self.send(status, json.dumps(data, ensure_ascii=False).encode("utf-8"), close=close)
+
+    def send_error(self, err: HttpError) -> None:
+        self.send_json(
+            err.status, {"code": err.status, "error": err.slug, "msg": err.msg}, close=err.close
+        )
+
+    def start_chunked(self, content_type: str) -> None:
+        head = "HTTP/1.1 200 OK\r\nContent-Type: %s\r\nTransfer-Encoding: chunked\r\n%s\r\n" % (
+            content_type,
+            "Connection: close\r\n" if self.close else "",
+        )
+        self.status = 200
+        self._write(head.encode("latin-1"))
+
+    def write_chunk(self, data: bytes) -> None:
+        self._write(b"%x\r\n%s\r\n" % (len(data), data) if data else b"0\r\n\r\n")
+
+    # the loop
+
+    def handle(self) -> None:
+        server = self.server
+        try:
+            if server.tls is not None:
+                self.sock.settimeout(server.cfg.request_timeout)
+                self.sock = server.tls.wrap_socket(self.sock, server_side=True)
+        except OSError:
+            return
+        self.close = False
+        while not self.close:
+            self.method = ""
+            self.status = 0
+            try:
+                req = self._read_request()
+            except _Closed:
+                return
+            except HttpError as e:
+                self._safe_error(e)
+                return
+            if req is None:
+                return
+            self.method = req.method
+            conn = req.headers.get("connection", "").lower()
+            self.close = conn == "close" or (self.http10 and conn != "keep-alive")
+            started = time.monotonic()
+            try:
+                server.dispatch(self, req)
+            except _Closed:
+                return
+            except HttpError as e:
+                if not self._safe_error(e):
+                    return
+            except Exception as e:  # noqa: BLE001 - a bug must not kill the agent or leak a trace
+                sys.stderr.write(
+                    "kernel-agent: internal error on %s %s: %r\n" % (req.method, req.path, e)
+                )
+                if not self._safe_error(HttpError(500, "internal", "internal error", close=True)):
+                    return
+            if server.cfg.log_requests:
+                sys.stderr.write(
+                    "%s %s %s %d %.1fms\n"
+                    % (
+                        req.peer,
+                        req.method,
+                        req.path,
+                        self.status,
+                        (time.monotonic() - started) * 1000,
+                    )
+                )
+
+    def _safe_error(self, err: HttpError) -> bool:
+        if self.status:  # an answer had started: the connection can't carry another
+            self.close = True
+            return False
+        try:
+            self.send_error(err)
+        except _Closed:
+            return False
+        return True
+
+
+class AgentServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+    def __init__(self, cfg: Config, key: str, store: Optional[RunStore], nonces: NonceCache):
+        self.cfg = cfg
+        self.key = key
+        self.store = store
+        self.nonces = nonces
+        self.started = time.time()
+        self.allow = AddressSet(cfg.allow_ips, "allow_ips") if cfg.allow_ips else None
+        self.legacy = (
+            AddressSet(cfg.legacy_allow_ips, "legacy_allow_ips") if cfg.legacy_allow_ips else None
+        )
+        self.proxies = (
+            AddressSet(cfg.trusted_proxies, "trusted_proxies") if cfg.trusted_proxies else None
+        )
+        self.tls = None
+        if cfg.tls_cert or cfg.tls_key:
+            if not (cfg.tls_cert and cfg.tls_key):
+                raise ConfigError("tls_cert and tls_key must be set together")
+            import ssl
+
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+            try:
+                ctx.load_cert_chain(cfg.tls_cert, cfg.tls_key)
+            except (OSError, ssl.SSLError) as e:
+                raise ConfigError("cannot load tls_cert/tls_key: %s" % e) from None
+            self.tls = ctx
+        self.conn_lock = threading.Lock()
+        self.connections = 0
+        host, port = cfg.listen_address()
+        self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        socketserver.TCPServer.__init__(self, (host, port), Connection)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self.conn_lock:
+            if self.connections >= self.cfg.max_connections:
+                self.shutdown_request(request)
+                return
+            self.connections += 1
+        socketserver.ThreadingMixIn.process_request(self, request, client_address)
+
+    def close_request(self, request: Any) -> None:
+        socketserver.TCPServer.close_request(self, request)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            socketserver.ThreadingMixIn.process_request_thread(self, request, client_address)
+        finally:
+            with self.conn_lock:
+                self.connections -= 1
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        sys.stderr.write(
+            "kernel-agent: connection error from %s: %r\n" % (client_address, sys.exc_info()[1])
+        )
+
+    # routing
+
+    def client_ip(self, conn: Connection, req: Request) -> str:
+        forwarded = req.headers.get("x-forwarded-for")
+        if forwarded and self.proxies is not None and req.peer in self.proxies:
+            return forwarded.split(",")[-1].strip()
+        return req.peer
+
+    def dispatch(self, conn: Connection, req: Request) -> None:
+        path = req.path
+        ip = self.client_ip(conn, req)
+        if path == "/api/ExecCmd":
+            return self.legacy_exec(conn, req, ip)
+        if self.allow is not None and ip not in self.allow:
+            raise HttpError(403, "forbidden", "source address %s is not allowed" % ip, close=True)
+        if path == "/healthz":
+            self._allow(req, ("GET", "HEAD"))
+            conn._read_body(req)
+            return conn.send(200, b"ok", "text/plain")
+        handler: Optional[Callable[[Connection, Request], None]] = None
+        if path == "/api/v2/exec":
+            self._allow(req, ("POST",))
+            handler = self.exec_
+        elif path.startswith("/api/v2/exec/"):
+            self._allow(req, ("GET", "DELETE"))
+            handler = self.exec_status if req.method == "GET" else self.exec_cancel
+        elif path == "/api/v2/info":
+            self._allow(req, ("GET",))
+            handler = self.info
+        else:
+            conn._read_body(req)
+            raise HttpError(404, "not_found", "no route %s" % path[:200])
+        conn._read_body(req)
+        self.authenticate(req)
+        handler(conn, req)
+
+    @staticmethod
+    def _allow(req: Request, methods: Tuple[str, ...]) -> None:
+        if req.method not in methods:
+            raise HttpError(
+                405,
+                "method_not_allowed",
+                "%s only" % " or ".join(methods),
+                close=bool(req.headers.get("content-length", "0") != "0"),
+            )
+
+    def authenticate(self, req: Request) -> None:
+        error, timestamp, nonce = verify_signature(
+            self.key, req.method, req.target, req.headers, req.body, time.time()
+        )
+        if error is None:
+            error = self.nonces.add(nonce, timestamp)
+        if error is not None:
+            raise HttpError(401, "unauthorized", error)
+
+    def _store(self) -> RunStore:
+        if self.store is None:
+            raise HttpError(500, "internal", "no run store")
+        return self.store
+
+    def exec_(self, conn: Connection, req: Request) -> None:
+        spec = parse_exec_request(parse_json_body(req.body))
+        store = self._store()
+        run, _created = store.submit(spec)
+        if spec.stream:
+            return self.stream(conn, run)
+        run.done.wait(run.timeout + KILL_GRACE + LINGER + 60)
+        conn.send_json(200, store.result(run))
+
+    def stream(self, conn: Connection, run: Run) -> None:
+        store = self._store()
+        conn.start_chunked("application/x-ndjson")
+
+        def event(data: Dict[str, Any]) -> bytes:
+            return json.dumps(data, ensure_ascii=False).encode("utf-8") + b"\n"
+
+        conn.write_chunk(event({"event": "started", "id": run.id, "started_at": run.started_at}))
+        cap = self.cfg.max_output_bytes
+        streams = []
+        for name in ("stdout", "stderr"):
+            f = open(os.path.join(run.dir, name), "rb")
+            streams.append((name, f, codecs.getincrementaldecoder("utf-8")("replace")))
+        try:
+            while True:
+                finished = run.done.is_set()  # read after this: nothing can follow the exit
+                out = b""
+                got = False
+                for name, f, decoder in streams:
+                    data = f.read(min(1 << 20, max(0, cap - f.tell())))
+                    got = got or bool(data)
+                    text = decoder.decode(data)
+                    if text:
+                        out += event({"event": name, "data": text})
+                if finished and not got:
+                    for name, _, decoder in streams:
+                        text = decoder.decode(b"", final=True)
+                        if text:
+                            out += event({"event": name, "data": text})
+                if out:
+                    conn.write_chunk(out)
+                if finished and not got:
+                    break
+                if not got:
+                    run.done.wait(0.05)
+        finally:
+            for _, f, _ in streams:
+                f.close()
+        final = {"event": "exit"}
+        final.update(store.result(run, output=False))
+        conn.write_chunk(event(final))
+        conn.write_chunk(b"")
+
+    def exec_status(self, conn: Connection, req: Request) -> None:
+        store = self._store()
+        run = store.get(req.path[len("/api/v2/exec/") :])
+        wait = parse_qs(req.query).get("wait")
+        if wait:
+            try:
+                seconds = min(max(float(wait[0]), 0.0), 300.0)
+            except ValueError:
+                raise _bad("wait", "must be a number of seconds") from None
+            run.done.wait(seconds)
+        conn.send_json(200, store.result(run))
+
+    def exec_cancel(self, conn: Connection, req: Request) -> None:
+        store = self._store()
+        run = store.get(req.path[len("/api/v2/exec/") :])
+        store.cancel(run)
+        run.done.wait(KILL_GRACE + LINGER + 2)
+        conn.send_json(200, store.result(run))
+
+    def info(self, conn: Connection, req: Request) -> None:
+        conn.send_json(200, host_info(self))
+
+    # legacy v1: the seed's Go agent
+
+    def legacy_exec(self, conn: Connection, req: Request, ip: str) -> None:
+        if self.legacy is None:
+            conn._read_body(req)
+            raise HttpError(404, "not_found", "the legacy API is off (set legacy_allow_ips)")
+        if ip not in self.legacy:
+            return conn.send(403, '{"code":-1,"msg":"非服务器IP"}'.encode(), close=True)
+        try:
+            conn._read_body(req)
+        except HttpError as e:
+            msg = {"code": -2, "msg": e.msg}
+            return conn.send_json(e.status, msg, close=e.close)
+        cmd = legacy_command(req)
+        if not cmd:
+            return conn.send_json(200, {"code": -2, "msg": "missing cmd"})
+        try:
+            run, _ = self._store().submit(ExecSpec(cmd))
+        except HttpError as e:
+            return conn.send_json(e.status, {"code": -2, "msg": e.msg})
+        run.done.wait(run.timeout + KILL_GRACE + LINGER + 60)
+        conn.send_json(200, legacy_reply(self._store().result(run)))
+
+
+def legacy_command(req: Request) -> str:
+    """The cmd of a legacy request: JSON body, form body or query string."""
+    body = req.body
+    cmd: Any = None
+    if body.lstrip().startswith(b"{"):
+        try:
+            data = json.loads(body.decode("utf-8"))
+            cmd = data.get("cmd") if isinstance(data, dict) else None
+        except (ValueError, RecursionError):
+            cmd = None
+    else:
+        try:
+            cmd = parse_qs(body.decode("utf-8"), keep_blank_values=True).get("cmd", [None])[0]
+        except (UnicodeDecodeError, ValueError):
+            cmd = None
+    if cmd is None:
+        cmd = parse_qs(req.query).get("cmd", [None])[0]
+    if not isinstance(cmd, str) or "\0" in cmd:
+        return ""
+    return cmd
+
+
+def legacy_reply(result: Dict[str, Any]) -> Dict[str, Any]:
+    """Shape a result the way the Go agent answered (its error text is Go's ExitError)."""
+    code = result.get("exit_code")
+    if code == 0:
+        return {"code": 0, "msg": result["stdout"]}
+    if code is not None:
+        err = "exit status %d" % code
+    elif result.get("signal"):
+        err = "signal: %s" % _signal_text(result["signal"])
+    else:
+        return {"code": -2, "msg": "execution %s" % result.get("state", "failed")}
+    return {"code": 1, "err": err, "msg": result["stdout"]}
+
+
+def _signal_text(signum: int) -> str:
+    names = {9: "killed", 15: "terminated", 2: "interrupt", 6: "aborted", 11: "segmentation fault"}
+    return names.get(signum, "signal %d" % signum)
+
+
+def _os_release() -> Dict[str, str]:
+    info: Dict[str, str] = {}
+    for path in ("/etc/os-release", "/usr/lib/os-release"):
+        try:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                for line in f:
+                    name, sep, value = line.strip().partition("=")
+                    if sep:
+                        info[name] = value.strip().strip("\"'")
+            break
+        except OSError:
+            continue
+    return info
+
+
+def host_info(server: AgentServer) -> Dict[str, Any]:
+    import platform
+
+    osr = _os_release()
+    try:
+        with open("/proc/uptime") as f:
+            boot_uptime: Optional[float] = float(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        boot_uptime = None
+    cfg = server.cfg
+    store = server.store
+    return {
+        "version": VERSION,
+        "protocol": PROTOCOL,
+        "hostname": socket.gethostname(),
+        "os": osr.get("PRETTY_NAME") or platform.system(),
+        "os_id": osr.get("ID", ""),
+        "os_version": osr.get("VERSION_ID", ""),
+        "kernel": platform.release(),
+        "arch": platform.machine(),
+        "python": platform.python_version(),
+        "uptime": round(time.time() - server.started, 3),
+        "host_uptime": boot_uptime,
+        "pid": os.getpid(),
+        "running": store.running if store else 0,
+        "tls": server.tls is not None,
+        "legacy": server.legacy is not None,
+        "limits": {
+            "max_concurrency": cfg.max_concurrency,
+            "max_output_bytes": cfg.max_output_bytes,
+            "max_body_bytes": cfg.max_body_bytes,
+            "default_timeout": DEFAULT_TIMEOUT,
+            "max_timeout": MAX_TIMEOUT,
+            "kill_grace": KILL_GRACE,
+            "request_timeout": cfg.request_timeout,
+        },
+    }
+
+
+# ------------------------------------------------------------------------------------ main
+
+USAGE_EPILOG = """\
+commands:
+  kernel-agent [options]                  run the agent
+  kernel-agent init [--key-file F] [--force]
+                                          write a fresh key (mode 0600) and print it
+
+Every option is also a setting of the config file (key = value lines, # comments); options
+given on the command line win over the file. Lists are comma-separated.
+"""
+
+
+def build_parser() -> Any:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="kernel-agent",
+        description="Kernel agent: runs commands for a Kernel server (protocol v2).",
+        epilog=USAGE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="config file (default %s, used if it exists)" % DEFAULT_CONFIG,
+    )
+    parser.add_argument("--version", action="version", version="kernel-agent " + VERSION)
+    for name, kind, default, text in SETTINGS:
+        flag = "--" + name.replace("_", "-")
+        shown = ",".join(default) if isinstance(default, list) else default
+        helptext = "%s (default: %s)" % (text, shown if shown not in ("", []) else "none")
+        if kind == "bool":
+            parser.add_argument(
+                flag, dest=name, nargs="?", const="true", metavar="BOOL", help=helptext
+            )
+        else:
+            parser.add_argument(flag, dest=name, metavar=kind.upper(), help=helptext)
+    return parser
+
+
+def load_config(argv: List[str]) -> Config:
+    args = build_parser().parse_args(argv)
+    cfg = Config()
+    path = args.config
+    if path is None and os.path.exists(DEFAULT_CONFIG):
+        path = DEFAULT_CONFIG
+    if path:
+        for name, value in read_config_file(path).items():
+            cfg.set(name, value)
+    for name, _, _, _ in SETTINGS:
+        value = getattr(args, name)
+        if value is not None:
+            cfg.set(name, value)
+    cfg.listen_address()
+    for name in ("allow_ips", "legacy_allow_ips", "trusted_proxies"):
+        AddressSet(getattr(cfg, name), name)
+    return cfg
+
+
+def init_main(argv: List[str]) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="kernel-agent init", description="Write a fresh agent key and print it."
+    )
+    parser.add_argument(
+        "--key-file",
+        default=dict((s[0], s[2]) for s in SETTINGS)["key_file"],
+        help="where to write the key (default %(default)s)",
+    )
+    parser.add_argument("--force", action="store_true", help="replace an existing key")
+    args = parser.parse_args(argv)
+    if os.path.exists(args.key_file) and not args.force:
+        sys.stderr.write("kernel-agent: %s exists; use --force to replace it\n" % args.key_file)
+        return 1
+    key = new_key()
+    try:
+        write_key(args.key_file, key)
+    except OSError as e:
+        sys.stderr.write("kernel-agent: cannot write %s: %s\n" % (args.key_file, e.strerror))
+        return 1
+    print(key)
+    return 0
+
+
+def serve(cfg: Config) -> int:
+    key = read_key(cfg.key_file)
+    bash = shutil.which("bash") or "/bin/bash"
+    try:
+        os.makedirs(cfg.state_dir, mode=0o700, exist_ok=True)
+    except OSError as e:
+        raise ConfigError("cannot create state_dir %s: %s" % (cfg.state_dir, e.strerror)) from None
+    store = RunStore(cfg, bash, command_env())
+    # The keeper is forked before any thread exists (fork in a threaded process is unsafe)
+    # and before the listening socket, which it must not hold.
+    keeper_sock, keeper_pid = start_keeper(bash)
+    store.attach_keeper(keeper_sock, keeper_pid)
+    store.load()
+    nonces = NonceCache(os.path.join(cfg.state_dir, "nonces"))
+    try:
+        server = AgentServer(cfg, key, store, nonces)
+    except OSError as e:
+        raise ConfigError("cannot listen on %s: %s" % (cfg.listen, e.strerror)) from None
+
+    def janitor() -> None:
+        while True:
+            time.sleep(30)
+            try:
+                store.prune()
+                nonces.compact()
+            except OSError as e:
+                sys.stderr.write("kernel-agent: clean-up failed: %s\n" % e)
+
+    threading.Thread(target=janitor, name="janitor", daemon=True).start()
+
+    def stop(signum: int, frame: Any) -> None:
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    sys.stderr.write(
+        "kernel-agent %s listening on %s%s (keeper pid %d)\n"
+        % (VERSION, cfg.listen, " with TLS" if server.tls else "", keeper_pid)
+    )
+    sys.stderr.flush()
+    try:
+        server.serve_forever(poll_interval=0.5)
+    finally:
+        server.server_close()
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        if argv[:1] == ["init"]:
+            return init_main(argv[1:])
+        return serve(load_config(argv))
+    except ConfigError as e:
+        sys.stderr.write("kernel-agent: %s\n" % e)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,382 @@
+"""Client for the agent's protocol v2 (ARCHITECTURE.md §2): signing, exec, stream, status,
+cancel, info, healthz. Sync (`AgentClient`) and async (`AsyncAgentClient`), each on one
+kept-alive httpx client.
+
+TLS pinning: with ``tls_fingerprint`` set, certificates are not checked against CAs (agents
+use self-signed ones); instead the SHA-256 of the agent's certificate is compared with the pin
+right after the TLS handshake and *before* the signed request is sent (httpcore's ``trace``
+hook), the way SSH pins host keys. `fetch_tls_fingerprint` takes the pin at enrollment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+import ssl
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, fields
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import httpx
+
+from kernel.agent import KILL_GRACE, LINGER, signed_headers
+from kernel.exceptions import AgentError, AgentUnreachable
+
+__all__ = [
+    "AgentClient",
+    "AgentError",
+    "AgentUnreachable",
+    "AsyncAgentClient",
+    "ExecResult",
+    "fetch_tls_fingerprint",
+    "normalize_fingerprint",
+]
+
+DEFAULT_RUN_TIMEOUT = 600.0
+_WAIT_MARGIN = KILL_GRACE + LINGER + 30.0  # beyond the run's own timeout, for a waiting call
+
+
+@dataclass
+class ExecResult:
+    """One execution as the agent reports it."""
+
+    id: str
+    state: str = "finished"  # running | finished | lost
+    exit_code: int | None = None
+    signal: int | None = None
+    timed_out: bool = False
+    cancelled: bool = False
+    stdout: str = ""
+    stderr: str = ""
+    truncated: bool = False
+    duration: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    reason: str = ""  # why a run is lost
+    error: str = ""  # why a run could not start
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ExecResult:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if (k in names and v is not None) or k == "id"})
+
+
+def normalize_fingerprint(text: str) -> str:
+    """'AB:CD:…' or 'abcd…' → 64 lower-case hex chars."""
+    fp = text.replace(":", "").strip().lower()
+    if len(fp) != 64 or any(c not in "0123456789abcdef" for c in fp):
+        raise ValueError(f"not a SHA-256 fingerprint: {text!r}")
+    return fp
+
+
+def fetch_tls_fingerprint(url: str, timeout: float = 10.0) -> str:
+    """SHA-256 (hex) of the certificate the agent at ``url`` presents; trust on first use."""
+    parts = urlsplit(url)
+    if parts.scheme != "https" or not parts.hostname:
+        raise ValueError(f"not an https URL: {url!r}")
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    try:
+        with (
+            socket.create_connection((parts.hostname, parts.port or 443), timeout) as raw,
+            ctx.wrap_socket(raw, server_hostname=parts.hostname) as tls,
+        ):
+            der = tls.getpeercert(binary_form=True)
+    except (OSError, ssl.SSLError) as e:
+        raise AgentUnreachable(f"{url}: {e}") from e
+    if not der:
+        raise AgentUnreachable(f"{url}: no certificate")
+    return hashlib.sha256(der).hexdigest()
+
+
+class _PinMismatch(Exception):
+    pass
+
+
+class _Base:
+    def __init__(
+        self, url: str, key: str, *, timeout: float = 10.0, tls_fingerprint: str | None = None
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.key = key.strip()
+        self.timeout = timeout
+        self.pin = normalize_fingerprint(tls_fingerprint) if tls_fingerprint else None
+        self._base_path = urlsplit(self.url).path
+
+    def _verify(self) -> ssl.SSLContext | bool:
+        if self.pin is None:
+            return True
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        return ctx
+
+    def _check_pin(self, event: str, info: dict[str, Any]) -> None:
+        if self.pin is None or event != "connection.start_tls.complete":
+            return
+        stream = info.get("return_value")
+        ssl_object = stream.get_extra_info("ssl_object") if stream is not None else None
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        seen = hashlib.sha256(der).hexdigest() if der else "none"
+        if seen != self.pin:
+            raise _PinMismatch(f"TLS certificate fingerprint {seen} is not the pinned {self.pin}")
+
+    def _build(
+        self, method: str, path: str, body: Any = None, read_timeout: float | None = None
+    ) -> tuple[str, dict[str, str], bytes, httpx.Timeout]:
+        content = b"" if body is None else json.dumps(body).encode()
+        target = self._base_path + path
+        headers = signed_headers(self.key, method, target, content)
+        if content:
+            headers["Content-Type"] = "application/json"
+        timeout = httpx.Timeout(self.timeout, read=read_timeout or self.timeout)
+        return self.url + path, headers, content, timeout
+
+    @staticmethod
+    def _exec_body(
+        cmd: str,
+        stdin: str | None,
+        env: dict[str, str] | None,
+        cwd: str | None,
+        timeout: float | None,
+        id: str | None,
+        stream: bool,
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"cmd": cmd}
+        for name, value in (("stdin", stdin), ("env", env), ("cwd", cwd), ("timeout", timeout)):
+            if value is not None:
+                body[name] = value
+        if id is not None:
+            body["id"] = id
+        if stream:
+            body["stream"] = True
+        return body
+
+    @staticmethod
+    def _run_wait(timeout: float | None) -> float:
+        return (timeout or DEFAULT_RUN_TIMEOUT) + _WAIT_MARGIN
+
+    @staticmethod
+    def _status_path(id: str, wait: float | None = None) -> str:
+        path = "/api/v2/exec/" + quote(id, safe="")
+        return path if wait is None else f"{path}?wait={wait:g}"
+
+    @staticmethod
+    def _answer(response: httpx.Response) -> Any:
+        try:
+            data = response.json()
+        except ValueError:
+            data = None
+        if response.status_code >= 400:
+            if isinstance(data, dict) and "error" in data:
+                raise AgentError(response.status_code, str(data["error"]), str(data.get("msg")))
+            raise AgentError(response.status_code, "bad_response", response.text[:200])
+        if data is None:
+            raise AgentError(response.status_code, "bad_response", "answer is not JSON")
+        return data
+
+    def _unreachable(self, exc: Exception) -> AgentUnreachable:
+        if isinstance(exc, _PinMismatch):
+            return AgentUnreachable(f"{self.url}: {exc}", error="tls_pin_mismatch")
+        return AgentUnreachable(f"{self.url}: {type(exc).__name__}: {exc}")
+
+
+class AgentClient(_Base):
+    """Synchronous client; one kept-alive connection pool. Use as a context manager."""
+
+    def __init__(
+        self, url: str, key: str, *, timeout: float = 10.0, tls_fingerprint: str | None = None
+    ) -> None:
+        super().__init__(url, key, timeout=timeout, tls_fingerprint=tls_fingerprint)
+        self._client = httpx.Client(verify=self._verify(), timeout=timeout)
+        self._ext = {"trace": self._check_pin} if self.pin else {}
+
+    def __enter__(self) -> AgentClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _call(self, method: str, path: str, body: Any = None, read: float | None = None) -> Any:
+        url, headers, content, timeout = self._build(method, path, body, read)
+        try:
+            response = self._client.request(
+                method, url, content=content, headers=headers, timeout=timeout,
+                extensions=self._ext,
+            )  # fmt: skip
+        except (httpx.TransportError, _PinMismatch) as e:
+            raise self._unreachable(e) from e
+        return self._answer(response)
+
+    def exec(
+        self,
+        cmd: str,
+        *,
+        stdin: str | None = None,
+        env: dict[str, str] | None = None,
+        cwd: str | None = None,
+        timeout: float | None = None,
+        id: str | None = None,
+    ) -> ExecResult:
+        """Run ``cmd`` and wait for its result (the same ``id`` again attaches, never reruns)."""
+        body = self._exec_body(cmd, stdin, env, cwd, timeout, id, False)
+        return ExecResult.from_json(
+            self._call("POST", "/api/v2/exec", body, self._run_wait(timeout))
+        )
+
+    def stream(
+        self,
+        cmd: str,
+        *,
+        stdin: str | None = None,
+        env: dict[str, str] | None = None,
+        cwd: str | None = None,
+        timeout: float | None = None,
+        id: str | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """NDJSON events as dicts: started, stdout/stderr (``data``), exit (the result)."""
+        body = self._exec_body(cmd, stdin, env, cwd, timeout, id, True)
+        url, headers, content, tmo = self._build(
+            "POST", "/api/v2/exec", body, self._run_wait(timeout)
+        )
+        try:
+            with self._client.stream(
+                "POST", url, content=content, headers=headers, timeout=tmo, extensions=self._ext
+            ) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    self._answer(response)
+                for line in response.iter_lines():
+                    if line.strip():
+                        yield json.loads(line)
+        except (httpx.TransportError, _PinMismatch) as e:
+            raise self._unreachable(e) from e
+
+    def status(self, id: str, *, wait: float | None = None) -> ExecResult:
+        """State and output so far; ``wait`` seconds (≤ 300) for it to finish first."""
+        read = None if wait is None else wait + self.timeout
+        return ExecResult.from_json(self._call("GET", self._status_path(id, wait), None, read))
+
+    def cancel(self, id: str) -> ExecResult:
+        """SIGTERM to the run's process group, SIGKILL after the grace; the result after."""
+        read = KILL_GRACE + LINGER + 2 + self.timeout
+        return ExecResult.from_json(self._call("DELETE", self._status_path(id), None, read))
+
+    def info(self) -> dict[str, Any]:
+        info: dict[str, Any] = self._call("GET", "/api/v2/info")
+        return info
+
+    def healthz(self) -> bool:
+        try:
+            response = self._client.get(self.url + "/healthz", extensions=self._ext)
+        except (httpx.TransportError, _PinMismatch):
+            return False
+        return response.status_code == 200
+
+
+class AsyncAgentClient(_Base):
+    """Asynchronous twin of `AgentClient` (``stream`` is an async iterator)."""
+
+    def __init__(
+        self, url: str, key: str, *, timeout: float = 10.0, tls_fingerprint: str | None = None
+    ) -> None:
+        super().__init__(url, key, timeout=timeout, tls_fingerprint=tls_fingerprint)
+        self._client = httpx.AsyncClient(verify=self._verify(), timeout=timeout)
+        self._ext = {"trace": self._acheck_pin} if self.pin else {}
+
+    async def _acheck_pin(self, event: str, info: dict[str, Any]) -> None:
+        self._check_pin(event, info)
+
+    async def __aenter__(self) -> AsyncAgentClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def _call(
+        self, method: str, path: str, body: Any = None, read: float | None = None
+    ) -> Any:
+        url, headers, content, timeout = self._build(method, path, body, read)
+        try:
+            response = await self._client.request(
+                method, url, content=content, headers=headers, timeout=timeout,
+                extensions=self._ext,
+            )  # fmt: skip
+        except (httpx.TransportError, _PinMismatch) as e:
+            raise self._unreachable(e) from e
+        return self._answer(response)
+
+    async def exec(
+        self,
+        cmd: str,
+        *,
+        stdin: str | None = None,
+        env: dict[str, str] | None = None,
+        cwd: str | None = None,
+        timeout: float | None = None,
+        id: str | None = None,
+    ) -> ExecResult:
+        body = self._exec_body(cmd, stdin, env, cwd, timeout, id, False)
+        data = await self._call("POST", "/api/v2/exec", body, self._run_wait(timeout))
+        return ExecResult.from_json(data)
+
+    async def stream(
+        self,
+        cmd: str,
+        *,
+        stdin: str | None = None,
+        env: dict[str, str] | None = None,
+        cwd: str | None = None,
+        timeout: float | None = None,
+        id: str | None = None,
+    ) -> AsyncIterator[dict[str, Any]]:
+        body = self._exec_body(cmd, stdin, env, cwd, timeout, id, True)
+        url, headers, content, tmo = self._build(
+            "POST", "/api/v2/exec", body, self._run_wait(timeout)
+        )
+        try:
+            async with self._client.stream(
+                "POST", url, content=content, headers=headers, timeout=tmo, extensions=self._ext
+            ) as response:
+                if response.status_code >= 400:
+                    await response.aread()
+                    self._answer(response)
+                async for line in response.aiter_lines():
+                    if line.strip():
+                        yield json.loads(line)
+        except (httpx.TransportError, _PinMismatch) as e:
+            raise self._unreachable(e) from e
+
+    async def status(self, id: str, *, wait: float | None = None) -> ExecResult:
+        read = None if wait is None else wait + self.timeout
+        return ExecResult.from_json(
+            await self._call("GET", self._status_path(id, wait), None, read)
+        )
+
+    async def cancel(self, id: str) -> ExecResult:
+        read = KILL_GRACE + LINGER + 2 + self.timeout
+        return ExecResult.from_json(await self._call("DELETE", self._status_path(id), None, read))
+
+    async def info(self) -> dict[str, Any]:
+        info: dict[str, Any] = await self._call("GET", "/api/v2/info")
+        return info
+
+    async def healthz(self) -> bool:
+        try:
+            response = await self._client.get(self.url + "/healthz", extensions=self._ext)
+        except (httpx.TransportError, _PinMismatch):
+            return False
+        return response.status_code == 200
