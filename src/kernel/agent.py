@@ -1816,6 +1816,7 @@ commands:
   kernel-agent [options]                  run the agent
   kernel-agent init [--key-file F] [--force]
                                           write a fresh key (mode 0600) and print it
+  kernel-agent check [options]            validate the settings and the key, then exit
 
 Every option is also a setting of the config file (key = value lines, # comments); options
 given on the command line win over the file. Lists are comma-separated.
@@ -1942,11 +1943,40 @@ def serve(cfg: Config) -> int:
     return 0
 
 
+def check_main(argv: List[str]) -> int:
+    cfg = load_config(argv)
+    read_key(cfg.key_file)
+    if cfg.tls_cert or cfg.tls_key:
+        if not (cfg.tls_cert and cfg.tls_key):
+            raise ConfigError("tls_cert and tls_key must be set together")
+        import ssl
+
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cfg.tls_cert, cfg.tls_key)
+        except (OSError, ssl.SSLError) as e:
+            raise ConfigError("cannot load tls_cert/tls_key: %s" % e) from None
+    for name, _, _, _ in SETTINGS:
+        print("%s = %s" % (name, _format_setting(getattr(cfg, name))))
+    return 0
+
+
+def _format_setting(value: Any) -> str:
+    return (
+        ",".join(value)
+        if isinstance(value, list)
+        else str(value).lower()
+        if isinstance(value, bool)
+        else str(value)
+    )
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
         if argv[:1] == ["init"]:
             return init_main(argv[1:])
+        if argv[:1] == ["check"]:
+            return check_main(argv[1:])
         return serve(load_config(argv))
     except ConfigError as e:
         sys.stderr.write("kernel-agent: %s\n" % e)

@@ -1,0 +1,233 @@
+#!/usr/bin/env bash
+# Install (or update) the Kernel agent on this host. Idempotent: run it again to update.
+#
+#   curl -fsSL '<KERNEL_URL>/agent/install.sh?token=<token>' | sudo bash
+#
+# Settings (environment; the server serves this script with its own values as defaults):
+#   KERNEL_URL            server base URL (may be empty for a local install)
+#   KERNEL_AGENT_SOURCE   URL or local path of the agent file (default $KERNEL_URL/agent/kernel-agent.py)
+#   KERNEL_AGENT_SHA256   expected SHA-256 of the agent file; a mismatch stops the install
+#   KERNEL_AGENT_KEY      the agent key (64 hex chars); if empty, an existing key is kept or a
+#                         fresh one is made and printed
+#   KERNEL_AGENT_LISTEN   listen address (default 0.0.0.0:8001)
+#   KERNEL_AGENT_CONF     extra "key = value" lines for agent.conf (allow_ips, tls_cert, ...)
+#   KERNEL_ENROLL_TOKEN   if set: POST $KERNEL_URL/agent/enroll {"token", "port", "hostname"}
+#   KERNEL_AGENT_ROOT     install under this prefix instead of / (tests, image building)
+#   KERNEL_AGENT_NO_SYSTEMD=1  only write files; do not touch systemd
+set -eu
+
+: "${KERNEL_URL:=}"
+: "${KERNEL_AGENT_SOURCE:=}"
+: "${KERNEL_AGENT_SHA256:=}"
+: "${KERNEL_AGENT_KEY:=}"
+: "${KERNEL_AGENT_LISTEN:=0.0.0.0:8001}"
+: "${KERNEL_AGENT_CONF:=}"
+: "${KERNEL_ENROLL_TOKEN:=}"
+: "${KERNEL_AGENT_ROOT:=}"
+: "${KERNEL_AGENT_NO_SYSTEMD:=}"
+
+ROOT="${KERNEL_AGENT_ROOT%/}"
+LIB_DIR="$ROOT/usr/local/lib/kernel-agent"
+AGENT="$LIB_DIR/kernel-agent.py"
+BIN="$ROOT/usr/local/bin/kernel-agent"
+ETC="$ROOT/etc/kernel-agent"
+CONF="$ETC/agent.conf"
+KEY_FILE="$ETC/agent.key"
+STATE="$ROOT/var/lib/kernel-agent"
+UNIT="$ROOT/etc/systemd/system/kernel-agent.service"
+
+say() { printf 'kernel-agent install: %s\n' "$*" >&2; }
+die() { say "error: $*"; exit 1; }
+
+find_python() {
+    for py in python3 /usr/bin/python3 /usr/local/bin/python3; do
+        if command -v "$py" >/dev/null 2>&1 &&
+            "$py" -c 'import sys; sys.exit(sys.version_info < (3, 8))' 2>/dev/null; then
+            command -v "$py"
+            return 0
+        fi
+    done
+    return 1
+}
+
+fetch() { # fetch SOURCE DEST
+    case "$1" in
+    http://* | https://*)
+        if command -v curl >/dev/null 2>&1; then
+            curl -fsSL --retry 3 -o "$2" "$1" || die "cannot download $1"
+        elif command -v wget >/dev/null 2>&1; then
+            wget -q -O "$2" "$1" || die "cannot download $1"
+        else
+            "$PYTHON" -c 'import sys, urllib.request; urllib.request.urlretrieve(sys.argv[1], sys.argv[2])' \
+                "$1" "$2" </dev/null || die "cannot download $1"
+        fi
+        ;;
+    file://*) cp -- "${1#file://}" "$2" || die "cannot copy ${1#file://}" ;;
+    *) cp -- "$1" "$2" || die "cannot copy $1" ;;
+    esac
+}
+
+sha256_of() {
+    if command -v sha256sum >/dev/null 2>&1; then
+        sha256sum "$1" | cut -d' ' -f1
+    else
+        "$PYTHON" -c 'import hashlib, sys; print(hashlib.sha256(open(sys.argv[1], "rb").read()).hexdigest())' "$1"
+    fi
+}
+
+write_unit() {
+    cat >"$UNIT.tmp" <<'UNIT_EOF'
+[Unit]
+Description=Kernel agent (runs commands for a Kernel server)
+Wants=network-online.target
+After=network-online.target
+
+[Service]
+Type=simple
+ExecStart=/usr/bin/env python3 /usr/local/lib/kernel-agent/kernel-agent.py --config /etc/kernel-agent/agent.conf
+Restart=on-failure
+RestartSec=2
+# Runs outlive the agent: a stop or restart signals only the agent itself; the run keeper
+# and the commands it started carry on, and the restarted agent re-attaches to them.
+KillMode=process
+TimeoutStopSec=15
+
+[Install]
+WantedBy=multi-user.target
+UNIT_EOF
+    mv -f "$UNIT.tmp" "$UNIT"
+}
+
+health_check() { # wait until the agent answers /healthz on this host
+    "$PYTHON" - "$KERNEL_AGENT_LISTEN" "$CONF" <<'PY_EOF'
+import ssl, sys, time, urllib.request
+listen, conf = sys.argv[1], sys.argv[2]
+host, _, port = listen.rpartition(":")
+host = host.strip("[]")
+host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+tls = any(l.split("=")[0].strip() == "tls_cert" and l.partition("=")[2].strip()
+          for l in open(conf) if not l.lstrip().startswith("#"))
+url = "%s://%s:%s/healthz" % ("https" if tls else "http", "[%s]" % host if ":" in host else host, port)
+ctx = ssl._create_unverified_context()
+for _ in range(50):
+    try:
+        if urllib.request.urlopen(url, timeout=2, context=ctx).read() == b"ok":
+            sys.exit(0)
+    except Exception:
+        pass
+    time.sleep(0.2)
+sys.exit(1)
+PY_EOF
+}
+
+enroll() {
+    [ -n "$KERNEL_URL" ] || die "KERNEL_ENROLL_TOKEN is set but KERNEL_URL is empty"
+    "$PYTHON" - "$KERNEL_URL" "$KERNEL_ENROLL_TOKEN" "${KERNEL_AGENT_LISTEN##*:}" <<'PY_EOF' ||
+import json, socket, sys, urllib.error, urllib.request
+url, token, port = sys.argv[1].rstrip("/") + "/agent/enroll", sys.argv[2], int(sys.argv[3])
+body = json.dumps({"token": token, "port": port, "hostname": socket.gethostname()}).encode()
+req = urllib.request.Request(url, body, {"Content-Type": "application/json"}, method="POST")
+try:
+    print(urllib.request.urlopen(req, timeout=60).read().decode("utf-8", "replace"))
+except urllib.error.HTTPError as e:
+    sys.stderr.write("enroll refused: %s %s\n" % (e.code, e.read().decode("utf-8", "replace")[:500]))
+    sys.exit(1)
+except OSError as e:
+    sys.stderr.write("cannot reach %s: %s\n" % (url, e))
+    sys.exit(1)
+PY_EOF
+        die "enrollment failed (the agent is installed and running; rerun with a new token)"
+}
+
+main() {
+    if [ -z "$ROOT" ] && [ "$(id -u)" != 0 ]; then
+        die "run as root (sudo bash)"
+    fi
+    PYTHON="$(find_python)" || die "python3 (3.8 or newer) is required"
+    case "$KERNEL_AGENT_LISTEN" in
+    *:[0-9]*) ;;
+    *) die "KERNEL_AGENT_LISTEN must be HOST:PORT, got '$KERNEL_AGENT_LISTEN'" ;;
+    esac
+    use_systemd=1
+    if [ "$KERNEL_AGENT_NO_SYSTEMD" = 1 ]; then
+        use_systemd=0
+    elif [ ! -d /run/systemd/system ]; then
+        die "systemd is not running on this host (PID 1 is $(cat /proc/1/comm 2>/dev/null || echo unknown)); set KERNEL_AGENT_NO_SYSTEMD=1 to only install the files"
+    fi
+    source="$KERNEL_AGENT_SOURCE"
+    if [ -z "$source" ]; then
+        [ -n "$KERNEL_URL" ] || die "set KERNEL_URL or KERNEL_AGENT_SOURCE"
+        source="${KERNEL_URL%/}/agent/kernel-agent.py"
+    fi
+
+    mkdir -p "$LIB_DIR" "$ROOT/usr/local/bin" "$ETC" "$(dirname "$UNIT")"
+    mkdir -p -m 0700 "$STATE"
+    tmp="$LIB_DIR/.kernel-agent.py.$$"
+    trap 'rm -f "$tmp"' EXIT
+    fetch "$source" "$tmp"
+    sum="$(sha256_of "$tmp")"
+    if [ -n "$KERNEL_AGENT_SHA256" ]; then
+        [ "$sum" = "$(printf '%s' "$KERNEL_AGENT_SHA256" | tr 'A-F' 'a-f')" ] ||
+            die "SHA-256 of $source is $sum, expected $KERNEL_AGENT_SHA256; nothing installed"
+    else
+        say "warning: KERNEL_AGENT_SHA256 not set; agent file not verified (sha256 $sum)"
+    fi
+    "$PYTHON" -c 'import ast, sys; ast.parse(open(sys.argv[1], "rb").read())' "$tmp" </dev/null ||
+        die "$source is not a Python file"
+    chmod 0755 "$tmp"
+    mv -f "$tmp" "$AGENT"
+    ln -sfn "${AGENT#"$ROOT"}" "$BIN"
+
+    old_umask="$(umask)"
+    umask 077
+    printed_key=""
+    if [ -n "$KERNEL_AGENT_KEY" ]; then
+        printf '%s' "$KERNEL_AGENT_KEY" | grep -Eq '^[0-9a-fA-F]{64}$' ||
+            die "KERNEL_AGENT_KEY must be 64 hex characters"
+        printf '%s\n' "$KERNEL_AGENT_KEY" >"$KEY_FILE.tmp"
+        mv -f "$KEY_FILE.tmp" "$KEY_FILE"
+    elif [ ! -s "$KEY_FILE" ]; then
+        printed_key="$("$PYTHON" "$AGENT" init --force --key-file "$KEY_FILE" </dev/null)" ||
+            die "cannot write $KEY_FILE"
+    fi
+    chmod 0600 "$KEY_FILE"
+    {
+        echo "# Written by the Kernel agent install script; rerunning it rewrites this file."
+        echo "listen = $KERNEL_AGENT_LISTEN"
+        echo "key_file = $KEY_FILE"
+        echo "state_dir = $STATE"
+        if [ -n "$KERNEL_AGENT_CONF" ]; then
+            echo "# from KERNEL_AGENT_CONF"
+            printf '%s\n' "$KERNEL_AGENT_CONF"
+        fi
+    } >"$CONF.tmp"
+    umask "$old_umask"
+    "$PYTHON" "$AGENT" check --config "$CONF.tmp" </dev/null >/dev/null ||
+        { rm -f "$CONF.tmp"; die "the configuration is not valid (see above)"; }
+    mv -f "$CONF.tmp" "$CONF"
+    chmod 0644 "$CONF"
+    write_unit
+
+    if [ "$use_systemd" = 1 ]; then
+        systemctl daemon-reload
+        systemctl enable --quiet kernel-agent.service
+        # KillMode=process: restarting replaces only the agent; running commands carry on.
+        systemctl restart kernel-agent.service
+        if ! health_check; then
+            journalctl -u kernel-agent.service -n 20 --no-pager >&2 || true
+            die "the agent did not answer on $KERNEL_AGENT_LISTEN"
+        fi
+        say "kernel-agent is running on $KERNEL_AGENT_LISTEN"
+    else
+        say "files installed under ${ROOT:-/}; systemd left alone (KERNEL_AGENT_NO_SYSTEMD=1)"
+    fi
+    if [ -n "$printed_key" ]; then
+        say "a fresh key was written to $KEY_FILE; add this server in Kernel with this key:"
+        printf '%s\n' "$printed_key"
+    fi
+    if [ -n "$KERNEL_ENROLL_TOKEN" ]; then
+        enroll
+    fi
+}
+
+main "$@"

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Remove the Kernel agent from this host: the reverse of install.sh. Idempotent.
+#
+#   curl -fsSL '<KERNEL_URL>/agent/uninstall.sh' | sudo bash
+#
+# Stops the service and the run keeper (running commands get SIGTERM, then SIGKILL after
+# 5 s), removes the unit, the agent file, its key and config, and its state dir.
+#   KERNEL_AGENT_ROOT     the prefix install.sh used (default /)
+#   KERNEL_AGENT_NO_SYSTEMD=1  only remove files; do not touch systemd
+#   KERNEL_AGENT_KEEP_STATE=1  keep /var/lib/kernel-agent (run outputs)
+set -eu
+
+: "${KERNEL_AGENT_ROOT:=}"
+: "${KERNEL_AGENT_NO_SYSTEMD:=}"
+: "${KERNEL_AGENT_KEEP_STATE:=}"
+
+ROOT="${KERNEL_AGENT_ROOT%/}"
+UNIT="$ROOT/etc/systemd/system/kernel-agent.service"
+
+say() { printf 'kernel-agent uninstall: %s\n' "$*" >&2; }
+die() { say "error: $*"; exit 1; }
+
+main() {
+    if [ -z "$ROOT" ] && [ "$(id -u)" != 0 ]; then
+        die "run as root (sudo bash)"
+    fi
+    if [ "$KERNEL_AGENT_NO_SYSTEMD" != 1 ] && [ -d /run/systemd/system ]; then
+        if systemctl cat kernel-agent.service >/dev/null 2>&1; then
+            # KillMode=process spares the keeper on stop; signal every process of the unit
+            # first: the agent exits and the keeper cancels its runs, then exits.
+            systemctl kill --signal=SIGTERM kernel-agent.service 2>/dev/null || true
+            cgroup="$(systemctl show -p ControlGroup --value kernel-agent.service 2>/dev/null || true)"
+            procs="/sys/fs/cgroup$cgroup/cgroup.procs"
+            for _ in $(seq 1 40); do # the keeper needs up to ~6 s to end its runs
+                [ -n "$cgroup" ] && [ -n "$(cat "$procs" 2>/dev/null)" ] || break
+                sleep 0.25
+            done
+            systemctl disable --now --quiet kernel-agent.service 2>/dev/null || true
+            systemctl kill --signal=SIGKILL kernel-agent.service 2>/dev/null || true
+        fi
+        rm -f "$UNIT"
+        systemctl daemon-reload
+        systemctl reset-failed kernel-agent.service 2>/dev/null || true
+    elif [ "$KERNEL_AGENT_NO_SYSTEMD" != 1 ] && [ -z "$ROOT" ]; then
+        die "systemd is not running on this host; set KERNEL_AGENT_NO_SYSTEMD=1 to only remove the files"
+    else
+        rm -f "$UNIT"
+    fi
+    rm -f "$ROOT/usr/local/bin/kernel-agent"
+    rm -rf "$ROOT/usr/local/lib/kernel-agent"
+    rm -rf "$ROOT/etc/kernel-agent"
+    if [ "$KERNEL_AGENT_KEEP_STATE" != 1 ]; then
+        rm -rf "$ROOT/var/lib/kernel-agent"
+    fi
+    say "removed"
+}
+
+main "$@"
