@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ipaddress
+import os
 import secrets
 import signal
 import threading
@@ -61,8 +62,16 @@ class Testbed:
         self.n, self.mode, self.detached = n, mode, detached
         self._capacity = max(capacity or 0, n, 1)
         self._allow = allow_ips
-        self.agent_file = agent_file or PACKAGE_DIR / "agent.py"
-        self.install_script = install_script or PACKAGE_DIR / "deploy" / "install.sh"
+        # The environment may point at another build (e.g. an older agent release).
+        env = os.environ.get
+        self.agent_file = Path(
+            agent_file or env("KERNEL_TESTBED_AGENT_FILE") or PACKAGE_DIR / "agent.py"
+        )
+        self.install_script = Path(
+            install_script
+            or env("KERNEL_TESTBED_INSTALL_SCRIPT")
+            or PACKAGE_DIR / "deploy" / "install.sh"
+        )
         self.hosts: list[Host] = []
         self.record: BedRecord | None = None
         self._closed = False
@@ -85,10 +94,10 @@ class Testbed:
     def cgroup(self) -> Path:
         return cgroup_dir(self.prefix)
 
-    @property
-    def allow(self) -> str:
-        """The agents' ``allow_ips``: only the gateway (the server's side) by default."""
-        return self._allow or self.gateway_ip
+    def allow_ips(self, host_ip: str) -> str:
+        """A host agent's ``allow_ips``: by default the gateway (the server's side) and the
+        host's own address (install.sh checks the agent from the host itself)."""
+        return self._allow or f"{self.gateway_ip},{host_ip}"
 
     @property
     def launch_script(self) -> Path:
@@ -206,6 +215,7 @@ class Testbed:
             teardown.destroy(self.record)
         finally:
             for h in self.hosts:
+                h.close_clients()
                 with contextlib.suppress(TestbedError):
                     h._reap()
 

@@ -48,6 +48,7 @@ class Host:
         self.bed = bed
         self.record = record
         self._proc: subprocess.Popen[bytes] | None = None  # ours to reap
+        self._clients: list[AgentClient] = []
 
     def __repr__(self) -> str:
         return f"<Host {self.name} {self.ip} {self.mode}>"
@@ -67,10 +68,20 @@ class Host:
         return Path(self.record.dir)
 
     def client(self, timeout: float = 10.0) -> AgentClient:
-        """An AgentClient for this host's agent (from the gateway's side, like the server)."""
+        """A new AgentClient for this host's agent (from the gateway's side, like the server).
+
+        Use it in a ``with`` block; any left open are closed when the bed goes down.
+        """
         from kernel.agent_client import AgentClient
 
-        return AgentClient(self.agent_url, self.key, timeout=timeout)
+        client = AgentClient(self.agent_url, self.key, timeout=timeout)
+        self._clients.append(client)
+        return client
+
+    def close_clients(self) -> None:
+        for client in self._clients:
+            client.close()
+        self._clients.clear()
 
     # -- running commands independently of the agent ----------------------------------------
 
@@ -122,10 +133,14 @@ class Host:
         else:
             light.write_key(self.dir, rec.key)
             self._proc = light.spawn_agent(
-                self.bed.agent_file, rec.netns, self.dir, self.listen, self.bed.allow, self.cgroup
+                self.bed.agent_file, rec.netns, self.dir, self.listen, self.allow_ips, self.cgroup
             )
             rec.pid, rec.pid_start = self._proc.pid, start_time(self._proc.pid)
         rec.stopped = False
+
+    @property
+    def allow_ips(self) -> str:
+        return self.bed.allow_ips(self.ip)
 
     @property
     def listen(self) -> str:
@@ -164,7 +179,7 @@ class Host:
 
     def _install_agent(self, timeout: float) -> None:
         sha = hashlib.sha256(self.bed.agent_file.read_bytes()).hexdigest()
-        env = full.install_env(self.key, self.listen, self.bed.allow)
+        env = full.install_env(self.key, self.listen, self.allow_ips)
         proc = self.run(full.install_command(env, sha), timeout=timeout)
         if proc.returncode != 0:
             raise TestbedError(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from kernel.testbed.system import join_cgroup_argv
+from kernel.testbed.system import agent_python, join_cgroup_argv
 
 
 def write_key(host_dir: Path, key: str) -> Path:
@@ -23,8 +23,10 @@ def spawn_agent(
     cgroup.mkdir(parents=True, exist_ok=True)
     state_dir = host_dir / "state"
     state_dir.mkdir(parents=True, exist_ok=True)
-    argv = ["nsenter", f"--net=/run/netns/{netns}", "python3", str(agent_file)]
-    argv += ["--listen", listen, "--key-file", str(host_dir / "agent.key")]
+    config = host_dir / "agent.conf"  # empty: never this machine's /etc/kernel-agent
+    config.touch()
+    argv = ["nsenter", f"--net=/run/netns/{netns}", agent_python(), str(agent_file)]
+    argv += ["--config", str(config), "--listen", listen, "--key-file", str(host_dir / "agent.key")]
     argv += ["--state-dir", str(state_dir), "--allow-ips", allow]
     with open(host_dir / "agent.log", "ab") as log:
         return subprocess.Popen(

@@ -1,4 +1,6 @@
-"""pytest fixtures for test hosts (enable with ``pytest_plugins = ["kernel.testbed.pytest_plugin"]``).
+"""pytest fixtures for test hosts.
+
+Enable with ``pytest_plugins = ["kernel.testbed.pytest_plugin"]`` in a conftest.py::
 
     def test_x(light_hosts):
         bed = light_hosts(3)            # a Testbed, torn down after the module

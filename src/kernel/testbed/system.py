@@ -38,6 +38,18 @@ def sh(args: Sequence[str], *, input: str | None = None, timeout: float = 30) ->
     return proc.stdout
 
 
+def agent_python() -> str:
+    """The interpreter for light agents: $KERNEL_TESTBED_PYTHON (e.g. a Python 3.8 to check
+    the agent's compatibility), else the system's own, as on a real server (not a shim)."""
+    chosen = os.environ.get("KERNEL_TESTBED_PYTHON")
+    if chosen:
+        return chosen
+    for path in ("/usr/bin/python3", "/usr/local/bin/python3"):
+        if os.access(path, os.X_OK):
+            return path
+    return shutil.which("python3") or "python3"
+
+
 def systemd_binary() -> str | None:
     return next((p for p in SYSTEMD_CANDIDATES if os.access(p, os.X_OK)), None)
 

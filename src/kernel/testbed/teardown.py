@@ -12,7 +12,7 @@ from pathlib import Path
 
 from kernel.exceptions import TestbedError
 from kernel.testbed import names, net
-from kernel.testbed.state import RUN_DIR, BedRecord, all_beds, bed_prefixes
+from kernel.testbed.state import RUN_DIR, BedRecord, bed_prefixes
 from kernel.testbed.system import (
     cgroup2_root,
     cgroup_dir,
@@ -100,29 +100,44 @@ def removable(bed: BedRecord, include_owned: bool) -> bool:
 
 
 def sweep() -> list[str]:
-    """Remove our objects that no live bed accounts for; the names removed."""
-    live = {b.prefix for b in all_beds() if not removable(b, include_owned=True)}
-    removed: list[str] = []
+    """Remove our objects (``kt<4 hex>-…``) that no bed accounts for: no state, or a state
+    whose owner died. Beds that are detached or owned by a live process are left alone.
 
-    def ours(name: str) -> bool:
+    Decided per prefix when its object is met: a bed records its state before it makes any
+    object, so a bed being made by another process right now is protected.
+    """
+    verdicts: dict[str, bool] = {}
+
+    def orphan(name: str) -> bool:
         prefix = names.prefix_of(name)
-        return prefix is not None and prefix not in live
+        if prefix is None:
+            return False
+        if prefix not in verdicts:
+            if (RUN_DIR / prefix).exists():
+                try:
+                    bed = BedRecord.load(prefix)
+                    verdicts[prefix] = not bed.detached and not bed.owner_alive()
+                except TestbedError:  # half-written state: judge by the directory's age
+                    verdicts[prefix] = time.time() - (RUN_DIR / prefix).stat().st_mtime > 60
+            else:
+                verdicts[prefix] = True
+        return verdicts[prefix]
 
+    removed: list[str] = []
     root = cgroup2_root()
     if root is not None and (root / "kernel-testbed").is_dir():
         for cg in (root / "kernel-testbed").iterdir():
-            if cg.is_dir() and ours(cg.name):
+            if cg.is_dir() and orphan(cg.name):
                 cgroup_remove(cg)
                 removed.append(f"cgroup {cg.name}")
-    for prefix in bed_prefixes():
-        if prefix not in live:
-            unmount_all(RUN_DIR / prefix)
-            removed.append(f"dir {RUN_DIR / prefix}")
-    netns = [n for n in net.list_netns() if ours(n)]
-    links = [n for n in net.list_links() if ours(n)]
+    netns = [n for n in net.list_netns() if orphan(n)]
+    links = [n for n in net.list_links() if orphan(n)]
     net.remove(netns, links)
     removed += [f"netns {n}" for n in netns] + [f"link {n}" for n in links]
     for prefix in bed_prefixes():
-        if prefix not in live and not mounts_under(RUN_DIR / prefix):
-            shutil.rmtree(RUN_DIR / prefix, ignore_errors=True)
+        if orphan(prefix):
+            unmount_all(RUN_DIR / prefix)
+            if not mounts_under(RUN_DIR / prefix):
+                shutil.rmtree(RUN_DIR / prefix, ignore_errors=True)
+                removed.append(f"dir {RUN_DIR / prefix}")
     return removed
