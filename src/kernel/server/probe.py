@@ -262,7 +262,9 @@ def _parse(output: str | bytes) -> ProbeReport:
 
 def _hostname(text: str, f: Facts, m: Metrics) -> tuple[Facts, Metrics]:
     name = text.strip().splitlines()[0].strip()
-    return replace(f, hostname=name[:253] or None), m
+    if len(name) > 253 or any(c.isspace() or not c.isprintable() for c in name):
+        raise ValueError(f"not a host name: {name[:40]!r}")
+    return replace(f, hostname=name or None), m
 
 
 def parse_os_release(text: str) -> dict[str, str]:

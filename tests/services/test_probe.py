@@ -1,0 +1,256 @@
+"""probe.py: the probe script, its parser on recorded outputs, retention and health."""
+
+import base64
+import dataclasses
+import json
+import math
+import os
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kernel.server import probe
+from kernel.server.probe import (
+    CpuTimes,
+    HostHealth,
+    MetricPoint,
+    RetentionPolicy,
+    UnitState,
+    compact,
+    next_health,
+    parse_probe,
+    probe_script,
+)
+from kernel.server.shell import InvalidName
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "probe"
+CASES = sorted(DATA.glob("*.json"))
+
+
+def as_json(report):
+    return json.loads(json.dumps(dataclasses.asdict(report)))
+
+
+def test_there_are_cases():
+    assert len(CASES) >= 10
+
+
+@pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])
+def test_recorded_case(path):
+    case = json.loads(path.read_text())
+    # The recordings were made with the script we ship; re-record when it changes.
+    assert probe_script(case["units"]).cmd == case["command"]
+    output = base64.b64decode(case["output_base64"]) if "output_base64" in case else case["output"]
+    assert as_json(parse_probe(output)) == case["expected"]
+
+
+def test_the_script_runs_here_for_real():
+    cmd = probe_script(["kernel-test-none"])
+    r = subprocess.run(["bash", "-c", cmd.cmd], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    report = parse_probe(r.stdout)
+    assert report.complete
+    assert report.facts.hostname == socket.gethostname()
+    assert report.facts.cpu_count == len(os.sched_getaffinity(0))
+    assert report.facts.kernel == os.uname().release
+    assert report.metrics.mem_total and report.metrics.mem_total > 0
+    assert report.metrics.uptime and report.metrics.uptime > 0
+    assert report.metrics.disks and any(d.mount == "/" for d in report.metrics.disks)
+    assert all(d.fstype not in probe.PSEUDO_FS for d in report.metrics.disks)
+
+
+def test_script_shape():
+    cmd = probe_script(["b", "a.timer", "b.service"])
+    assert cmd.title == "status probe" and cmd.stdin is None
+    assert "kp units timeout 20 systemctl show -p Id,Names,LoadState,ActiveState," in cmd.cmd
+    assert "-- a.timer b.service\n" in cmd.cmd
+    assert "systemctl show" not in probe_script([]).cmd  # would describe PID 1
+    with pytest.raises(InvalidName):
+        probe_script(["x; reboot"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.text(), st.binary()))
+def test_parse_never_raises(output):
+    report = parse_probe(output)
+    assert isinstance(report, probe.ProbeReport)
+
+
+_markers = st.sampled_from(
+    [
+        "@@kernel-probe hostname@@",
+        "@@kernel-probe cpu@@",
+        "@@kernel-probe units-requested@@",
+        "@@kernel-probe units@@",
+        "@@kernel-probe-rc units 1@@",
+        "@@kernel-probe-stderr units@@",
+        "@@kernel-probe-end@@",
+        "@@kernel-probe-rc df 99999999999999999999@@",
+        "cpu  1 2 3 4 5",
+        "Id=a.service",
+        "Names=",
+        "",
+        "LoadState=loaded",
+        "a.service",
+    ]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(_markers, st.text(max_size=20)), max_size=40))
+def test_parse_never_raises_on_near_misses(lines):
+    parse_probe("\n".join(lines))
+
+
+# --- small parsers --------------------------------------------------------------------------
+
+
+def test_os_release_quoting():
+    text = 'NAME="Debian GNU/Linux"\nID=debian\n# comment\nbad line\nX=\'a b\'\nY="unterminated\n'
+    assert probe.parse_os_release(text) == {
+        "NAME": "Debian GNU/Linux",
+        "ID": "debian",
+        "X": "a b",
+        "Y": "unterminated",
+    }
+
+
+def test_cpu_usage():
+    a = probe.parse_cpu_line("cpu  100 0 100 700 100 0 0 0 0 0")
+    b = probe.parse_cpu_line("cpu  150 0 150 750 150 0 0 0 0 0")
+    assert a == CpuTimes(total=1000, idle=800)
+    assert probe.cpu_usage(a, b) == 50.0
+    assert probe.cpu_usage(b, a) is None  # counters went back: a reboot
+    assert probe.cpu_usage(a, a) is None
+    for bad in ("cpu0 1 2 3 4", "cpu 1 2", "cpu 1 -2 3 4", ""):
+        with pytest.raises(ValueError):
+            probe.parse_cpu_line(bad)
+
+
+def test_meminfo_units():
+    assert probe.parse_meminfo("MemTotal: 2 kB\nHugePages_Total: 3\nBad\nX: y kB") == {
+        "MemTotal": 2048,
+        "HugePages_Total": 3,
+    }
+
+
+def test_unit_state_flags():
+    assert UnitState("a", "loaded", "active").installed
+    assert UnitState("a", "loaded", "active").active
+    assert UnitState("a", "masked", "inactive").installed
+    assert not UnitState("a", "not-found", "inactive").installed
+    assert UnitState("a", "loaded", "failed").failed
+
+
+def test_metric_values():
+    case = json.loads((DATA / "weird-mounts.json").read_text())
+    vals = probe.metric_values(parse_probe(case["output"]))
+    assert vals["disk_total"] == sum(d["total"] for d in case["expected"]["metrics"]["disks"])
+    assert vals["mem_used"] == 25276510208 - 24733388800
+    assert probe.metric_values(parse_probe(case["output"]), cpu_percent=12.5)["cpu_percent"] == 12.5
+    assert probe.metric_values(parse_probe("")) == {}
+
+
+# --- retention ------------------------------------------------------------------------------
+
+DAY = 86400.0
+NOW = 1_700_000_000.0
+
+
+def pt(t, **values):
+    return MetricPoint(t=t, values=values or {"cpu_percent": 1.0})
+
+
+def test_compact_keeps_raw_buckets_older_and_drops_oldest():
+    points = [
+        pt(NOW - 10),  # raw
+        pt(NOW - DAY + 1),  # raw, just
+        pt(NOW - 2 * DAY - 30, cpu_percent=10.0),  # same 5-minute bucket ...
+        pt(NOW - 2 * DAY - 60, cpu_percent=20.0, load1=1.0),  # ... as this one
+        pt(NOW - 8 * DAY),  # gone
+    ]
+    out = compact(points, NOW)
+    assert [p.t for p in out][-2:] == [NOW - DAY + 1, NOW - 10]
+    (bucket,) = out[:-2]
+    assert bucket.t % 300 == 0 and bucket.count == 2
+    assert bucket.values == {"cpu_percent": 15.0, "load1": 1.0}
+
+
+def test_compact_is_idempotent_and_merges_weighted():
+    policy = RetentionPolicy(raw_seconds=600, keep_seconds=6000, bucket_seconds=300)
+    first = compact([pt(NOW - 1000 + i, cpu_percent=float(i)) for i in range(3)], NOW, policy)
+    assert compact(first, NOW, policy) == first
+    # Three samples became one point of count 3; a fourth sample joins it with weight 1.
+    (b,) = first
+    later = compact([*first, pt(b.t + 1, cpu_percent=100.0)], NOW, policy)
+    assert later[0].count == 4
+    assert later[0].values["cpu_percent"] == pytest.approx((0 + 1 + 2 + 100) / 4)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.floats(0, 9 * DAY), st.floats(0, 100)),
+        max_size=60,
+    )
+)
+def test_compact_properties(samples):
+    points = [pt(NOW - age, cpu_percent=v) for age, v in samples]
+    out = compact(points, NOW)
+    assert compact(out, NOW) == out
+    assert [p.t for p in out] == sorted(p.t for p in out)
+    assert all(p.t >= NOW - 7 * DAY for p in out)
+    raw_in = {p.t for p in points if p.t >= NOW - DAY}
+    assert raw_in <= {p.t for p in out}
+    # every sample still inside the horizon is counted exactly once
+    horizon = NOW - 7 * DAY
+    expected = sum(
+        1
+        for p in points
+        if p.t >= NOW - DAY or (p.t >= horizon and math.floor(p.t / 300) * 300 >= horizon)
+    )
+    assert sum(p.count for p in out) == expected
+
+
+def test_retention_policy_is_checked():
+    with pytest.raises(ValueError):
+        RetentionPolicy(raw_seconds=10, keep_seconds=5)
+    with pytest.raises(ValueError):
+        RetentionPolicy(bucket_seconds=0)
+
+
+# --- health and spread ----------------------------------------------------------------------
+
+
+def test_health_goes_offline_after_consecutive_failures():
+    h = HostHealth()
+    h = next_health(h, ok=False, at=1, error="connect refused")
+    assert (h.state, h.failures, h.last_error) == ("unknown", 1, "connect refused")
+    h = next_health(h, ok=True, at=2)
+    assert (h.state, h.failures, h.last_ok_at) == ("online", 0, 2)
+    h = next_health(h, ok=False, at=3, error="timeout")
+    h = next_health(h, ok=False, at=4, error="timeout")
+    assert h.state == "online" and h.failures == 2
+    h = next_health(h, ok=False, at=5, error="no route")
+    assert (h.state, h.failures, h.last_error, h.last_error_at) == ("offline", 3, "no route", 5)
+    h = next_health(h, ok=True, at=6)
+    assert (h.state, h.failures, h.last_error) == ("online", 0, "no route")
+    assert next_health(HostHealth(), ok=False, at=1, offline_after=1).state == "offline"
+    assert next_health(HostHealth(), ok=False, at=1).last_error == "probe failed"
+    with pytest.raises(ValueError):
+        next_health(HostHealth(), ok=True, at=1, offline_after=0)
+
+
+def test_service_spread():
+    states = {
+        "b": {"sums.service": UnitState("sums.service", "loaded", "failed")},
+        "a": {"sums.service": UnitState("sums.service", "loaded", "active")},
+        "c": {"sums.service": UnitState("sums.service", "not-found", "inactive")},
+        "d": {},
+    }
+    s = probe.service_spread("sums.service", states)
+    assert (s.installed, s.active, s.failed) == (("a", "b"), ("a",), ("b",))
