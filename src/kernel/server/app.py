@@ -1,0 +1,66 @@
+"""The app factory: ``create_app(test_config=None)``.
+
+Configuration: defaults (config.py) → ``<data dir>/kernel.cfg`` → ``KERNEL_*`` environment →
+``test_config``. The factory migrates the database; background work (job runner, local agent)
+is started by whoever serves the app (``kernel-server``, test fixtures), not here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask, Response
+
+from . import access, audit, errors
+from .config import CONFIG_FILE, DEFAULTS, data_dir_from, secret_key
+from .context import close_session
+from .db import Database, sqlite_url
+from .events import EventBus
+from .migrate import upgrade
+from .runner import Runner
+
+
+def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+    data_dir = data_dir_from(test_config)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    app = Flask(__name__, instance_path=str(data_dir), static_folder=None)
+    app.config.from_mapping(DEFAULTS)
+    app.config.from_pyfile(CONFIG_FILE, silent=True)
+    app.config.from_prefixed_env("KERNEL")
+    if test_config:
+        app.config.from_mapping(test_config)
+    app.config["DATA_DIR"] = str(data_dir)
+    if not app.config["SECRET_KEY"]:
+        app.config["SECRET_KEY"] = secret_key(data_dir)
+    if app.config.get("URL"):
+        app.config["URL"] = str(app.config["URL"]).rstrip("/")
+    # The services area reads prefixed names (KERNEL_URL, …); keep one source of truth.
+    app.config["KERNEL_URL"] = app.config.get("URL")
+
+    database = Database(app.config["DATABASE_URL"] or sqlite_url(data_dir))
+    if app.config.get("MIGRATE", True):
+        upgrade(database.engine)
+    app.extensions["kernel.db"] = database
+    app.extensions["kernel.events"] = EventBus()
+    app.extensions["kernel.runner"] = Runner(app)
+
+    access.init_app(app)
+    errors.register(app)
+    audit.init_app(app)
+    app.teardown_appcontext(close_session)
+    _register_blueprints(app)
+
+    @app.get("/healthz")
+    @access.public
+    def healthz() -> Response:
+        return Response("ok\n", mimetype="text/plain")
+
+    return app
+
+
+def _register_blueprints(app: Flask) -> None:
+    from . import artifacts, auth, enroll, inventory, jobs_api, openapi, users
+    from . import audit as audit_bp
+
+    for module in (auth, users, audit_bp, inventory, jobs_api, enroll, openapi, artifacts):
+        app.register_blueprint(module.bp)

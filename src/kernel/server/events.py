@@ -1,0 +1,110 @@
+"""Live job events: an in-memory, per-job sequence fed by the runner and read by SSE clients.
+
+Each event has an id ``<epoch>-<seq>``; the epoch changes with every server process, so a
+client resuming with a ``Last-Event-ID`` from before a restart (or one whose events were
+dropped to bound memory) gets a fresh snapshot from the database instead of a gap.
+The event JSON is documented in docs/api.md.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+MAX_EVENTS_PER_JOB = 20000
+MAX_BYTES_PER_JOB = 8 * 1024 * 1024
+KEEP_FINISHED = 600.0  # seconds a finished job's events stay for late readers
+
+
+@dataclass
+class Event:
+    seq: int
+    type: str
+    data: dict[str, Any]
+
+    def sse(self, epoch: str) -> str:
+        body = json.dumps({"type": self.type, **self.data}, separators=(",", ":"))
+        return f"id: {epoch}-{self.seq}\nevent: {self.type}\ndata: {body}\n\n"
+
+
+@dataclass
+class _Stream:
+    events: list[Event] = field(default_factory=list)
+    first_seq: int = 1  # seq of events[0]; earlier ones were dropped
+    next_seq: int = 1
+    size: int = 0
+    ended_at: float | None = None
+
+
+class EventBus:
+    def __init__(self) -> None:
+        self.epoch = secrets.token_hex(4)
+        self._streams: dict[int, _Stream] = {}
+        self._cond = threading.Condition()
+
+    def publish(self, job_id: int, type_: str, **data: Any) -> None:
+        with self._cond:
+            st = self._streams.setdefault(job_id, _Stream())
+            ev = Event(st.next_seq, type_, {"job_id": job_id, **data})
+            st.next_seq += 1
+            size = len(str(data.get("data", ""))) + 200
+            # Output is the only bulky event; when over budget drop the oldest events (readers
+            # behind that point get a snapshot instead, the database keeps the output).
+            st.events.append(ev)
+            st.size += size
+            while st.events and (
+                len(st.events) > MAX_EVENTS_PER_JOB or st.size > MAX_BYTES_PER_JOB
+            ):
+                old = st.events.pop(0)
+                st.size -= len(str(old.data.get("data", ""))) + 200
+                st.first_seq = old.seq + 1
+            if type_ == "end":
+                st.ended_at = time.monotonic()
+            self._cond.notify_all()
+        self._collect()
+
+    def last_seq(self, job_id: int) -> int:
+        with self._cond:
+            st = self._streams.get(job_id)
+            return st.next_seq - 1 if st else 0
+
+    def parse_id(self, raw: str | None) -> int | None:
+        """The seq of a Last-Event-ID from this process, else None (→ send a snapshot)."""
+        if not raw:
+            return None
+        epoch, _, seq = raw.strip().partition("-")
+        if epoch != self.epoch or not seq.isdigit() or len(seq) > 18:
+            return None
+        return int(seq)
+
+    def after(self, job_id: int, seq: int, timeout: float) -> list[Event] | None:
+        """Events with seq > ``seq``, waiting up to ``timeout`` for one; None if some were
+        dropped (the reader must start again from a snapshot)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                st = self._streams.get(job_id)
+                if st is not None:
+                    if seq + 1 < st.first_seq:
+                        return None
+                    if st.next_seq - 1 > seq:
+                        return st.events[seq + 1 - st.first_seq :]
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return []
+                self._cond.wait(left)
+
+    def _collect(self) -> None:
+        now = time.monotonic()
+        with self._cond:
+            old = [
+                j
+                for j, st in self._streams.items()
+                if st.ended_at is not None and now - st.ended_at > KEEP_FINISHED
+            ]
+            for j in old:
+                del self._streams[j]

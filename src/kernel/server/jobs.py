@@ -1,0 +1,205 @@
+"""Jobs: one RemoteCommand on many servers, one run per server. Creating, reading, cancelling
+and rerunning them; the runner (runner.py) executes them."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from . import jobstate
+from .db import utcnow
+from .errors import BadRequest
+from .events import EventBus
+from .models import Job, Run, Server, iso
+from .shell import RemoteCommand
+
+
+def new_run_id() -> str:
+    """Also the agent's exec id, so it must be unique and valid for the agent ([A-Za-z0-9])."""
+    return uuid.uuid4().hex
+
+
+def live_servers(s: Session) -> list[Server]:
+    return list(
+        s.scalars(select(Server).where(Server.removed_at.is_(None)).order_by(Server.name))
+    )
+
+
+def resolve_targets(s: Session, spec: dict[str, Any]) -> tuple[list[Server], list[str]]:
+    """Servers chosen by names, tags and/or ``all``; (targets, names skipped as not joined)."""
+    names = spec.get("servers") or []
+    tags = spec.get("tags") or []
+    pick_all = spec.get("all", False)
+    if not (names or tags or pick_all):
+        raise BadRequest("choose targets: 'servers' (names), 'tags', or 'all': true")
+    servers = live_servers(s)
+    by_name = {srv.name: srv for srv in servers}
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        raise BadRequest(f"no such server(s): {', '.join(sorted(unknown))}")
+    chosen = {
+        srv.id: srv
+        for srv in servers
+        if pick_all or srv.name in names or set(tags) & set(srv.tags or [])
+    }
+    targets = [srv for srv in chosen.values() if srv.agent_url]
+    skipped = sorted(srv.name for srv in chosen.values() if not srv.agent_url)
+    not_joined = [n for n in names if n in skipped]
+    if not_joined:
+        raise BadRequest(f"server(s) not joined yet (no agent URL): {', '.join(not_joined)}")
+    if not targets:
+        raise BadRequest("no joined server matches the targets")
+    return sorted(targets, key=lambda srv: srv.name), skipped
+
+
+def create_job(
+    s: Session,
+    command: RemoteCommand,
+    servers: Sequence[Server],
+    *,
+    created_by: str,
+    kind: str = "command",
+    targets: dict[str, Any] | None = None,
+    meta: dict[str, Any] | None = None,
+    parent_id: int | None = None,
+) -> Job:
+    """Queue a job and its runs (the caller commits, then wakes the runner)."""
+    job = Job(
+        kind=kind,
+        title=command.title or command.cmd[:255],
+        cmd=command.cmd,
+        stdin=command.stdin,
+        env=dict(command.env),
+        cwd=command.cwd,
+        timeout=command.timeout,
+        targets=targets or {"servers": [srv.name for srv in servers]},
+        meta=meta or {},
+        created_by=created_by,
+        parent_id=parent_id,
+        state="queued",
+        cancel_requested=False,
+    )
+    s.add(job)
+    s.flush()
+    for srv in servers:
+        s.add(
+            Run(
+                id=new_run_id(),
+                job_id=job.id,
+                server_id=srv.id,
+                server_name=srv.name,
+                state="queued",
+                stdout="",
+                stderr="",
+                truncated=False,
+            )
+        )
+    s.flush()
+    return job
+
+
+def command_of(job: Job) -> RemoteCommand:
+    return RemoteCommand(
+        cmd=job.cmd,
+        stdin=job.stdin,
+        env=dict(job.env or {}),
+        cwd=job.cwd,
+        timeout=job.timeout,
+        title=job.title,
+    )
+
+
+def run_json(run: Run, *, output: bool = False) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": run.id,
+        "job_id": run.job_id,
+        "server_id": run.server_id,
+        "server": run.server_name,
+        "state": run.state,
+        "exit_code": run.exit_code,
+        "signal": run.signal,
+        "truncated": run.truncated,
+        "error": run.error,
+        "sent_at": iso(run.sent_at),
+        "started_at": iso(run.started_at),
+        "finished_at": iso(run.finished_at),
+        "duration": run.duration,
+    }
+    if output:
+        out["stdout"] = run.stdout
+        out["stderr"] = run.stderr
+    return out
+
+
+def job_json(job: Job, runs: Iterable[Run] | None = None, *, output: bool = False) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": job.id,
+        "kind": job.kind,
+        "title": job.title,
+        "cmd": job.cmd,
+        "has_stdin": job.stdin is not None,
+        "env": sorted((job.env or {}).keys()),  # values may be secrets: names only
+        "cwd": job.cwd,
+        "timeout": job.timeout,
+        "targets": job.targets,
+        "meta": job.meta,
+        "state": job.state,
+        "cancel_requested": job.cancel_requested,
+        "created_by": job.created_by,
+        "created_at": iso(job.created_at),
+        "started_at": iso(job.started_at),
+        "finished_at": iso(job.finished_at),
+        "parent_id": job.parent_id,
+    }
+    if runs is not None:
+        runs = list(runs)
+        out["summary"] = jobstate.summary(r.state for r in runs)
+        out["runs"] = [run_json(r, output=output) for r in runs]
+    return out
+
+
+def refresh_job_state(s: Session, job: Job) -> bool:
+    """Recompute a job's state from its runs; True if it just ended."""
+    states = s.scalars(select(Run.state).where(Run.job_id == job.id)).all()
+    new = jobstate.job_state(states, job.cancel_requested)
+    if new == job.state:
+        return False
+    ended = new in ("finished", "cancelled") and job.state not in ("finished", "cancelled")
+    job.state = new
+    if new != "queued" and job.started_at is None:
+        job.started_at = utcnow()
+    if ended:
+        job.finished_at = utcnow()
+    return ended
+
+
+def cancel_job(s: Session, job: Job, bus: EventBus) -> list[str]:
+    """Mark a job cancelled: queued runs end now; returns the ids of running runs, which the
+    runner must cancel on their agents. The caller commits."""
+    job.cancel_requested = True
+    now = utcnow()
+    running = []
+    for run in s.scalars(select(Run).where(Run.job_id == job.id)):
+        if run.state == "queued":
+            run.state, run.finished_at, run.error = "cancelled", now, "cancelled before it started"
+            bus.publish(job.id, "run", run=run_json(run))
+        elif run.state == "running":
+            running.append(run.id)
+    if refresh_job_state(s, job):
+        bus.publish(job.id, "end", state=job.state, summary=_summary(s, job))
+    return running
+
+
+def _summary(s: Session, job: Job) -> dict[str, int]:
+    return jobstate.summary(s.scalars(select(Run.state).where(Run.job_id == job.id)).all())
+
+
+def rerun_servers(s: Session, job: Job) -> list[Server]:
+    """The live servers whose run of ``job`` did not succeed."""
+    runs = s.scalars(select(Run).where(Run.job_id == job.id)).all()
+    ids = {r.server_id for r in runs if jobstate.needs_rerun(r.state)}
+    return [srv for srv in live_servers(s) if srv.id in ids and srv.agent_url]

@@ -1,0 +1,319 @@
+"""The job runner: one asyncio event loop in a background thread of the server process.
+
+Runs wait in the database as ``queued`` (durable: a SIGKILL loses nothing acknowledged). The
+runner claims as many as it has free slots, journals them as ``running`` with ``sent_at`` *in
+the database first*, and only then sends them to their agents, with the run id as the agent's
+exec id. So after a crash every run the agent may have seen is ``running`` in the database, and
+a restarted runner re-attaches to it with ``GET /api/v2/exec/<id>``; the agent's idempotent ids
+mean nothing runs twice, and a run no agent knows ends as ``lost`` with a reason.
+
+Results are written in batches by one writer (one database thread), so 100 hosts answering at
+once cost a handful of transactions, not a hundred.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from sqlalchemy import select
+
+from . import initflow
+from .agentrun import AgentRun, Final, RunTask
+from .audit import write as audit_write
+from .db import Database, utcnow
+from .events import EventBus
+from .jobs import job_json, refresh_job_state, run_json
+from .jobstate import TERMINAL, summary
+from .models import Job, Run, Server
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+IDLE_POLL = 1.0  # seconds between looks for work queued by another process (CLI, replica)
+
+
+class Runner:
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+        self.db: Database = app.extensions["kernel.db"]
+        self.bus: EventBus = app.extensions["kernel.events"]
+        cfg = app.config
+        self.concurrency = int(cfg["JOB_CONCURRENCY"])
+        self.agent = AgentRun(
+            output_cap=int(cfg["OUTPUT_CAP"]),
+            start_timeout=float(cfg["RUN_START_TIMEOUT"]),
+            connect_timeout=float(cfg["AGENT_CONNECT_TIMEOUT"]),
+            publish=self.bus.publish,
+        )
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._active: dict[str, tuple[RunTask, asyncio.Task[None]]] = {}
+        self._done: list[tuple[RunTask, Final]] = []
+        self._dbx = ThreadPoolExecutor(1, thread_name_prefix="kernel-runner-db")
+
+    # -- called from other threads -----------------------------------------------------------
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        ready = threading.Event()
+        self._thread = threading.Thread(
+            target=self._thread_main, args=(ready,), name="kernel-runner", daemon=True
+        )
+        self._thread.start()
+        ready.wait(10)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop without touching runs in flight: they stay ``running`` and are re-attached by
+        the next start, exactly as after a crash."""
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            return
+        loop.call_soon_threadsafe(self._stopping.set)
+        thread.join(timeout)
+        self._thread = None
+        self._dbx.shutdown(wait=True)
+
+    def wake(self) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+    def cancel_runs(self, run_ids: list[str]) -> None:
+        if self._loop is not None and run_ids:
+            self._loop.call_soon_threadsafe(
+                lambda: self._spawn(self._cancel(run_ids), "cancel")
+            )
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    # -- inside the loop -----------------------------------------------------------------------
+    def _thread_main(self, ready: threading.Event) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._flush = asyncio.Event()
+        ready.set()
+        try:
+            loop.run_until_complete(self._main())
+        finally:
+            loop.run_until_complete(self.agent.close())
+            loop.close()
+            self._loop = None
+
+    async def _db(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._dbx, fn, *args)
+
+    def _spawn(self, coro: Any, what: str) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        task.add_done_callback(lambda t: _log_failure(t, what))
+        return task
+
+    async def _main(self) -> None:
+        writer = self._spawn(self._writer(), "writer")
+        try:
+            for task in await self._db(self._recover):
+                self._start(task, reattach=True)
+            while not self._stopping.is_set():
+                free = self.concurrency - len(self._active)
+                claimed = await self._db(self._claim, free) if free > 0 else []
+                for task in claimed:
+                    self._start(task, reattach=False)
+                if len(claimed) < free or free <= 0:
+                    self._wake.clear()
+                    waiters = [
+                        asyncio.ensure_future(self._wake.wait()),
+                        asyncio.ensure_future(self._stopping.wait()),
+                    ]
+                    try:
+                        await asyncio.wait(
+                            waiters, timeout=IDLE_POLL, return_when=asyncio.FIRST_COMPLETED
+                        )
+                    finally:
+                        for w in waiters:
+                            w.cancel()
+        finally:
+            for _, t in list(self._active.values()):
+                t.cancel()
+            await asyncio.gather(*(t for _, t in self._active.values()), return_exceptions=True)
+            self._flush.set()
+            await asyncio.sleep(0)
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+            if self._done:
+                await self._db(self._store, self._done)
+
+    def _start(self, task: RunTask, *, reattach: bool) -> None:
+        coro = self.agent.reattach(task) if reattach else self.agent.execute(task)
+        t = asyncio.get_running_loop().create_task(self._finish_when_done(task, coro))
+        self._active[task.run_id] = (task, t)
+
+    async def _finish_when_done(self, task: RunTask, coro: Any) -> None:
+        try:
+            final = await coro
+        except asyncio.CancelledError:
+            if not task.cancel_requested:
+                raise  # shutting down: leave the run for the next start to re-attach
+            final = Final("cancelled", error="cancelled; the agent could not be told")
+        except Exception as e:  # a bug here must end the run, not leave it running
+            log.exception("run %s failed inside the runner", task.run_id)
+            final = Final("lost", error=f"runner error: {type(e).__name__}: {e}")
+        finally:
+            self._active.pop(task.run_id, None)
+        self._done.append((task, final))
+        self._flush.set()
+        self._wake.set()
+
+    async def _writer(self) -> None:
+        while True:
+            await self._flush.wait()
+            await asyncio.sleep(0.005)  # let answers arriving together share a transaction
+            self._flush.clear()
+            batch, self._done = self._done, []
+            if batch:
+                try:
+                    await self._db(self._store, batch)
+                except Exception:
+                    log.exception("could not store %d run results; retrying", len(batch))
+                    self._done = batch + self._done
+                    await asyncio.sleep(1)
+                    self._flush.set()
+                self._wake.set()
+
+    async def _cancel(self, run_ids: list[str]) -> None:
+        for rid in run_ids:
+            entry = self._active.get(rid)
+            if entry is None:
+                continue
+            task, t = entry
+            task.cancel_requested = True
+            if not await self.agent.cancel(task):
+                t.cancel()
+
+    # -- database side (runs in the runner's one database thread) ----------------------------
+    def _recover(self) -> list[RunTask]:
+        with self.db.session() as s:
+            rows = s.execute(
+                select(Run, Job, Server)
+                .join(Job, Run.job_id == Job.id)
+                .join(Server, Run.server_id == Server.id)
+                .where(Run.state == "running")
+            ).all()
+            if rows:
+                log.info("re-attaching %d run(s) left running by a previous process", len(rows))
+            return [RunTask.of(run, job, srv) for run, job, srv in rows]
+
+    def _claim(self, limit: int) -> list[RunTask]:
+        now = utcnow()
+        events: list[tuple[int, str, dict[str, Any]]] = []
+        tasks: list[RunTask] = []
+        with self.db.session() as s:
+            rows = s.execute(
+                select(Run, Job, Server)
+                .join(Job, Run.job_id == Job.id)
+                .join(Server, Run.server_id == Server.id)
+                .where(Run.state == "queued")
+                .order_by(Run.job_id, Run.server_name)
+                .limit(limit)
+                .with_for_update(skip_locked=True, of=Run)
+            ).all()
+            jobs: dict[int, Job] = {}
+            for run, job, srv in rows:
+                if job.cancel_requested or srv.removed_at is not None or not srv.agent_url:
+                    run.state, run.finished_at = "cancelled", now
+                    run.error = "job cancelled" if job.cancel_requested else "server removed"
+                else:
+                    run.state, run.sent_at = "running", now  # the journal: "maybe sent"
+                    tasks.append(RunTask.of(run, job, srv))
+                jobs[job.id] = job
+                events.append((job.id, "run", {"run": run_json(run)}))
+            for job in jobs.values():
+                was = job.state
+                ended = refresh_job_state(s, job)
+                if job.state != was:
+                    events.append((job.id, "job", {"job": job_json(job)}))
+                if ended:
+                    events.append(self._end_event(s, job))
+        for job_id, type_, data in events:
+            self.bus.publish(job_id, type_, **data)
+        return tasks
+
+    def _store(self, batch: list[tuple[RunTask, Final]]) -> None:
+        events: list[tuple[int, str, dict[str, Any]]] = []
+        follow_up = False
+        with self.db.session() as s:
+            jobs: dict[int, Job] = {}
+            for task, final in batch:
+                run = s.get(Run, task.run_id)
+                if run is None or run.state in TERMINAL:
+                    continue
+                final.apply(run, task)
+                srv = s.get(Server, run.server_id)
+                if srv is not None:
+                    _note_server(srv, final)
+                job = s.get(Job, run.job_id)
+                assert job is not None
+                jobs[job.id] = job
+                events.append((job.id, "run", {"run": run_json(run)}))
+                if job.kind == "init":
+                    follow_up |= initflow.after_run(s, self.app.config, job, run)
+            for job in jobs.values():
+                was = job.state
+                ended = refresh_job_state(s, job)
+                if job.state != was:
+                    events.append((job.id, "job", {"job": job_json(job)}))
+                if ended:
+                    events.append(self._end_event(s, job))
+                    _audit_end(s, job)
+        for job_id, type_, data in events:
+            self.bus.publish(job_id, type_, **data)
+        if follow_up:
+            self.wake()
+
+    def _end_event(self, s: Any, job: Job) -> tuple[int, str, dict[str, Any]]:
+        states = s.scalars(select(Run.state).where(Run.job_id == job.id)).all()
+        return job.id, "end", {"state": job.state, "summary": summary(states)}
+
+
+def _note_server(srv: Server, final: Final) -> None:
+    """What a run tells about its server: it answered (online) or did not (offline)."""
+    if final.state == "unreachable":
+        if srv.state == "online":
+            srv.state = "offline"
+        srv.last_error = final.error
+    elif final.state != "lost":
+        srv.last_seen = utcnow()
+        if srv.state == "offline":
+            srv.state = "online"
+            srv.last_error = None
+
+
+def _audit_end(s: Any, job: Job) -> None:
+    runs = s.scalars(select(Run).where(Run.job_id == job.id)).all()
+    counts = {k: v for k, v in summary(r.state for r in runs).items() if v}
+    audit_write(
+        s,
+        actor=job.created_by or "-",
+        source="runner",
+        action="job.finished",
+        target=f"job {job.id}",
+        hosts=[r.server_name for r in runs],
+        detail={"title": job.title[:200], "summary": counts},
+        result=job.state + " " + ", ".join(f"{k}={v}" for k, v in counts.items()),
+    )
+
+
+def _log_failure(task: asyncio.Task[Any], what: str) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("runner %s crashed", what, exc_info=task.exception())

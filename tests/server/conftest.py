@@ -1,0 +1,250 @@
+"""Fixtures for the server tests: an app on SQLite (and on PostgreSQL when KERNEL_TEST_PG_URL
+is set), API clients per role, and real agent processes on loopback addresses."""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from kernel.server.app import create_app
+from kernel.server.security import new_token, token_hash
+from kernel.server.users import create_user
+
+REPO = Path(__file__).resolve().parents[2]
+AGENT = REPO / "src" / "kernel" / "agent.py"
+PG_URL = os.environ.get("KERNEL_TEST_PG_URL")
+
+
+# -- databases -----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def pg_module_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh PostgreSQL database for this test module (tables truncated per test)."""
+    if not PG_URL:
+        pytest.skip("KERNEL_TEST_PG_URL is not set (scripts/test starts PostgreSQL)")
+    name = "kt_" + re.sub(r"\W", "_", request.module.__name__.split(".")[-1])[:40]
+    name += f"_{os.getpid()}"
+    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        c.execute(text(f'CREATE DATABASE "{name}"'))
+    yield make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as c:
+        c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'kernel.db'}"
+    url: str = request.getfixturevalue("pg_module_url")
+    engine = create_engine(url)
+    with engine.begin() as c:
+        tables = c.execute(
+            text("SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
+                 "AND tablename <> 'alembic_version'")
+        ).scalars().all()
+        if tables:
+            c.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+    engine.dispose()
+    return url
+
+
+def app_config(tmp_path: Path, db_url: str, **extra: Any) -> dict[str, Any]:
+    data = tmp_path / "data"
+    return {
+        "TESTING": True,
+        "DATA_DIR": str(data),
+        "DATABASE_URL": db_url,
+        "SECRET_KEY": "test-secret",
+        "AGENT_NETWORKS": "127.0.0.0/8",  # tests never contact anything but loopback
+        "RUN_START_TIMEOUT": 3.0,
+        "AGENT_CONNECT_TIMEOUT": 2.0,
+        "SSE_KEEPALIVE": 0.5,
+        **extra,
+    }
+
+
+@pytest.fixture
+def app(tmp_path: Path, db_url: str) -> Iterator[Any]:
+    app = create_app(app_config(tmp_path, db_url))
+    yield app
+    app.extensions["kernel.runner"].stop()
+    app.extensions["kernel.db"].dispose()
+
+
+@pytest.fixture
+def runner(app: Any) -> Any:
+    r = app.extensions["kernel.runner"]
+    r.start()
+    return r
+
+
+# -- users and clients ---------------------------------------------------------------------------
+class Api:
+    """A Flask test client that sends a bearer token and checks status codes."""
+
+    def __init__(self, client: Any, token: str | None) -> None:
+        self.client = client
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+
+    def call(self, method: str, url: str, expect: int | None = None, **kw: Any) -> Any:
+        resp = self.client.open(url, method=method, headers=self.headers, **kw)
+        if expect is not None:
+            assert resp.status_code == expect, (resp.status_code, resp.get_data(as_text=True))
+        return resp
+
+    def get(self, url: str, expect: int | None = 200, **kw: Any) -> Any:
+        return self.call("GET", url, expect, **kw).get_json()
+
+    def post(self, url: str, json: Any = None, expect: int | None = 200, **kw: Any) -> Any:
+        return self.call("POST", url, expect, json=json, **kw).get_json()
+
+    def patch(self, url: str, json: Any = None, expect: int | None = 200) -> Any:
+        return self.call("PATCH", url, expect, json=json).get_json()
+
+    def delete(self, url: str, expect: int | None = 200) -> Any:
+        return self.call("DELETE", url, expect).get_json()
+
+
+def make_token(app: Any, name: str, role: str) -> str:
+    db = app.extensions["kernel.db"]
+    from kernel.server.models import ApiToken
+
+    with db.session() as s:
+        user = create_user(s, name, role, "password-" + name)
+        secret = new_token()
+        s.add(ApiToken(user_id=user.id, name="test", token_hash=token_hash(secret)))
+    return secret
+
+
+@pytest.fixture
+def as_role(app: Any) -> Callable[[str], Api]:
+    made: dict[str, Api] = {}
+
+    def get(role: str) -> Api:
+        if role not in made:
+            made[role] = Api(app.test_client(), make_token(app, role + "1", role) if role else None)
+        return made[role]
+
+    return get
+
+
+@pytest.fixture
+def admin(as_role: Callable[[str], Api]) -> Api:
+    return as_role("admin")
+
+
+# -- real agents on loopback ---------------------------------------------------------------------
+@dataclass
+class AgentProc:
+    ip: str
+    port: int
+    key: str
+    state_dir: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.ip}:{self.port}"
+
+    def start(self) -> None:
+        key_file = self.state_dir.parent / f"{self.ip}-{self.port}.key"
+        key_file.write_text(self.key + "\n")
+        self.proc = subprocess.Popen(
+            [sys.executable, str(AGENT), "--listen", f"{self.ip}:{self.port}",
+             "--key-file", str(key_file), "--state-dir", str(self.state_dir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(self.url + "/healthz", timeout=0.5).status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.05)
+        raise RuntimeError(f"agent on {self.url} did not start")
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(5)
+
+    def freeze(self) -> None:
+        assert self.proc
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self.proc
+        self.proc.send_signal(signal.SIGCONT)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+def free_port(ip: str) -> int:
+    with socket.socket() as s:
+        s.bind((ip, 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def agents(tmp_path: Path) -> Iterator[Callable[[int], list[AgentProc]]]:
+    """Factory: ``agents(n)`` starts n agents on 127.0.0.<x> addresses."""
+    started: list[AgentProc] = []
+
+    def make(n: int) -> list[AgentProc]:
+        out = []
+        for _ in range(n):
+            ip = f"127.0.0.{len(started) + 11}"
+            state = tmp_path / f"agent-{ip}"
+            state.mkdir()
+            a = AgentProc(ip, free_port(ip), secrets.token_hex(32), state)
+            a.start()
+            started.append(a)
+            out.append(a)
+        return out
+
+    yield make
+    for a in started:
+        a.stop()
+
+
+def wait_job(api: Api, job_id: int, timeout: float = 30.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        job = api.get(f"/api/v1/jobs/{job_id}?output=1")
+        if job["state"] in ("finished", "cancelled"):
+            return job  # type: ignore[no-any-return]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"job {job_id} did not end: {job}")
+        time.sleep(0.05)
+
+
+def add_agent_server(api: Api, agent: AgentProc, name: str, tags: list[str] | None = None
+                     ) -> dict[str, Any]:
+    body = api.post("/api/v1/servers", {"name": name, "agent_url": agent.url,
+                                        "agent_key": agent.key, "tags": tags or []}, expect=201)
+    return body["server"]  # type: ignore[no-any-return]
