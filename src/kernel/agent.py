@@ -183,6 +183,12 @@ class NonceCache:
                 self._lines += 1
         return None
 
+    def close(self) -> None:
+        with self._lock:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+
     def _expire(self, now: float) -> None:
         old = [n for n, ts in self._seen.items() if ts + self.window < now]
         for n in old:
@@ -199,8 +205,9 @@ class NonceCache:
                 for n, ts in self._seen.items():
                     f.write("%d %s\n" % (ts, n))
             os.replace(tmp, self.path)
-            self._file.close()
-            self._file = open(self.path, "a", encoding="ascii")
+            if self._file is not None:
+                self._file.close()
+                self._file = open(self.path, "a", encoding="ascii")
             self._lines = len(self._seen)
 
 
@@ -1322,11 +1329,15 @@ class Connection(socketserver.BaseRequestHandler):
         return data
 
     def _read_request(self) -> Optional[Request]:
+        # An idle keep-alive connection may wait for its next request; once the first byte
+        # is in, the whole request (line, headers, body) must arrive within request_timeout.
         self.deadline = time.monotonic() + _IDLE_TIMEOUT
+        if not self.buf:
+            self._recv()
+        self.deadline = time.monotonic() + self.server.cfg.request_timeout
         line = self._read_line()
         while not line:  # tolerate blank lines between requests
             line = self._read_line()
-        self.deadline = time.monotonic() + self.server.cfg.request_timeout
         parts = line.split(b" ")
         if len(parts) != 3 or not parts[2].startswith(b"HTTP/1."):
             raise HttpError(400, "bad_request", "malformed request line", close=True)
@@ -1927,7 +1938,8 @@ def serve(cfg: Config) -> int:
     threading.Thread(target=janitor, name="janitor", daemon=True).start()
 
     def stop(signum: int, frame: Any) -> None:
-        threading.Thread(target=server.shutdown, daemon=True).start()
+        # Nothing to drain: runs belong to the keeper and the journal is on disk.
+        raise SystemExit(0)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
@@ -1940,6 +1952,7 @@ def serve(cfg: Config) -> int:
         server.serve_forever(poll_interval=0.5)
     finally:
         server.server_close()
+        nonces.close()
     return 0
 
 
