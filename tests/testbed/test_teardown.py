@@ -142,3 +142,23 @@ def test_an_agent_that_never_answers_is_an_error_not_a_hang(tmp_path):
     assert leftovers(bed.prefix) == []
     with pytest.raises(TestbedError, match="agent broke"):
         Testbed(1, agent_file=broken).up()
+
+
+def test_beds_made_at_once_never_collide():
+    import threading
+
+    beds = [Testbed(1) for _ in range(3)]
+    threads = [threading.Thread(target=b.up) for b in beds]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len({b.prefix for b in beds}) == 3
+        assert len({str(b.subnet) for b in beds}) == 3
+        for b in beds:
+            with b.hosts[0].client() as c:
+                assert c.exec("echo hi").stdout == "hi\n"
+    finally:
+        for b in beds:
+            b.down()
