@@ -17,7 +17,7 @@ import secrets
 import signal
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 from types import TracebackType
 
@@ -235,8 +235,13 @@ def _parallel(hosts: list[Host], fn: Callable[[Host], object]) -> None:
     """Run ``fn`` for every host at once; the first failure is raised after all finished."""
     if not hosts:
         return
-    with ThreadPoolExecutor(max_workers=min(len(hosts), 32)) as pool:
-        futures = [pool.submit(fn, h) for h in hosts]
+    pool = ThreadPoolExecutor(max_workers=min(len(hosts), 32), thread_name_prefix="testbed")
+    futures = [pool.submit(fn, h) for h in hosts]
+    try:
+        wait(futures)
+    finally:
+        # On Ctrl-C, do not sit out the boot timeouts: teardown kills what the threads wait for.
+        pool.shutdown(wait=False, cancel_futures=True)
     errors = [f.exception() for f in futures if f.exception() is not None]
     if errors:
         first = errors[0]
