@@ -30,6 +30,7 @@ DEFAULTS: dict[str, Any] = {
     "LOCAL_AGENT": False,  # supervise a local agent on LOCAL_AGENT_LISTEN and enroll it
     "LOCAL_AGENT_LISTEN": "127.0.0.1:8001",
     "LOCAL_AGENT_NAME": None,  # default: this machine's hostname
+    "LOCAL_AGENT_INIT": False,  # run the init scripts on the local machine when it is enrolled
     "SESSION_COOKIE_HTTPONLY": True,
     "SESSION_COOKIE_SAMESITE": "Lax",
     "SESSION_COOKIE_NAME": "kernel_session",

@@ -1,0 +1,73 @@
+"""``kernel-server``: run the server, migrate the database, add users (ARCHITECTURE.md §7)."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from kernel.exceptions import KernelError
+
+from .errors import HTTPError
+
+
+def _app(migrate: bool = True):  # type: ignore[no-untyped-def]
+    from .app import create_app
+
+    return create_app({"MIGRATE": migrate})
+
+
+@click.group(invoke_without_command=True)
+@click.option("--listen", metavar="HOST:PORT", help="address to serve on (env KERNEL_LISTEN, "
+              "default 0.0.0.0:8002)")
+@click.pass_context
+def main(ctx: click.Context, listen: str | None) -> None:
+    """Kernel server. Without a command: run it (web, API, job runner)."""
+    if ctx.invoked_subcommand is None:
+        from .serve import serve
+
+        try:
+            app = _app()
+            sys.exit(serve(app, listen or app.config["LISTEN"]))
+        except (KernelError, OSError) as e:
+            raise click.ClickException(str(e)) from None
+
+
+@main.group()
+def db() -> None:
+    """Database maintenance."""
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Apply all Alembic migrations (also done at every start)."""
+    from .migrate import current_revision
+
+    app = _app(migrate=True)
+    rev = current_revision(app.extensions["kernel.db"].engine)
+    click.echo(f"database is at revision {rev}")
+
+
+@main.command("create-user")
+@click.argument("name")
+@click.option("--role", type=click.Choice(["admin", "operator", "viewer"]), required=True)
+@click.option("--password-stdin", is_flag=True, help="read the password from stdin "
+              "(otherwise one is generated and printed)")
+def create_user_cmd(name: str, role: str, password_stdin: bool) -> None:
+    """Add a user."""
+    from .params import NAME_RE
+    from .security import new_password
+    from .users import create_user
+
+    if not NAME_RE.fullmatch(name):
+        raise click.BadParameter("letters, digits, '_', '.', '@', '-' (max 64)", param_hint="NAME")
+    password = sys.stdin.readline().rstrip("\n") if password_stdin else new_password()
+    app = _app()
+    try:
+        with app.extensions["kernel.db"].session() as s:
+            create_user(s, name, role, password)
+    except HTTPError as e:
+        raise click.ClickException(e.message) from None
+    click.echo(f"created {role} {name!r}")
+    if not password_stdin:
+        click.echo(f"password: {password}")
