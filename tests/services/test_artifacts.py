@@ -257,3 +257,40 @@ def test_download_with_real_clients(live_url, data_dir, tmp_path, tool):
     assert out.read_bytes() == (data_dir / "service/sums/sums.tgz").read_bytes()
     bad = subprocess.run([*argv[:-1], f"{live_url}{prefix()}/nope"], timeout=30)
     assert bad.returncode != 0
+
+
+def test_unprefixed_config_names_as_the_app_loads_them(data_dir):
+    # create_app loads KERNEL_* variables without the prefix (Config.from_prefixed_env).
+    app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY="test-secret",
+        DATA_DIR=str(data_dir),
+        URL="http://127.0.0.1:8002",
+        PUBLIC_ARTIFACTS=True,
+        ARTIFACT_TTL=60,
+    )
+    app.register_blueprint(artifacts.bp)
+    app.test_client_class = BufferedClient
+    client = app.test_client()
+    url = artifacts.service_url_for(app.config, "sums")
+    assert url.startswith("http://127.0.0.1:8002/service-files/sums/")
+    assert client.get(url.removeprefix("http://127.0.0.1:8002") + "/sums.tgz").status_code == 200
+    assert client.get("/static/init/10-motd.sh").status_code == 200
+    assert artifacts.signing_key({"SECRET_KEY": "s", "ARTIFACT_KEY": "own"}) == b"own"
+
+
+def test_registered_in_the_real_app(tmp_path):
+    from kernel.server.access import unguarded_endpoints
+    from kernel.server.app import create_app
+
+    data = tmp_path / "kdata"
+    (data / "service" / "sums").mkdir(parents=True)
+    (data / "service" / "sums" / "sums.tgz").write_bytes(b"tgz")
+    app = create_app({"DATA_DIR": str(data), "URL": "http://127.0.0.1:8002", "TESTING": True})
+    app.test_client_class = BufferedClient
+    assert not [e for e in unguarded_endpoints(app) if e.startswith("artifacts.")]
+    url = artifacts.service_url_for(app.config, "sums")
+    client = app.test_client()
+    r = client.get(url.removeprefix("http://127.0.0.1:8002") + "/sums.tgz")
+    assert (r.status_code, r.data) == (200, b"tgz")
+    assert client.get("/static/service/sums/sums.tgz").status_code == 404

@@ -21,8 +21,9 @@ import hmac
 import mimetypes
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TypeVar
 
 from flask import Blueprint, Response, current_app, send_file
 
@@ -76,10 +77,20 @@ def service_url(kernel_url: str, key: bytes, name: str, *, ttl: float, now: floa
     return f"{base}{URL_PREFIX}/{name}/{expires}/{sign(key, name, expires)}"
 
 
+def setting(config: Mapping[str, object], name: str, default: object = None) -> object:
+    """`KERNEL_<name>` or `<name>` from the app config.
+
+    The app loads `KERNEL_*` environment variables without their prefix
+    (`from_prefixed_env`), while a mapping given directly may use the full name: both work.
+    """
+    value = config.get(f"KERNEL_{name}")
+    return value if value is not None else config.get(name, default)
+
+
 def signing_key(config: Mapping[str, object]) -> bytes:
     """KERNEL_ARTIFACT_KEY if set, else a key derived from SECRET_KEY (never SECRET_KEY itself,
     so a signature made here is useless as a session signature and vice versa)."""
-    own = config.get("KERNEL_ARTIFACT_KEY")
+    own = setting(config, "ARTIFACT_KEY")
     if own:
         return own if isinstance(own, bytes) else str(own).encode()
     secret = config.get("SECRET_KEY")
@@ -91,10 +102,10 @@ def signing_key(config: Mapping[str, object]) -> bytes:
 
 def service_url_for(config: Mapping[str, object], name: str, *, now: float | None = None) -> str:
     """`KERNEL_SERVICE_URL` for a job, from the app config (KERNEL_URL, key, TTL)."""
-    kernel_url = config.get("KERNEL_URL")
+    kernel_url = setting(config, "URL")
     if not kernel_url or not isinstance(kernel_url, str):
         raise ArtifactConfigError("KERNEL_URL must be set to make artifact URLs")
-    ttl = config.get("KERNEL_ARTIFACT_TTL", DEFAULT_TTL)
+    ttl = setting(config, "ARTIFACT_TTL", DEFAULT_TTL)
     if not isinstance(ttl, int | float) or isinstance(ttl, bool) or ttl <= 0:
         raise ArtifactConfigError(f"KERNEL_ARTIFACT_TTL must be a positive number, not {ttl!r}")
     return service_url(
@@ -144,6 +155,15 @@ def _mimetype(name: str) -> str:
 
 # --- the blueprint -----------------------------------------------------------------------
 
+V = TypeVar("V", bound=Callable[..., Response])
+
+
+def _public(view: V) -> V:
+    """The server's access mark for views without login (as `access.public` sets it; this
+    module stays free of the app's imports). The signature, not a session, guards them."""
+    view._kernel_access = "public"  # type: ignore[attr-defined]
+    return view
+
 
 def _text(status: int, msg: str) -> Response:
     # Plain text: the clients are wget/curl in scripts, and this reads well in their stderr.
@@ -151,7 +171,10 @@ def _text(status: int, msg: str) -> Response:
 
 
 def _data_dir() -> Path:
-    return Path(str(current_app.config["KERNEL_DATA_DIR"]))
+    data_dir = setting(current_app.config, "DATA_DIR")
+    if not data_dir:
+        raise ArtifactConfigError("KERNEL_DATA_DIR must be set to serve artifacts")
+    return Path(str(data_dir))
 
 
 def _serve(root: Path, relpath: str) -> Response:
@@ -164,6 +187,7 @@ def _serve(root: Path, relpath: str) -> Response:
 
 
 @bp.route(f"{URL_PREFIX}/<name>/<expires>/<signature>/<path:relpath>", methods=["GET"])
+@_public
 def signed_file(name: str, expires: str, signature: str, relpath: str) -> Response:
     why = verify(signing_key(current_app.config), name, expires, signature, now=time.time())
     if why is not None:
@@ -174,13 +198,14 @@ def signed_file(name: str, expires: str, signature: str, relpath: str) -> Respon
 
 
 def public_enabled(config: Mapping[str, object]) -> bool:
-    value = config.get("KERNEL_PUBLIC_ARTIFACTS", False)
+    value = setting(config, "PUBLIC_ARTIFACTS", False)
     if isinstance(value, str):
         return value.strip().lower() in ("1", "true", "yes", "on")
     return bool(value)
 
 
 @bp.route("/static/service/<name>/<path:relpath>", methods=["GET"])
+@_public
 def public_service_file(name: str, relpath: str) -> Response:
     if not public_enabled(current_app.config) or not is_valid_name(name):
         return _text(404, "not found")
@@ -188,6 +213,7 @@ def public_service_file(name: str, relpath: str) -> Response:
 
 
 @bp.route("/static/init/<path:relpath>", methods=["GET"])
+@_public
 def public_init_file(relpath: str) -> Response:
     if not public_enabled(current_app.config):
         return _text(404, "not found")
