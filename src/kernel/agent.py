@@ -544,7 +544,9 @@ def process_start_time(pid: int) -> Optional[str]:
     except OSError:
         return None
     fields = stat[stat.rfind(b")") + 2 :].split()
-    return fields[19].decode() if len(fields) > 19 else None
+    if len(fields) < 20 or fields[0] in (b"Z", b"X"):  # a zombie has finished its work
+        return None
+    return fields[19].decode()
 
 
 def _group_alive(pgid: int) -> bool:
@@ -1580,12 +1582,12 @@ class AgentServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
         ip = self.client_ip(conn, req)
         if path == "/api/ExecCmd":
             return self.legacy_exec(conn, req, ip)
-        if self.allow is not None and ip not in self.allow:
-            raise HttpError(403, "forbidden", "source address %s is not allowed" % ip, close=True)
-        if path == "/healthz":
+        if path == "/healthz":  # liveness only, no details: not fenced, for monitors
             self._allow(req, ("GET", "HEAD"))
             conn._read_body(req)
             return conn.send(200, b"ok", "text/plain")
+        if self.allow is not None and ip not in self.allow:
+            raise HttpError(403, "forbidden", "source address %s is not allowed" % ip, close=True)
         handler: Optional[Callable[[Connection, Request], None]] = None
         if path == "/api/v2/exec":
             self._allow(req, ("POST",))
