@@ -248,3 +248,83 @@ def add_agent_server(api: Api, agent: AgentProc, name: str, tags: list[str] | No
     body = api.post("/api/v1/servers", {"name": name, "agent_url": agent.url,
                                         "agent_key": agent.key, "tags": tags or []}, expect=201)
     return body["server"]  # type: ignore[no-any-return]
+
+
+# -- the real server process ---------------------------------------------------------------------
+KERNEL_SERVER = Path(sys.executable).parent / "kernel-server"
+
+
+class ServerProc:
+    """``kernel-server`` as a subprocess on a loopback port, for restart and streaming tests."""
+
+    def __init__(self, data_dir: Path, db_url: str, **env: str) -> None:
+        self.data_dir = data_dir
+        self.port = free_port("127.0.0.1")
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            **os.environ,
+            "KERNEL_DATA_DIR": str(data_dir),
+            "KERNEL_DATABASE_URL": db_url,
+            "KERNEL_LISTEN": f"127.0.0.1:{self.port}",
+            "KERNEL_AGENT_NETWORKS": "127.0.0.0/8",
+            "KERNEL_RUN_START_TIMEOUT": "3",
+            **env,
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.token = ""
+
+    def cli(self, *args: str, stdin: str = "") -> str:
+        out = subprocess.run([str(KERNEL_SERVER), *args], env=self.env, input=stdin.encode(),
+                             capture_output=True, timeout=60, check=True)
+        return out.stdout.decode()
+
+    def start(self) -> None:
+        with open(self.data_dir / "server.log", "ab") as log:
+            self.proc = subprocess.Popen(
+                [str(KERNEL_SERVER)], env=self.env, stdout=log, stderr=log
+            )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(self.url + "/healthz", timeout=0.5).status_code == 200:
+                    return
+            except httpx.TransportError:
+                assert self.proc.poll() is None, (self.data_dir / "server.log").read_text()
+                time.sleep(0.05)
+        raise RuntimeError("kernel-server did not start")
+
+    def login(self) -> str:
+        self.cli("create-user", "tester", "--role", "admin", "--password-stdin",
+                 stdin="tester-password\n")
+        r = httpx.post(self.url + "/api/v1/auth/token",
+                       json={"username": "tester", "password": "tester-password"})
+        assert r.status_code == 201, r.text
+        self.token = r.json()["token"]
+        return self.token
+
+    def api(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=10,
+                            headers={"Authorization": f"Bearer {self.token}"})
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(5)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+@pytest.fixture
+def server_proc(tmp_path: Path, db_url: str) -> Iterator[ServerProc]:
+    data = tmp_path / "server-data"
+    data.mkdir()
+    srv = ServerProc(data, db_url)
+    yield srv
+    srv.stop()
