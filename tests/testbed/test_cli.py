@@ -50,8 +50,23 @@ def test_up_list_attach_down():
 
         text = kernel_testbed("list").stdout
         assert hosts[1]["name"] in text and hosts[1]["agent_url"] in text
+        run = kernel_testbed("run", hosts[1]["name"], "--", "systemctl", "is-active", "nope")
+        assert (run.returncode, run.stdout) == (3, "inactive\n")
     finally:
         down = kernel_testbed("down", prefix)
     assert down.returncode == 0, down.stderr
     assert f"removed {prefix} (2 hosts)" in down.stdout
     assert leftovers(prefix) == []
+
+
+@pytest.mark.skipif(_unavailable("full") is not None, reason=str(_unavailable("full")))
+def test_hosts_without_an_agent_boot_but_run_nothing(full_hosts):
+    bed = full_hosts(1, agent=False)
+    bed.add_hosts(1, mode="light", agent=True)
+    bed.add_hosts(1, mode="light", agent=False)
+    bare_full, light, bare_light = bed.hosts
+    assert bare_full.run("systemctl is-system-running").stdout.strip() in ("running", "degraded")
+    assert bare_full.run("systemctl is-active kernel-agent").stdout.strip() == "inactive"
+    assert not answers(bare_full) and not answers(bare_light)
+    assert answers(light)
+    assert bare_light.run("ip -4 -o addr show dev eth0").stdout.count(bare_light.ip) == 1

@@ -34,3 +34,20 @@ def test_down_of_an_unknown_bed_is_a_clear_error(prefix, capsys):
     err = capsys.readouterr().err
     assert err.startswith("kernel-testbed: error: ")
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["run", "kt0000-h001", "true"],
+        ["run", "nohost", "true"],
+        ["run", "kt0000-h001"],
+        ["run", "kt0000-h001", "--"],
+        ["run", "../x", "--", "true"],
+    ],
+)
+def test_run_in_an_unknown_host_is_a_clear_error(argv, capsys):
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("kernel-testbed: error: ")
+    assert "Traceback" not in err

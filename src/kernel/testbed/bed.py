@@ -52,6 +52,7 @@ class Testbed:
         detached: bool = False,
         capacity: int | None = None,
         allow_ips: str | None = None,
+        agent: bool = True,
         agent_file: Path | None = None,
         install_script: Path | None = None,
     ) -> None:
@@ -62,6 +63,7 @@ class Testbed:
         self.n, self.mode, self.detached = n, mode, detached
         self._capacity = max(capacity or 0, n, 1)
         self._allow = allow_ips
+        self.agent = agent
         # The environment may point at another build (e.g. an older agent release).
         env = os.environ.get
         self.agent_file = Path(
@@ -162,10 +164,19 @@ class Testbed:
             self.record.save()
 
     def add_hosts(
-        self, k: int, mode: str | None = None, timeout: float | None = None
+        self,
+        k: int,
+        mode: str | None = None,
+        timeout: float | None = None,
+        agent: bool | None = None,
     ) -> list[Host]:
-        """Add ``k`` hosts (of the bed's mode unless given) and wait until they answer."""
+        """Add ``k`` hosts (of the bed's mode unless given) and wait until they answer.
+
+        With ``agent=False`` (default: the bed's) hosts get no agent: full hosts are only
+        booted, light hosts are just a namespace; ``key`` is then unused.
+        """
         mode = mode or self.mode
+        with_agent = self.agent if agent is None else agent
         if mode not in MODES:
             raise TestbedError(f"unknown host mode {mode!r} (choose light or full)")
         require(mode)
@@ -175,7 +186,7 @@ class Testbed:
         start = len(self.hosts)
         if start + k > names.capacity(rec.network):
             raise TestbedError(f"{start + k} hosts do not fit in {rec.subnet}; pass capacity=")
-        new = [Host(self, self._new_record(start + i, mode)) for i in range(k)]
+        new = [Host(self, self._new_record(start + i, mode, with_agent)) for i in range(k)]
         self.hosts += new
         self.save()  # recorded before anything exists, so a crash here is still cleaned up
         net.add_hosts(rec.bridge, [(h.name, h.ip) for h in new], rec.network.prefixlen)
@@ -186,13 +197,14 @@ class Testbed:
 
         def ready(h: Host) -> None:
             h.wait_booted(wait)
-            h.wait_ready(wait)
+            if h.record.agent:
+                h.wait_ready(wait)
 
         _parallel(new, ready)
         self.save()
         return new
 
-    def _new_record(self, index: int, mode: str) -> HostRecord:
+    def _new_record(self, index: int, mode: str, agent: bool) -> HostRecord:
         name = names.host_name(self.prefix, index)
         return HostRecord(
             name=name,
@@ -201,6 +213,7 @@ class Testbed:
             mode=mode,
             key=secrets.token_hex(32),
             dir=str(self.dir / name),
+            agent=agent,
         )
 
     def down(self) -> None:

@@ -1,4 +1,5 @@
-"""``kernel-testbed up N [--full]`` · ``list [--json]`` · ``down [--all] [PREFIX…]``."""
+"""``kernel-testbed up N [--full] [--no-agent]`` · ``list [--json]`` · ``down [--all] [PREFIX…]``
+· ``run HOST CMD…``."""
 
 from __future__ import annotations
 
@@ -24,6 +25,9 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("n", type=_count, metavar="N", help="number of hosts")
     up.add_argument("--full", action="store_true", help="systemd hosts (default: light)")
     up.add_argument("--json", action="store_true", help="print the hosts as JSON")
+    up.add_argument(
+        "--no-agent", action="store_true", help="no agent (e.g. to try enrollment by hand)"
+    )
     ls = sub.add_parser("list", help="list running test hosts")
     ls.add_argument("--json", action="store_true", help="JSON: name, address, mode, URL, key")
     down = sub.add_parser("down", help="remove beds made by `up` (or the ones named)")
@@ -33,6 +37,9 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also leftovers of crashed runs: every kt* object no live process owns",
     )
+    run = sub.add_parser("run", help="run a command inside a host (nsenter, not the agent)")
+    run.add_argument("host", metavar="HOST", help="a host name from `list`")
+    run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="CMD", help="command and args")
     return p
 
 
@@ -87,7 +94,8 @@ def _print_hosts(beds: Sequence[BedRecord], as_json: bool) -> None:
 
 
 def _up(args: argparse.Namespace) -> int:
-    bed = Testbed(args.n, "full" if args.full else "light", detached=True)
+    mode = "full" if args.full else "light"
+    bed = Testbed(args.n, mode, detached=True, agent=not args.no_agent)
     bed.up()
     assert bed.record is not None
     _print_hosts([bed.record], args.json)
@@ -120,12 +128,36 @@ def _down(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run(args: argparse.Namespace) -> int:
+    prefix = names.prefix_of(args.host)
+    cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    if not prefix or not cmd:
+        raise TestbedError("usage: kernel-testbed run HOST CMD… (HOST as shown by `list`)")
+    if os.geteuid() != 0:
+        raise TestbedError("entering a test host needs root")
+    try:
+        bed = Testbed.attach(prefix)
+    except TestbedError:
+        raise TestbedError(
+            f"no test host named {args.host!r} (see `kernel-testbed list`)"
+        ) from None
+    host = next((h for h in bed.hosts if h.name == args.host), None)
+    if host is None:
+        raise TestbedError(f"no test host named {args.host!r} (see `kernel-testbed list`)")
+    proc = host.run(cmd, timeout=3600)
+    sys.stdout.write(proc.stdout)
+    sys.stderr.write(proc.stderr)
+    return proc.returncode
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     install_signal_handlers()
     try:
         if args.command == "up":
             return _up(args)
+        if args.command == "run":
+            return _run(args)
         if args.command == "list":
             _print_hosts(all_beds(), args.json)
             return 0

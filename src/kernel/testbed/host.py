@@ -130,6 +130,10 @@ class Host:
             )
             rec.launcher_pid = self._proc.pid
             rec.pid = rec.pid_start = None
+        elif not rec.agent:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self.cgroup.mkdir(parents=True, exist_ok=True)
+            rec.pid = rec.pid_start = None
         else:
             light.write_key(self.dir, rec.key)
             self._proc = light.spawn_agent(
@@ -168,7 +172,7 @@ class Host:
         )
         if state not in ("running", "degraded"):
             raise TestbedError(f"{self.name}: systemd is {state!r} after boot")
-        if install:
+        if install and rec.agent:
             self._install_agent(max(5.0, deadline - time.monotonic()))
 
     def _system_state(self) -> str | None:
@@ -284,7 +288,8 @@ class Host:
         self.bed.save()
         self.wait_booted(timeout, install=False)
         self.bed.save()
-        self.wait_ready(timeout)
+        if self.record.agent:
+            self.wait_ready(timeout)
 
     def _reap(self) -> None:
         if self._proc is not None:

@@ -33,6 +33,7 @@ class HostRecord:
     pid: int | None = None  # light: the agent; full: the host's systemd (PID 1 inside)
     pid_start: int | None = None
     launcher_pid: int | None = None  # full: the `unshare` parent waiting for the host's PID 1
+    agent: bool = True  # False: no agent is started or installed (e.g. to test enrollment)
     stopped: bool = False
 
     @property
