@@ -269,3 +269,35 @@ def test_scan_init(tmp_path):
 
 def test_no_init_dir_means_no_scripts(tmp_path):
     assert scan_init(tmp_path / "none") == catalog.InitScripts()
+
+
+# --- examples ------------------------------------------------------------------------------
+
+
+def test_install_examples_into_a_new_data_dir(tmp_path):
+    copied = catalog.install_examples(tmp_path)
+    assert copied == [
+        "service/hello-web",
+        "service/sums",
+        "init/10-motd.sh",
+        "init/20-sysctl.sh",
+        "init/30-user.sh",
+    ]
+    cat = scan(tmp_path / "service")
+    assert [s.name for s in cat.deployable] == ["hello-web", "sums"]
+    assert [s.name for s in scan_init(tmp_path / "init").scripts] == [
+        "10-motd.sh",
+        "20-sysctl.sh",
+        "30-user.sh",
+    ]
+    assert catalog.install_examples(tmp_path) == []  # never over an existing folder
+
+
+def test_install_examples_with_test_only_and_existing_folders(tmp_path):
+    (tmp_path / "init").mkdir()
+    (tmp_path / "init" / "01-mine.sh").write_text("true\n")
+    copied = catalog.install_examples(tmp_path, test_only=True)
+    assert "service/broken-deploy" in copied
+    assert not [c for c in copied if c.startswith("init/")]
+    assert os.listdir(tmp_path / "init") == ["01-mine.sh"]
+    assert catalog.install_examples(tmp_path / "x", tmp_path / "no-examples") == []

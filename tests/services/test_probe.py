@@ -254,3 +254,16 @@ def test_service_spread():
     }
     s = probe.service_spread("sums.service", states)
     assert (s.installed, s.active, s.failed) == (("a", "b"), ("a",), ("b",))
+
+
+def test_report_json():
+    case = json.loads((DATA / "full-host-systemd.json").read_text())
+    data = probe.report_json(parse_probe(case["output"]))
+    assert json.loads(json.dumps(data)) == data
+    assert data["units"]["kp-failed.service"]["failed"] is True
+    assert data["units"]["sums.service"]["installed"] is False
+    assert (
+        data["metrics"]["mem_used"]
+        == data["metrics"]["mem_total"] - data["metrics"]["mem_available"]
+    )
+    assert data["metrics"]["disks"][0]["mount"] == "/"

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -379,3 +380,49 @@ def scan_init(init_dir: str | os.PathLike[str]) -> InitScripts:
             assert m is not None  # ordered names all matched
             scripts.append(InitScript(name=n, order=int(m.group(1)), text=s.text, sha256=s.sha256))
     return InitScripts(scripts=tuple(scripts), problems=tuple(problems))
+
+
+# --- examples for a new data dir -----------------------------------------------------------
+
+EXAMPLES_DIR = Path(__file__).resolve().parents[3] / "examples"  # in a source checkout
+
+
+def install_examples(
+    data_dir: str | os.PathLike[str],
+    examples: str | os.PathLike[str] = EXAMPLES_DIR,
+    *,
+    test_only: bool = False,
+) -> list[str]:
+    """Copy the example services and init scripts into a data dir that has none yet.
+
+    `service/` and `init/` are each filled only when they do not exist, so an admin's own
+    folders are never touched. Services marked `"test_only": true` in info.json are skipped
+    unless `test_only`. Returns what was copied ("service/sums", "init/10-motd.sh", …).
+    """
+    src = Path(examples)
+    dst = Path(data_dir)
+    copied: list[str] = []
+    if (src / "service").is_dir() and not (dst / "service").exists():
+        (dst / "service").mkdir(parents=True)
+        for folder in sorted((src / "service").iterdir()):
+            if not folder.is_dir() or _is_hidden(folder.name):
+                continue
+            if not test_only and _marked_test_only(folder):
+                continue
+            shutil.copytree(folder, dst / "service" / folder.name, symlinks=True)
+            copied.append(f"service/{folder.name}")
+    if (src / "init").is_dir() and not (dst / "init").exists():
+        (dst / "init").mkdir(parents=True)
+        for script in sorted((src / "init").iterdir()):
+            if script.is_file() and not _is_hidden(script.name):
+                shutil.copy2(script, dst / "init" / script.name)
+                copied.append(f"init/{script.name}")
+    return copied
+
+
+def _marked_test_only(folder: Path) -> bool:
+    try:
+        info = json.loads((folder / INFO).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(info, dict) and info.get("test_only") is True

@@ -14,11 +14,13 @@ The format is documented in docs/status.md; tests/data/probe/ holds recorded out
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import shlex
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from kernel.server import shell
 from kernel.server.shell import RemoteCommand
@@ -151,6 +153,19 @@ class ProbeReport:
     units: dict[str, UnitState] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
     complete: bool = False  # the end marker was seen
+
+
+def report_json(report: ProbeReport) -> dict[str, Any]:
+    """The report as JSON-ready dicts, with the derived values (mem_used, swap_used, and each
+    unit's installed/active/failed) spelled out — for storage and the API."""
+    data = dataclasses.asdict(report)
+    data["metrics"]["mem_used"] = report.metrics.mem_used
+    data["metrics"]["swap_used"] = report.metrics.swap_used
+    for unit, st in report.units.items():
+        data["units"][unit].update(installed=st.installed, active=st.active, failed=st.failed)
+    data["warnings"] = list(report.warnings)
+    data["metrics"]["disks"] = [dataclasses.asdict(d) for d in report.metrics.disks]
+    return data
 
 
 # --- parsing -------------------------------------------------------------------------------
