@@ -2,6 +2,7 @@
 
 import ipaddress
 import json
+import os
 
 import pytest
 
@@ -121,3 +122,14 @@ def test_add_hosts_grows_the_bed(bed):
 def test_bad_mode_is_a_clear_error(bed):
     with pytest.raises(TestbedError, match="unknown host mode"):
         bed.add_hosts(1, mode="heavy")
+
+
+PY38 = "/root/.pyenv/versions/3.8.18/bin/python3.8"
+
+
+@pytest.mark.skipif(not os.access(PY38, os.X_OK), reason="no Python 3.8 here")
+def test_light_agents_can_run_on_another_python(light_hosts, monkeypatch):
+    monkeypatch.setenv("KERNEL_TESTBED_PYTHON", PY38)
+    bed = light_hosts(1)
+    with bed.hosts[0].client() as agent:
+        assert agent.info()["python"].startswith("3.8.")
