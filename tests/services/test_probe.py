@@ -216,6 +216,17 @@ def test_compact_properties(samples):
     assert sum(p.count for p in out) == expected
 
 
+def test_downsample():
+    pts = [pt(0, a=1.0), pt(299, a=3.0), pt(300, a=10.0, b=2.0), MetricPoint(600, {"a": 4.0}, 3)]
+    out = probe.downsample(pts, 300)
+    assert [(p.t, dict(p.values), p.count) for p in out] == [
+        (0, {"a": 2.0}, 2),
+        (300, {"a": 10.0, "b": 2.0}, 1),
+        (600, {"a": 4.0}, 3),
+    ]
+    assert probe.downsample([], 300) == []
+
+
 def test_retention_policy_is_checked():
     with pytest.raises(ValueError):
         RetentionPolicy(raw_seconds=10, keep_seconds=5)

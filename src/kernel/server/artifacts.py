@@ -2,7 +2,7 @@
 
 A deploy script gets `KERNEL_SERVICE_URL`, a URL prefix such as
 
-    https://kernel.example/service-files/sums/1764000000/3f9a…/
+    https://kernel.example/service-files/sums/1764000000/3f9a…
 
 and downloads `"$KERNEL_SERVICE_URL/sums.tgz"`. The prefix names the service and an expiry
 time, signed with HMAC-SHA256; any file of that one service folder can be fetched under it

@@ -575,22 +575,21 @@ def compact(
     """
     raw_cut = now - policy.raw_seconds
     keep_cut = now - policy.keep_seconds
-    keep: list[MetricPoint] = []
+    live = [p for p in points if p.t >= keep_cut]
+    raw = [p for p in live if p.t >= raw_cut]
+    older = downsample((p for p in live if p.t < raw_cut), policy.bucket_seconds)
+    # A bucket that begins before the horizon goes too: its samples are expiring anyway.
+    return sorted(raw + [b for b in older if b.t >= keep_cut], key=lambda p: p.t)
+
+
+def downsample(points: Iterable[MetricPoint], bucket_seconds: float) -> list[MetricPoint]:
+    """One point per bucket (aligned to multiples of bucket_seconds of Unix time) holding the
+    count-weighted mean of each value; a point that already is a bucket mean keeps its weight."""
     buckets: dict[float, list[MetricPoint]] = {}
     for p in points:
-        if p.t < keep_cut:
-            continue
-        if p.t >= raw_cut:
-            keep.append(p)
-        else:
-            start = math.floor(p.t / policy.bucket_seconds) * policy.bucket_seconds
-            buckets.setdefault(start, []).append(p)
-    for start, group in buckets.items():
-        if start < keep_cut:
-            continue  # the bucket begins before the horizon: its points are expiring anyway
-        keep.append(_merge(start, group))
-    keep.sort(key=lambda p: p.t)
-    return keep
+        start = math.floor(p.t / bucket_seconds) * bucket_seconds
+        buckets.setdefault(start, []).append(p)
+    return sorted((_merge(t, group) for t, group in buckets.items()), key=lambda p: p.t)
 
 
 def _merge(start: float, group: Sequence[MetricPoint]) -> MetricPoint:
