@@ -118,15 +118,17 @@ class _Base:
         ctx.verify_mode = ssl.CERT_NONE
         return ctx
 
-    def _check_pin(self, event: str, info: dict[str, Any]) -> None:
+    def _pin_error(self, event: str, info: dict[str, Any]) -> _PinMismatch | None:
+        """After a TLS handshake: an error if the agent's certificate is not the pinned one."""
         if self.pin is None or event != "connection.start_tls.complete":
-            return
+            return None
         stream = info.get("return_value")
         ssl_object = stream.get_extra_info("ssl_object") if stream is not None else None
-        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        der = ssl_object.getpeercert(True) if ssl_object is not None else None
         seen = hashlib.sha256(der).hexdigest() if der else "none"
-        if seen != self.pin:
-            raise _PinMismatch(f"TLS certificate fingerprint {seen} is not the pinned {self.pin}")
+        if seen == self.pin:
+            return None
+        return _PinMismatch(f"TLS certificate fingerprint {seen} is not the pinned {self.pin}")
 
     def _build(
         self, method: str, path: str, body: Any = None, read_timeout: float | None = None
@@ -197,6 +199,12 @@ class AgentClient(_Base):
         super().__init__(url, key, timeout=timeout, tls_fingerprint=tls_fingerprint)
         self._client = httpx.Client(verify=self._verify(), timeout=timeout)
         self._ext = {"trace": self._check_pin} if self.pin else {}
+
+    def _check_pin(self, event: str, info: dict[str, Any]) -> None:
+        error = self._pin_error(event, info)
+        if error is not None:
+            info["return_value"].close()  # raising leaves the stream to us
+            raise error
 
     def __enter__(self) -> AgentClient:
         return self
@@ -295,7 +303,10 @@ class AsyncAgentClient(_Base):
         self._ext = {"trace": self._acheck_pin} if self.pin else {}
 
     async def _acheck_pin(self, event: str, info: dict[str, Any]) -> None:
-        self._check_pin(event, info)
+        error = self._pin_error(event, info)
+        if error is not None:
+            await info["return_value"].aclose()
+            raise error
 
     async def __aenter__(self) -> AsyncAgentClient:
         return self
