@@ -112,7 +112,9 @@ def test_info_json_with_bom_and_not_utf8(tmp_path):
 
 def test_missing_scripts(tmp_path):
     make_service(tmp_path, "svc", {"description": "d"}, deploy=None, remove=None)
-    assert only(scan(tmp_path)).problems == ("deploy.sh is missing", "remove.sh is missing")
+    cat = scan(tmp_path)
+    assert only(cat).problems == ("deploy.sh is missing", "remove.sh is missing")
+    assert cat.units == ["svc.service"]  # still watched by the probe
 
 
 def test_script_that_is_a_folder_or_not_text(tmp_path):

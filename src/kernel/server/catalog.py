@@ -91,8 +91,9 @@ class Catalogue:
 
     @property
     def units(self) -> list[str]:
-        """Units of the deployable services, for the status probe (sorted, no duplicates)."""
-        return sorted({s.unit for s in self.deployable})
+        """Every known unit, for the status probe (sorted, no duplicates); a service with
+        problems but a valid unit is still watched (it may be installed already)."""
+        return sorted({s.unit for s in self.services if s.unit})
 
 
 def sha256_hex(data: bytes) -> str:
