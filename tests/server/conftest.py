@@ -65,6 +65,18 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return url
 
 
+@pytest.fixture
+def empty_db_url(db_url: str) -> str:
+    """db_url with nothing in it (PostgreSQL: the module database's schema recreated)."""
+    if db_url.startswith("postgresql"):
+        engine = create_engine(db_url)
+        with engine.begin() as c:
+            c.execute(text("DROP SCHEMA public CASCADE"))
+            c.execute(text("CREATE SCHEMA public"))
+        engine.dispose()
+    return db_url
+
+
 def app_config(tmp_path: Path, db_url: str, **extra: Any) -> dict[str, Any]:
     data = tmp_path / "data"
     return {

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Flask, Response
+from werkzeug.routing import IntegerConverter
 
 from . import access, audit, errors
 from .config import CONFIG_FILE, DEFAULTS, data_dir_from, secret_key
@@ -23,7 +24,9 @@ from .runner import Runner
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     data_dir = data_dir_from(test_config)
     data_dir.mkdir(parents=True, exist_ok=True)
-    app = Flask(__name__, instance_path=str(data_dir), static_folder=None)
+    app = Flask(
+        __name__, instance_path=str(data_dir), instance_relative_config=True, static_folder=None
+    )
     app.config.from_mapping(DEFAULTS)
     app.config.from_pyfile(CONFIG_FILE, silent=True)
     app.config.from_prefixed_env("KERNEL")
@@ -44,6 +47,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.extensions["kernel.events"] = EventBus()
     app.extensions["kernel.runner"] = Runner(app)
 
+    # Ids in URLs are bounded to what an INTEGER column holds: bigger ones are simply 404.
+    app.url_map.converters["int"] = DatabaseId
     access.init_app(app)
     errors.register(app)
     audit.init_app(app)
@@ -56,6 +61,12 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         return Response("ok\n", mimetype="text/plain")
 
     return app
+
+
+class DatabaseId(IntegerConverter):
+    def __init__(self, url_map: Any, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("max", 2**31 - 1)
+        super().__init__(url_map, *args, **kwargs)
 
 
 def _register_blueprints(app: Flask) -> None:
