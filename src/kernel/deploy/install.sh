@@ -160,37 +160,27 @@ main() {
         source="${KERNEL_URL%/}/agent/kernel-agent.py"
     fi
 
-    mkdir -p "$LIB_DIR" "$ROOT/usr/local/bin" "$ETC" "$(dirname "$UNIT")"
-    mkdir -p -m 0700 "$STATE"
-    tmp="$LIB_DIR/.kernel-agent.py.$$"
-    trap 'rm -f "$tmp"' EXIT
-    fetch "$source" "$tmp"
-    sum="$(sha256_of "$tmp")"
+    if [ -n "$KERNEL_AGENT_KEY" ]; then
+        printf '%s' "$KERNEL_AGENT_KEY" | grep -Eq '^[0-9a-fA-F]{64}$' ||
+            die "KERNEL_AGENT_KEY must be 64 hex characters"
+    fi
+
+    # Everything is fetched and checked in a scratch dir first: a refusal changes nothing.
+    scratch="$(mktemp -d)"
+    trap 'rm -rf "$scratch"' EXIT
+    fetch "$source" "$scratch/kernel-agent.py"
+    sum="$(sha256_of "$scratch/kernel-agent.py")"
     if [ -n "$KERNEL_AGENT_SHA256" ]; then
         [ "$sum" = "$(printf '%s' "$KERNEL_AGENT_SHA256" | tr 'A-F' 'a-f')" ] ||
             die "SHA-256 of $source is $sum, expected $KERNEL_AGENT_SHA256; nothing installed"
     else
         say "warning: KERNEL_AGENT_SHA256 not set; agent file not verified (sha256 $sum)"
     fi
-    "$PYTHON" -c 'import ast, sys; ast.parse(open(sys.argv[1], "rb").read())' "$tmp" </dev/null ||
-        die "$source is not a Python file"
-    chmod 0755 "$tmp"
-    mv -f "$tmp" "$AGENT"
-    ln -sfn "${AGENT#"$ROOT"}" "$BIN"
-
-    old_umask="$(umask)"
-    umask 077
-    printed_key=""
-    if [ -n "$KERNEL_AGENT_KEY" ]; then
-        printf '%s' "$KERNEL_AGENT_KEY" | grep -Eq '^[0-9a-fA-F]{64}$' ||
-            die "KERNEL_AGENT_KEY must be 64 hex characters"
-        printf '%s\n' "$KERNEL_AGENT_KEY" >"$KEY_FILE.tmp"
-        mv -f "$KEY_FILE.tmp" "$KEY_FILE"
-    elif [ ! -s "$KEY_FILE" ]; then
-        printed_key="$("$PYTHON" "$AGENT" init --force --key-file "$KEY_FILE" </dev/null)" ||
-            die "cannot write $KEY_FILE"
-    fi
-    chmod 0600 "$KEY_FILE"
+    version="$("$PYTHON" "$scratch/kernel-agent.py" --version </dev/null 2>/dev/null || true)"
+    case "$version" in
+    "kernel-agent "*) ;;
+    *) die "$source is not a Kernel agent file" ;;
+    esac
     {
         echo "# Written by the Kernel agent install script; rerunning it rewrites this file."
         echo "listen = $KERNEL_AGENT_LISTEN"
@@ -200,12 +190,30 @@ main() {
             echo "# from KERNEL_AGENT_CONF"
             printf '%s\n' "$KERNEL_AGENT_CONF"
         fi
-    } >"$CONF.tmp"
-    umask "$old_umask"
-    "$PYTHON" "$AGENT" check --config "$CONF.tmp" </dev/null >/dev/null ||
-        { rm -f "$CONF.tmp"; die "the configuration is not valid (see above)"; }
-    mv -f "$CONF.tmp" "$CONF"
-    chmod 0644 "$CONF"
+    } >"$scratch/agent.conf"
+    printf '%064d\n' 0 >"$scratch/check.key"
+    "$PYTHON" "$scratch/kernel-agent.py" check --config "$scratch/agent.conf" \
+        --key-file "$scratch/check.key" </dev/null >/dev/null ||
+        die "the configuration is not valid (see above); nothing installed"
+
+    mkdir -p "$LIB_DIR" "$ROOT/usr/local/bin" "$ETC" "$(dirname "$UNIT")"
+    mkdir -p -m 0700 "$STATE"
+    chmod 0755 "$scratch/kernel-agent.py"
+    mv -f "$scratch/kernel-agent.py" "$AGENT.new"
+    mv -f "$AGENT.new" "$AGENT"
+    ln -sfn "${AGENT#"$ROOT"}" "$BIN"
+    printed_key=""
+    if [ -n "$KERNEL_AGENT_KEY" ]; then
+        (umask 077 && printf '%s\n' "$KERNEL_AGENT_KEY" >"$KEY_FILE.tmp")
+        mv -f "$KEY_FILE.tmp" "$KEY_FILE"
+    elif [ ! -s "$KEY_FILE" ]; then
+        printed_key="$("$PYTHON" "$AGENT" init --force --key-file "$KEY_FILE" </dev/null)" ||
+            die "cannot write $KEY_FILE"
+    fi
+    chmod 0600 "$KEY_FILE"
+    chmod 0644 "$scratch/agent.conf"
+    mv -f "$scratch/agent.conf" "$CONF.new"
+    mv -f "$CONF.new" "$CONF"
     write_unit
 
     if [ "$use_systemd" = 1 ]; then
