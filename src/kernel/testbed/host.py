@@ -182,7 +182,9 @@ class Host:
         return state if state in ("running", "degraded", "maintenance", "stopping") else None
 
     def _install_agent(self, timeout: float) -> None:
-        sha = hashlib.sha256(self.bed.agent_file.read_bytes()).hexdigest()
+        # The copy made at first boot: the source file may have changed since.
+        copy = self.dir / "upper" / full.IN_HOST_DIR.lstrip("/") / "kernel-agent.py"
+        sha = hashlib.sha256(copy.read_bytes()).hexdigest()
         env = full.install_env(self.key, self.listen, self.allow_ips)
         proc = self.run(full.install_command(env, sha), timeout=timeout)
         if proc.returncode != 0:
