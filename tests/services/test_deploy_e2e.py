@@ -102,6 +102,7 @@ def wait_http(host, url, timeout=10.0):
 def test_sums_lifecycle(host, cat, kernel_url):
     r = op(host, cat, kernel_url, "sums", "deploy")
     assert r.exit_code == 0, r.stderr
+    assert "downloading sums.tgz with curl" in r.stdout
     assert "kernel: systemd knows sums.service" in r.stdout
     assert wait_http(host, "'http://127.0.0.1:8081/sum?n=1&n=2'").stdout == "3\n"
     assert "<h1>Sums</h1>" in wait_http(host, "http://127.0.0.1:8081/").stdout
@@ -184,3 +185,25 @@ def test_init_scripts_run_in_order_and_twice(host, kernel_url):
     assert host.run("sysctl -n net.core.somaxconn").stdout.strip() == "4096"
     assert host.run("id -u kernel-demo").returncode == 0
     assert "already exists" in r.stdout
+
+
+@pytest.mark.parametrize("missing", [["curl"], ["curl", "wget"]], ids=["wget", "python3"])
+def test_sums_downloads_without_curl(host, cat, kernel_url, missing):
+    """The deploy falls back to wget, then to python3 (always there: the agent needs it)."""
+    bindir = f"/tmp/no-{'-'.join(missing)}"
+    not_these = " ".join(f"! -name {m}" for m in missing)
+    host.run(
+        f"mkdir -p {bindir} && find /usr/bin -mindepth 1 -maxdepth 1 {not_these} "
+        f"-exec ln -sft {bindir} {{}} +",
+        check=True,
+    )
+    surl = artifacts.service_url_for({"SECRET_KEY": SECRET, "KERNEL_URL": kernel_url}, "sums")
+    cmd = service_ops.build("deploy", cat.get("sums"), kernel_url=kernel_url, service_url=surl)
+    env = {**cmd.env, "PATH": f"{bindir}:/usr/sbin:/sbin"}
+    r = host.agent.exec(cmd.cmd, stdin=cmd.stdin, env=env, timeout=cmd.timeout)
+    assert r.exit_code == 0, r.stderr
+    tool = "python3" if "wget" in missing else "wget"
+    assert f"downloading sums.tgz with {tool}" in r.stdout
+    assert wait_http(host, "'http://127.0.0.1:8081/sum?n=2&n=2'").stdout == "4\n"
+    assert op(host, cat, kernel_url, "sums", "remove").exit_code == 0
+    host.run(f"rm -rf {bindir}", check=True)

@@ -6,10 +6,13 @@ set -euo pipefail
 # curl, else wget, else python3 (always there: the Kernel agent runs on it).
 fetch() {
   if command -v curl >/dev/null 2>&1; then
+    echo "downloading $2 with curl"
     curl -fsSL -o "$2" "$1"
   elif command -v wget >/dev/null 2>&1; then
+    echo "downloading $2 with wget"
     wget -q -O "$2" "$1"
   else
+    echo "downloading $2 with python3"
     python3 -c 'import sys, urllib.request; urllib.request.urlretrieve(sys.argv[1], sys.argv[2])' "$1" "$2"
   fi
 }
