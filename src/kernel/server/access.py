@@ -100,9 +100,9 @@ def login_session(user: User) -> None:
 
 def init_app(app: Flask) -> None:
     csrf.init_app(app)
-    app.config.setdefault("SESSION_COOKIE_SECURE", str(app.config.get("URL") or "").startswith(
-        "https://"
-    ))
+    app.config.setdefault(
+        "SESSION_COOKIE_SECURE", str(app.config.get("URL") or "").startswith("https://")
+    )
 
 
 def unguarded_endpoints(app: Flask | None = None) -> list[str]:

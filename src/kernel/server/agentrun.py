@@ -196,8 +196,12 @@ class AgentRun:
         kept = task.add(stream, data, self.cap)
         if kept:
             self.publish(
-                task.job_id, "output", run=task.run_id, server=task.server_name,
-                stream=stream, data=kept,
+                task.job_id,
+                "output",
+                run=task.run_id,
+                server=task.server_name,
+                stream=stream,
+                data=kept,
             )
 
     async def execute(self, task: RunTask) -> Final:
@@ -209,8 +213,12 @@ class AgentRun:
         try:
             async with asyncio.timeout(self.start_timeout) as budget:
                 events = client.stream(
-                    task.cmd, stdin=task.stdin, env=task.env or None, cwd=task.cwd,
-                    timeout=task.timeout, id=task.run_id,
+                    task.cmd,
+                    stdin=task.stdin,
+                    env=task.env or None,
+                    cwd=task.cwd,
+                    timeout=task.timeout,
+                    id=task.run_id,
                 )
                 async with contextlib.aclosing(events) as stream:
                     async for ev in stream:
@@ -259,8 +267,10 @@ class AgentRun:
                 last_error = str(e)
             except AgentError as e:
                 if getattr(e, "code", None) == 404:
-                    return Final("lost", error="the agent has no record of this run "
-                                 "(never received, or forgotten)")
+                    return Final(
+                        "lost",
+                        error="the agent has no record of this run (never received, or forgotten)",
+                    )
                 last_error = str(e)
             else:
                 answered = True

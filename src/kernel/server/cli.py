@@ -18,8 +18,11 @@ def _app(migrate: bool = True):  # type: ignore[no-untyped-def]
 
 
 @click.group(invoke_without_command=True)
-@click.option("--listen", metavar="HOST:PORT", help="address to serve on (env KERNEL_LISTEN, "
-              "default 0.0.0.0:8002)")
+@click.option(
+    "--listen",
+    metavar="HOST:PORT",
+    help="address to serve on (env KERNEL_LISTEN, default 0.0.0.0:8002)",
+)
 @click.pass_context
 def main(ctx: click.Context, listen: str | None) -> None:
     """Kernel server. Without a command: run it (web, API, job runner)."""
@@ -51,8 +54,11 @@ def db_upgrade() -> None:
 @main.command("create-user")
 @click.argument("name")
 @click.option("--role", type=click.Choice(["admin", "operator", "viewer"]), required=True)
-@click.option("--password-stdin", is_flag=True, help="read the password from stdin "
-              "(otherwise one is generated and printed)")
+@click.option(
+    "--password-stdin",
+    is_flag=True,
+    help="read the password from stdin (otherwise one is generated and printed)",
+)
 def create_user_cmd(name: str, role: str, password_stdin: bool) -> None:
     """Add a user."""
     from .params import NAME_RE

@@ -130,7 +130,7 @@ def install_script(token: str | None, key: str | None) -> str:
             values["KERNEL_AGENT_CONF"] = f"allow_ips = {allow}"
     lines = ["#!/usr/bin/env bash", "# Defaults filled in by the Kernel server that served this."]
     for k, v in values.items():
-        lines.append(f"if [ -z \"${{{k}+x}}\" ]; then {k}={shlex.quote(v)}; fi; export {k}")
+        lines.append(f'if [ -z "${{{k}+x}}" ]; then {k}={shlex.quote(v)}; fi; export {k}')
     body = _package_file("deploy", "install.sh").decode()
     if body.startswith("#!"):
         body = body.split("\n", 1)[1] if "\n" in body else ""
@@ -217,8 +217,9 @@ def enroll() -> Response:
     now = utcnow()
     consumed = s.execute(
         update(EnrollToken)
-        .where(EnrollToken.id == token_id, EnrollToken.used_at.is_(None),
-               EnrollToken.expires_at > now)
+        .where(
+            EnrollToken.id == token_id, EnrollToken.used_at.is_(None), EnrollToken.expires_at > now
+        )
         .values(used_at=now)
     )
     if consumed.rowcount != 1:  # type: ignore[attr-defined]
@@ -231,5 +232,11 @@ def enroll() -> Response:
     job = initflow.start(s, srv2, current_app.config, created_by=f"enroll:{name}")
     s.commit()
     context.runner().wake()
-    return jsonify({"server": name, "agent_url": url, "state": srv2.state,
-                    "init_job_id": job.id if job else None})
+    return jsonify(
+        {
+            "server": name,
+            "agent_url": url,
+            "state": srv2.state,
+            "init_job_id": job.id if job else None,
+        }
+    )

@@ -89,8 +89,9 @@ def parse_check(stdout: str) -> dict[str, Any]:
     return facts
 
 
-def check_agent(url: str, key: str, *, fingerprint: str | None = None, timeout: float = 10.0
-                ) -> dict[str, Any]:
+def check_agent(
+    url: str, key: str, *, fingerprint: str | None = None, timeout: float = 10.0
+) -> dict[str, Any]:
     """Facts about the machine behind an agent; AgentFailed if it does not answer properly."""
     try:
         with AgentClient(url, key, timeout=timeout, tls_fingerprint=fingerprint) as client:
@@ -102,7 +103,8 @@ def check_agent(url: str, key: str, *, fingerprint: str | None = None, timeout: 
         raise AgentFailed(f"the environment check failed on {url}: {result.stderr[-500:]}")
     facts = parse_check(result.stdout)
     facts["agent"] = {
-        k: info.get(k) for k in ("version", "protocol", "hostname", "os", "arch", "python")
+        k: info.get(k)
+        for k in ("version", "protocol", "hostname", "os", "arch", "python")
         if k in info
     }
     return facts

@@ -51,8 +51,9 @@ def status(s: Session, server: Server, config: Any) -> list[dict[str, Any]]:
 
 def pending(s: Session, server: Server, config: Any) -> list[InitScript]:
     latest = _latest(s, server)
-    return [sc for sc in scripts(config) if latest.get(sc.name) is None or
-            latest[sc.name].state != "ok"]
+    return [
+        sc for sc in scripts(config) if latest.get(sc.name) is None or latest[sc.name].state != "ok"
+    ]
 
 
 def busy(s: Session, server: Server) -> bool:
@@ -90,8 +91,11 @@ def start(
         kind="init",
         meta={"script": sc.name, "sha256": sc.sha256, "chain": only is None},
     )
-    s.add(InitRecord(server_id=server.id, script=sc.name, sha256=sc.sha256, job_id=job.id,
-                     state="queued"))
+    s.add(
+        InitRecord(
+            server_id=server.id, script=sc.name, sha256=sc.sha256, job_id=job.id, state="queued"
+        )
+    )
     s.flush()
     return job
 

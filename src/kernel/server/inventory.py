@@ -78,14 +78,19 @@ def add_server() -> tuple[Response, int]:
     if url is None:
         if "agent_key" in data:
             raise BadRequest("'agent_key' needs 'agent_url' (or leave both out to enroll)")
-        srv = Server(name=name, description=description, tags=tags, agent_key=new_agent_key(),
-                     state="pending", facts={})
+        srv = Server(
+            name=name,
+            description=description,
+            tags=tags,
+            agent_key=new_agent_key(),
+            state="pending",
+            facts={},
+        )
         s.add(srv)
         s.flush()
         token, expires = enroll.issue_token(s, srv)
         commit_or_conflict(s, name)
-        return jsonify({"server": srv.to_json(),
-                        "enroll": enroll.enroll_info(token, expires)}), 201
+        return jsonify({"server": srv.to_json(), "enroll": enroll.enroll_info(token, expires)}), 201
     url = check_url(url, current_app.config.get("AGENT_NETWORKS"))
     key = check_key(data.get("agent_key"))
     context.close_session()  # no transaction held while we wait on the agent
@@ -93,8 +98,16 @@ def add_server() -> tuple[Response, int]:
     s = context.session()
     if name_taken(s, name):
         raise Conflict(f"a server named {name!r} exists")
-    srv = Server(name=name, description=description, tags=tags, agent_url=url, agent_key=key,
-                 state="online", facts=facts, last_seen=utcnow())
+    srv = Server(
+        name=name,
+        description=description,
+        tags=tags,
+        agent_url=url,
+        agent_key=key,
+        state="online",
+        facts=facts,
+        last_seen=utcnow(),
+    )
     s.add(srv)
     s.flush()
     initflow.start(s, srv, current_app.config, created_by=actor())
@@ -135,8 +148,13 @@ def edit(server_id: int) -> Response:
         )
     if "agent_key" in data:
         key = check_key(data["agent_key"])
-    audit.note("server.edit", target=srv.name, hosts=[srv.name],
-               **{k: v for k, v in changes.items()}, agent_url=url)
+    audit.note(
+        "server.edit",
+        target=srv.name,
+        hosts=[srv.name],
+        **{k: v for k, v in changes.items()},
+        agent_url=url,
+    )
     if (url, key) != (srv.agent_url, srv.agent_key):
         if url is None:
             raise BadRequest("'agent_key' needs 'agent_url' on a server that has not joined")
@@ -207,8 +225,7 @@ def recheck(server_id: int) -> Response:
 def init_status(server_id: int) -> Response:
     s = context.session()
     srv = get_server(s, server_id, live=False)
-    return jsonify({"server": srv.name,
-                    "scripts": initflow.status(s, srv, current_app.config)})
+    return jsonify({"server": srv.name, "scripts": initflow.status(s, srv, current_app.config)})
 
 
 @bp.post("/<int:server_id>/init")

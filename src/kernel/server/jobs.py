@@ -24,9 +24,7 @@ def new_run_id() -> str:
 
 
 def live_servers(s: Session) -> list[Server]:
-    return list(
-        s.scalars(select(Server).where(Server.removed_at.is_(None)).order_by(Server.name))
-    )
+    return list(s.scalars(select(Server).where(Server.removed_at.is_(None)).order_by(Server.name)))
 
 
 def resolve_targets(s: Session, spec: dict[str, Any]) -> tuple[list[Server], list[str]]:
@@ -135,7 +133,9 @@ def run_json(run: Run, *, output: bool = False) -> dict[str, Any]:
     return out
 
 
-def job_json(job: Job, runs: Iterable[Run] | None = None, *, output: bool = False) -> dict[str, Any]:
+def job_json(
+    job: Job, runs: Iterable[Run] | None = None, *, output: bool = False
+) -> dict[str, Any]:
     out: dict[str, Any] = {
         "id": job.id,
         "kind": job.kind,

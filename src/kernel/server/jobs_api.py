@@ -12,7 +12,15 @@ from . import audit, context
 from .access import actor, role
 from .errors import BadRequest, Conflict, NotFound
 from .db import Database
-from .jobs import cancel_job, command_of, create_job, job_json, rerun_servers, resolve_targets, run_json
+from .jobs import (
+    cancel_job,
+    command_of,
+    create_job,
+    job_json,
+    rerun_servers,
+    resolve_targets,
+    run_json,
+)
 from .models import Job, Run
 from .params import (
     get_bool,
@@ -64,9 +72,12 @@ def _parse_env(data: object) -> dict[str, str]:
     ):
         raise BadRequest("'env' must be an object of string values")
     for k in data:
-        if not k or not (k[0].isalpha() or k[0] == "_") or not all(
-            c.isalnum() or c == "_" for c in k
-        ) or not k.isascii():
+        if (
+            not k
+            or not (k[0].isalpha() or k[0] == "_")
+            or not all(c.isalnum() or c == "_" for c in k)
+            or not k.isascii()
+        ):
             raise BadRequest(f"environment variable name {k[:70]!r} is not valid")
     return dict(data)
 
@@ -169,8 +180,13 @@ def rerun(job_id: int) -> tuple[Response, int]:
         meta=job.meta,
         parent_id=job.id,
     )
-    audit.note("job.rerun", target=f"job {new.id}", hosts=[srv.name for srv in servers],
-               rerun_of=job.id, cmd=job.cmd[:1000])
+    audit.note(
+        "job.rerun",
+        target=f"job {new.id}",
+        hosts=[srv.name for srv in servers],
+        rerun_of=job.id,
+        cmd=job.cmd[:1000],
+    )
     s.commit()
     context.runner().wake()
     return jsonify(job_json(new, new.runs)), 201

@@ -56,8 +56,16 @@ class LocalAgent:
 
     def _spawn(self) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, str(Path(kernel.agent.__file__)), "--listen", self.listen,
-             "--key-file", str(self.dir / "agent.key"), "--state-dir", str(self.dir / "state")],
+            [
+                sys.executable,
+                str(Path(kernel.agent.__file__)),
+                "--listen",
+                self.listen,
+                "--key-file",
+                str(self.dir / "agent.key"),
+                "--state-dir",
+                str(self.dir / "state"),
+            ],
             stdin=subprocess.DEVNULL,
         )
 
@@ -95,9 +103,15 @@ class LocalAgent:
                 select(Server).where(Server.name == self.name, Server.removed_at.is_(None))
             ).first()
             if srv is None:
-                srv = Server(name=self.name, description="this machine (local agent)",
-                             tags=["local"], agent_url=self.url, agent_key=key, state="online",
-                             facts=facts)
+                srv = Server(
+                    name=self.name,
+                    description="this machine (local agent)",
+                    tags=["local"],
+                    agent_url=self.url,
+                    agent_key=key,
+                    state="online",
+                    facts=facts,
+                )
                 s.add(srv)
                 s.flush()
                 # The server's own machine is usually a workstation or the control host:

@@ -67,9 +67,7 @@ def get_tags(data: dict[str, Any], key: str = "tags") -> list[str] | None:
     return sorted(set(value))
 
 
-def get_number(
-    data: dict[str, Any], key: str, default: float, lo: float, hi: float
-) -> float:
+def get_number(data: dict[str, Any], key: str, default: float, lo: float, hi: float) -> float:
     value = data.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
         raise BadRequest(f"'{key}' must be a number")

@@ -87,9 +87,7 @@ class Runner:
 
     def cancel_runs(self, run_ids: list[str]) -> None:
         if self._loop is not None and run_ids:
-            self._loop.call_soon_threadsafe(
-                lambda: self._spawn(self._cancel(run_ids), "cancel")
-            )
+            self._loop.call_soon_threadsafe(lambda: self._spawn(self._cancel(run_ids), "cancel"))
 
     @property
     def running(self) -> bool:

@@ -31,8 +31,9 @@ def _interrupt(_sig: int, _frame: FrameType | None) -> None:
 
 
 def serve(app: Flask, listen: str) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
-                        "%(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     logging.getLogger("httpx").setLevel(logging.WARNING)
     host, port = parse_listen(listen)
     database = app.extensions["kernel.db"]
@@ -40,16 +41,20 @@ def serve(app: Flask, listen: str) -> int:
         password = ensure_first_admin(s)
     url = app.config.get("URL") or f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}"
     if password:
-        print(f"\n  First start: created user 'admin' with password: {password}\n"
-              "  (shown only this once; change it with the API)\n", flush=True)
+        print(
+            f"\n  First start: created user 'admin' with password: {password}\n"
+            "  (shown only this once; change it with the API)\n",
+            flush=True,
+        )
     runner = app.extensions["kernel.runner"]
     runner.start()
     local: LocalAgent | None = None
     if app.config.get("LOCAL_AGENT"):
         local = LocalAgent(app)
         local.start()
-    server: Any = wsgi.Server((host, port), app, numthreads=int(app.config["THREADS"]),
-                              server_name="kernel-server")
+    server: Any = wsgi.Server(
+        (host, port), app, numthreads=int(app.config["THREADS"]), server_name="kernel-server"
+    )
     signal.signal(signal.SIGTERM, _interrupt)
     print(f"  Kernel is serving on {host}:{port} — open {url}/", flush=True)
     try:

@@ -1,0 +1,83 @@
+"""Servers: add by URL + key (checked first), pending with an install command, edit, remove."""
+
+from __future__ import annotations
+
+from .conftest import add_agent_server, wait_job
+
+
+def test_add_by_url_and_key_stores_facts(admin, agents):
+    (a,) = agents(1)
+    srv = add_agent_server(admin, a, "web1", ["web", "eu"])
+    assert srv["state"] == "online"
+    assert srv["tags"] == ["eu", "web"]
+    facts = srv["facts"]
+    assert facts["bash"] and facts["os"] and facts["disk_free_kb"] > 0
+    assert facts["agent"]["protocol"] == 2
+    assert "agent_key" not in srv
+
+
+def test_add_errors_leave_nothing_behind(admin, agents):
+    (a,) = agents(1)
+    add_agent_server(admin, a, "web1")
+    cases = [
+        ({"name": "web1"}, 409),  # duplicate name
+        ({"name": "bad name"}, 400),
+        ({"name": "x", "agent_url": "ftp://127.0.0.1:1", "agent_key": a.key}, 400),
+        ({"name": "x", "agent_url": "http://127.0.0.1:8001/path", "agent_key": a.key}, 400),
+        ({"name": "x", "agent_url": "http://10.1.2.3:8001", "agent_key": a.key}, 400),  # fence
+        ({"name": "x", "agent_url": a.url, "agent_key": "0" * 64}, 502),  # wrong key
+        ({"name": "x", "agent_url": a.url, "agent_key": "zz"}, 400),
+        ({"name": "x", "agent_url": "http://127.0.0.1:9", "agent_key": a.key}, 502),  # no answer
+        ({"name": "x", "agent_key": a.key}, 400),
+        ({"name": "x", "color": "red"}, 400),
+    ]
+    for body, status in cases:
+        err = admin.post("/api/v1/servers", body, expect=status)
+        assert set(err) >= {"error", "message"}, err
+    names = [s["name"] for s in admin.get("/api/v1/servers")["servers"]]
+    assert names == ["web1"]
+
+
+def test_pending_server_gets_install_command(admin):
+    out = admin.post("/api/v1/servers", {"name": "new1", "tags": ["db"]}, expect=201)
+    assert out["server"]["state"] == "pending"
+    cmd = out["enroll"]["command"]
+    assert cmd.startswith("curl -fsSL '") and "/agent/install.sh?token=ke_" in cmd
+    assert cmd.endswith("| sudo bash")
+    again = admin.post(f"/api/v1/servers/{out['server']['id']}/enroll-token", expect=201)
+    assert again["enroll"]["token"] != out["enroll"]["token"]
+    # A job cannot target a server that has not joined.
+    err = admin.post("/api/v1/jobs", {"cmd": "true", "targets": {"servers": ["new1"]}},
+                     expect=400)
+    assert "not joined" in err["message"]
+
+
+def test_edit_and_remove_keeps_history(admin, runner, agents):
+    a, b = agents(2)
+    srv = add_agent_server(admin, a, "web1")
+    add_agent_server(admin, b, "web2")
+    sid = srv["id"]
+    admin.patch(f"/api/v1/servers/{sid}", {"name": "web2"}, expect=409)
+    edited = admin.patch(f"/api/v1/servers/{sid}", {"name": "front", "description": "d",
+                                                    "tags": ["x"]})
+    assert (edited["name"], edited["description"], edited["tags"]) == ("front", "d", ["x"])
+    admin.patch(f"/api/v1/servers/{sid}", {"agent_url": b.url}, expect=502)  # key mismatch
+    admin.patch(f"/api/v1/servers/{sid}", {"agent_url": b.url, "agent_key": b.key})
+    job = admin.post("/api/v1/jobs", {"cmd": "true", "targets": {"all": True}}, expect=201)
+    wait_job(admin, job["id"])
+    admin.delete(f"/api/v1/servers/{sid}")
+    assert [s["name"] for s in admin.get("/api/v1/servers")["servers"]] == ["web2"]
+    job2 = admin.post("/api/v1/jobs", {"cmd": "true", "targets": {"all": True}}, expect=201)
+    assert [r["server"] for r in job2["runs"]] == ["web2"]
+    old = admin.get(f"/api/v1/jobs/{job['id']}")
+    assert "front" in [r["server"] for r in old["runs"]]
+    removed = admin.get("/api/v1/servers?removed=1")["servers"]
+    assert any(s["name"] == "front" and s["removed_at"] for s in removed)
+    # The name is free again.
+    add_agent_server(admin, a, "front")
+    audit = admin.get("/api/v1/audit")["entries"]
+    actions = [e["action"] for e in audit]
+    assert {"server.create", "server.edit", "server.remove", "job.create"} <= set(actions)
+    created = next(e for e in audit if e["action"] == "job.create")
+    assert created["hosts"] and created["detail"]["cmd"] == "true"
+    wait_job(admin, job2["id"])
