@@ -55,10 +55,16 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     url: str = request.getfixturevalue("pg_module_url")
     engine = create_engine(url)
     with engine.begin() as c:
-        tables = c.execute(
-            text("SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
-                 "AND tablename <> 'alembic_version'")
-        ).scalars().all()
+        tables = (
+            c.execute(
+                text(
+                    "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
+                    "AND tablename <> 'alembic_version'"
+                )
+            )
+            .scalars()
+            .all()
+        )
         if tables:
             c.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
     engine.dispose()
@@ -179,9 +185,18 @@ class AgentProc:
         key_file = self.state_dir.parent / f"{self.ip}-{self.port}.key"
         key_file.write_text(self.key + "\n")
         self.proc = subprocess.Popen(
-            [sys.executable, str(AGENT), "--listen", f"{self.ip}:{self.port}",
-             "--key-file", str(key_file), "--state-dir", str(self.state_dir)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                sys.executable,
+                str(AGENT),
+                "--listen",
+                f"{self.ip}:{self.port}",
+                "--key-file",
+                str(key_file),
+                "--state-dir",
+                str(self.state_dir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -255,10 +270,14 @@ def wait_job(api: Api, job_id: int, timeout: float = 30.0) -> dict[str, Any]:
         time.sleep(0.05)
 
 
-def add_agent_server(api: Api, agent: AgentProc, name: str, tags: list[str] | None = None
-                     ) -> dict[str, Any]:
-    body = api.post("/api/v1/servers", {"name": name, "agent_url": agent.url,
-                                        "agent_key": agent.key, "tags": tags or []}, expect=201)
+def add_agent_server(
+    api: Api, agent: AgentProc, name: str, tags: list[str] | None = None
+) -> dict[str, Any]:
+    body = api.post(
+        "/api/v1/servers",
+        {"name": name, "agent_url": agent.url, "agent_key": agent.key, "tags": tags or []},
+        expect=201,
+    )
     return body["server"]  # type: ignore[no-any-return]
 
 
@@ -286,15 +305,19 @@ class ServerProc:
         self.token = ""
 
     def cli(self, *args: str, stdin: str = "") -> str:
-        out = subprocess.run([str(KERNEL_SERVER), *args], env=self.env, input=stdin.encode(),
-                             capture_output=True, timeout=60, check=True)
+        out = subprocess.run(
+            [str(KERNEL_SERVER), *args],
+            env=self.env,
+            input=stdin.encode(),
+            capture_output=True,
+            timeout=60,
+            check=True,
+        )
         return out.stdout.decode()
 
     def start(self) -> None:
         with open(self.data_dir / "server.log", "ab") as log:
-            self.proc = subprocess.Popen(
-                [str(KERNEL_SERVER)], env=self.env, stdout=log, stderr=log
-            )
+            self.proc = subprocess.Popen([str(KERNEL_SERVER)], env=self.env, stdout=log, stderr=log)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             try:
@@ -306,17 +329,26 @@ class ServerProc:
         raise RuntimeError("kernel-server did not start")
 
     def login(self) -> str:
-        self.cli("create-user", "tester", "--role", "admin", "--password-stdin",
-                 stdin="tester-password\n")
-        r = httpx.post(self.url + "/api/v1/auth/token",
-                       json={"username": "tester", "password": "tester-password"})
+        self.cli(
+            "create-user",
+            "tester",
+            "--role",
+            "admin",
+            "--password-stdin",
+            stdin="tester-password\n",
+        )
+        r = httpx.post(
+            self.url + "/api/v1/auth/token",
+            json={"username": "tester", "password": "tester-password"},
+        )
         assert r.status_code == 201, r.text
         self.token = r.json()["token"]
         return self.token
 
     def api(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=10,
-                            headers={"Authorization": f"Bearer {self.token}"})
+        return httpx.Client(
+            base_url=self.url, timeout=10, headers={"Authorization": f"Bearer {self.token}"}
+        )
 
     def kill(self) -> None:
         if self.proc and self.proc.poll() is None:

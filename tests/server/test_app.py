@@ -57,13 +57,20 @@ def test_upgrade_from_first_migration_keeps_rows(empty_db_url):
     upgrade(engine, "0001")
     assert current_revision(engine) == "0001"
     with engine.begin() as c:
-        c.execute(text(
-            "INSERT INTO users (name, password_hash, role, disabled, created_at) "
-            "VALUES ('old', 'h', 'admin', false, CURRENT_TIMESTAMP)"))
-        c.execute(text(
-            "INSERT INTO servers (name, agent_url, agent_key, description, tags, state, facts, "
-            "created_at) VALUES ('web1', 'http://127.0.0.1:8001', :k, 'd', '[\"a\"]', 'online', "
-            "'{}', CURRENT_TIMESTAMP)"), {"k": "0" * 64})
+        c.execute(
+            text(
+                "INSERT INTO users (name, password_hash, role, disabled, created_at) "
+                "VALUES ('old', 'h', 'admin', false, CURRENT_TIMESTAMP)"
+            )
+        )
+        c.execute(
+            text(
+                "INSERT INTO servers (name, agent_url, agent_key, description, tags, state, facts, "
+                "created_at) VALUES ('web1', 'http://127.0.0.1:8001', :k, 'd', '[\"a\"]', "
+                "'online', '{}', CURRENT_TIMESTAMP)"
+            ),
+            {"k": "0" * 64},
+        )
     upgrade(engine)
     assert current_revision(engine) == "0002"
     with engine.connect() as c:

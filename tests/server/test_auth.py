@@ -29,14 +29,22 @@ def test_roles_rank():
 
 
 def test_login_form_sets_httponly_samesite_cookie_and_needs_csrf(app, admin):
-    admin.post("/api/v1/users", {"name": "ann", "role": "operator", "password": "ann-secret-1"},
-               expect=201)
+    admin.post(
+        "/api/v1/users", {"name": "ann", "role": "operator", "password": "ann-secret-1"}, expect=201
+    )
     client = app.test_client()
     r = client.post("/login", data={"username": "ann", "password": "ann-secret-1"})
     assert r.status_code == 400  # no CSRF token
     token = _csrf(client)
-    r = client.post("/login", data={"username": "ann", "password": "ann-secret-1",
-                                    "csrf_token": token, "next": "//evil.example/"})
+    r = client.post(
+        "/login",
+        data={
+            "username": "ann",
+            "password": "ann-secret-1",
+            "csrf_token": token,
+            "next": "//evil.example/",
+        },
+    )
     assert r.status_code == 302 and r.headers["Location"] == "/"
     cookie = r.headers["Set-Cookie"]
     assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
@@ -53,8 +61,9 @@ def test_login_form_sets_httponly_samesite_cookie_and_needs_csrf(app, admin):
 
 
 def test_login_rate_limit_per_user_and_address(app, admin):
-    admin.post("/api/v1/users", {"name": "bob", "role": "viewer", "password": "bob-secret-1"},
-               expect=201)
+    admin.post(
+        "/api/v1/users", {"name": "bob", "role": "viewer", "password": "bob-secret-1"}, expect=201
+    )
     client = app.test_client()
     for _ in range(5):
         r = client.post("/api/v1/auth/token", json={"username": "bob", "password": "nope"})
@@ -62,8 +71,11 @@ def test_login_rate_limit_per_user_and_address(app, admin):
     r = client.post("/api/v1/auth/token", json={"username": "bob", "password": "bob-secret-1"})
     assert r.status_code == 429 and r.get_json()["error"] == "rate_limited"
     # Another address is not locked out.
-    r = client.post("/api/v1/auth/token", json={"username": "bob", "password": "bob-secret-1"},
-                    environ_base={"REMOTE_ADDR": "127.0.0.9"})
+    r = client.post(
+        "/api/v1/auth/token",
+        json={"username": "bob", "password": "bob-secret-1"},
+        environ_base={"REMOTE_ADDR": "127.0.0.9"},
+    )
     assert r.status_code == 201
     entries = admin.get("/api/v1/audit?action=auth.login")["entries"]
     assert any(e["result"].startswith("401") and e["target"] == "bob" for e in entries)
@@ -97,14 +109,16 @@ def test_api_tokens_are_hashed_and_revocable(app, admin):
 
 
 def test_users_admin(app, admin, as_role):
-    u = admin.post("/api/v1/users", {"name": "cat", "role": "viewer", "password": "cat-secret-1"},
-                   expect=201)
-    admin.post("/api/v1/users", {"name": "cat", "role": "viewer", "password": "cat-secret-1"},
-               expect=409)
-    admin.post("/api/v1/users", {"name": "dog", "role": "king", "password": "dog-secret-1"},
-               expect=400)
-    admin.post("/api/v1/users", {"name": "dog", "role": "viewer", "password": "short"},
-               expect=400)
+    u = admin.post(
+        "/api/v1/users", {"name": "cat", "role": "viewer", "password": "cat-secret-1"}, expect=201
+    )
+    admin.post(
+        "/api/v1/users", {"name": "cat", "role": "viewer", "password": "cat-secret-1"}, expect=409
+    )
+    admin.post(
+        "/api/v1/users", {"name": "dog", "role": "king", "password": "dog-secret-1"}, expect=400
+    )
+    admin.post("/api/v1/users", {"name": "dog", "role": "viewer", "password": "short"}, expect=400)
     admin.patch(f"/api/v1/users/{u['id']}", {"role": "operator"})
     client = app.test_client()
     r = client.post("/api/v1/auth/token", json={"username": "cat", "password": "cat-secret-1"})

@@ -34,7 +34,7 @@ def test_served_files(app, admin):
     assert "KERNEL_AGENT_SHA256=" + hashlib.sha256(agent).hexdigest() in plain
     assert "KERNEL_ENROLL_TOKEN" not in plain.split("\n", 5)[2]
     assert client.get("/agent/uninstall.sh").status_code == 200
-    srv, token = _pending(admin)
+    _srv, token = _pending(admin)
     script = client.get(f"/agent/install.sh?token={token}").get_data(as_text=True)
     head = script.split("\n", 10)
     assert script.startswith("#!/usr/bin/env bash\n")
@@ -47,7 +47,7 @@ def test_served_files(app, admin):
 def test_install_defaults_are_shell_quoted(app, admin, tmp_path: Path):
     app.config["URL"] = "http://x'$(touch " + str(tmp_path / "pwned") + ")'"
     script = app.test_client().get("/static/agent/install.sh").get_data(as_text=True)
-    head = "\n".join(script.split("\n")[:6]) + "\necho \"$KERNEL_URL\"\n"
+    head = "\n".join(script.split("\n")[:6]) + '\necho "$KERNEL_URL"\n'
     out = subprocess.run(["bash"], input=head.encode(), capture_output=True)
     assert not (tmp_path / "pwned").exists()
     assert b"$(touch" in out.stdout
@@ -64,8 +64,9 @@ def test_enroll_joins_and_runs_init_scripts_in_order(app, admin, runner, agents)
     _set_key(app, srv["id"], a.key)
     client = app.test_client()
     env = {"REMOTE_ADDR": a.ip}
-    r = client.post("/agent/enroll", json={"token": token, "port": a.port, "hostname": "h1"},
-                    environ_base=env)
+    r = client.post(
+        "/agent/enroll", json={"token": token, "port": a.port, "hostname": "h1"}, environ_base=env
+    )
     assert r.status_code == 200, r.get_json()
     assert r.get_json()["agent_url"] == a.url
     # Twice: refused, nothing changes.
@@ -119,12 +120,20 @@ def test_enroll_refusals_write_nothing(app, admin, agents):
     r = client.post("/agent/enroll", json={"token": token, "port": 9}, environ_base=env)
     assert r.status_code == 502
     # A token for another record.
-    r = client.post("/agent/enroll", json={"token": token, "port": a.port, "server": "other"},
-                    environ_base=env)
+    r = client.post(
+        "/agent/enroll", json={"token": token, "port": a.port, "server": "other"}, environ_base=env
+    )
     assert r.status_code == 409 and "new1" in r.get_json()["message"]
     # Garbage.
-    for body in ({"token": 5}, {"token": "x", "port": 0}, {"token": "x", "port": "http"},
-                 {"port": 1}, {"token": "x", "extra": 1}, [], "x"):
+    for body in (
+        {"token": 5},
+        {"token": "x", "port": 0},
+        {"token": "x", "port": "http"},
+        {"port": 1},
+        {"token": "x", "extra": 1},
+        [],
+        "x",
+    ):
         r = client.post("/agent/enroll", json=body, environ_base=env)
         assert r.status_code == 400, body
     r = client.post("/agent/enroll", json={"token": "ke_unknown", "port": a.port})

@@ -47,8 +47,7 @@ def test_pending_server_gets_install_command(admin):
     again = admin.post(f"/api/v1/servers/{out['server']['id']}/enroll-token", expect=201)
     assert again["enroll"]["token"] != out["enroll"]["token"]
     # A job cannot target a server that has not joined.
-    err = admin.post("/api/v1/jobs", {"cmd": "true", "targets": {"servers": ["new1"]}},
-                     expect=400)
+    err = admin.post("/api/v1/jobs", {"cmd": "true", "targets": {"servers": ["new1"]}}, expect=400)
     assert "not joined" in err["message"]
 
 
@@ -58,8 +57,9 @@ def test_edit_and_remove_keeps_history(admin, runner, agents):
     add_agent_server(admin, b, "web2")
     sid = srv["id"]
     admin.patch(f"/api/v1/servers/{sid}", {"name": "web2"}, expect=409)
-    edited = admin.patch(f"/api/v1/servers/{sid}", {"name": "front", "description": "d",
-                                                    "tags": ["x"]})
+    edited = admin.patch(
+        f"/api/v1/servers/{sid}", {"name": "front", "description": "d", "tags": ["x"]}
+    )
     assert (edited["name"], edited["description"], edited["tags"]) == ("front", "d", ["x"])
     admin.patch(f"/api/v1/servers/{sid}", {"agent_url": b.url}, expect=502)  # key mismatch
     admin.patch(f"/api/v1/servers/{sid}", {"agent_url": b.url, "agent_key": b.key})

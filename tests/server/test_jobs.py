@@ -11,8 +11,11 @@ def test_command_on_all_servers(admin, runner, agents):
     a, b = agents(2)
     add_agent_server(admin, a, "alpha", ["web"])
     add_agent_server(admin, b, "beta", ["db"])
-    job = admin.post("/api/v1/jobs", {"cmd": "echo hello; echo err >&2; exit 3",
-                                      "targets": {"all": True}}, expect=201)
+    job = admin.post(
+        "/api/v1/jobs",
+        {"cmd": "echo hello; echo err >&2; exit 3", "targets": {"all": True}},
+        expect=201,
+    )
     assert {r["server"] for r in job["runs"]} == {"alpha", "beta"}
     done = wait_job(admin, job["id"])
     assert done["state"] == "finished"
@@ -31,20 +34,21 @@ def test_targets_by_tag_and_name(admin, runner, agents):
     add_agent_server(admin, b, "beta", ["db"])
     job = admin.post("/api/v1/jobs", {"cmd": "true", "targets": {"tags": ["web"]}}, expect=201)
     assert [r["server"] for r in job["runs"]] == ["alpha"]
-    job = admin.post("/api/v1/jobs", {"cmd": "true", "targets": {"servers": ["beta"]}},
-                     expect=201)
+    job = admin.post("/api/v1/jobs", {"cmd": "true", "targets": {"servers": ["beta"]}}, expect=201)
     assert [r["server"] for r in job["runs"]] == ["beta"]
     assert wait_job(admin, job["id"])["runs"][0]["state"] == "ok"
-    err = admin.post("/api/v1/jobs", {"cmd": "true", "targets": {"servers": ["nope"]}},
-                     expect=400)
+    err = admin.post("/api/v1/jobs", {"cmd": "true", "targets": {"servers": ["nope"]}}, expect=400)
     assert "nope" in err["message"]
 
 
 def test_script_on_stdin_with_env(admin, runner, agents):
     (a,) = agents(1)
     add_agent_server(admin, a, "alpha")
-    job = admin.post("/api/v1/jobs", {"cmd": "bash -s", "stdin": 'echo "x=$X"\n',
-                                      "env": {"X": "42"}, "targets": {"all": True}}, expect=201)
+    job = admin.post(
+        "/api/v1/jobs",
+        {"cmd": "bash -s", "stdin": 'echo "x=$X"\n', "env": {"X": "42"}, "targets": {"all": True}},
+        expect=201,
+    )
     run = wait_job(admin, job["id"])["runs"][0]
     assert (run["state"], run["stdout"]) == ("ok", "x=42\n")
 
@@ -79,8 +83,9 @@ def test_dead_and_frozen_hosts_do_not_delay_others(admin, runner, agents):
 def test_timeout_ends_as_timed_out(admin, runner, agents):
     (a,) = agents(1)
     add_agent_server(admin, a, "alpha")
-    job = admin.post("/api/v1/jobs", {"cmd": "sleep 30", "timeout": 0.5,
-                                      "targets": {"all": True}}, expect=201)
+    job = admin.post(
+        "/api/v1/jobs", {"cmd": "sleep 30", "timeout": 0.5, "targets": {"all": True}}, expect=201
+    )
     run = wait_job(admin, job["id"], timeout=20)["runs"][0]
     assert run["state"] == "timed_out"
 
@@ -110,8 +115,11 @@ def test_output_is_capped(admin, app, runner, agents):
     app.extensions["kernel.runner"].agent.cap = 1000
     (a,) = agents(1)
     add_agent_server(admin, a, "alpha")
-    job = admin.post("/api/v1/jobs", {"cmd": "head -c 5000 /dev/zero | tr '\\0' x",
-                                      "targets": {"all": True}}, expect=201)
+    job = admin.post(
+        "/api/v1/jobs",
+        {"cmd": "head -c 5000 /dev/zero | tr '\\0' x", "targets": {"all": True}},
+        expect=201,
+    )
     run = wait_job(admin, job["id"])["runs"][0]
     assert run["state"] == "ok"
     assert run["truncated"] is True

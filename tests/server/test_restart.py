@@ -34,8 +34,10 @@ def test_sigkill_mid_job_reattaches_and_runs_nothing_twice(tmp_path: Path, db_ur
         server.login()
         with server.api() as api:
             for i, a in enumerate(ags):
-                r = api.post("/api/v1/servers", json={"name": f"h{i}", "agent_url": a.url,
-                                                      "agent_key": a.key})
+                r = api.post(
+                    "/api/v1/servers",
+                    json={"name": f"h{i}", "agent_url": a.url, "agent_key": a.key},
+                )
                 assert r.status_code == 201, r.text
             marks = tmp_path / "executions"
             cmd = f"echo start; echo x >> {marks}; sleep 2; echo done"

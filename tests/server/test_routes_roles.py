@@ -1,4 +1,4 @@
-"""Every route checks its role on the server: walk app.url_map × roles."""
+"""Every route checks its role on the server: walk app.url_map x roles."""
 
 from __future__ import annotations
 
@@ -11,10 +11,20 @@ from kernel.server.access import unguarded_endpoints
 # Public on purpose (docs/server.md): health, login, enrollment and the files it serves, the
 # API description, and the services area's signed artifact URLs (the signature is the check).
 PUBLIC = {
-    "healthz", "auth.login", "auth.token_for_password", "openapi.openapi_json",
-    "enroll.install_sh", "enroll.seed_install_sh", "enroll.uninstall_sh",
-    "enroll.seed_uninstall_sh", "enroll.agent_py", "enroll.seed_agent", "enroll.enroll",
-    "artifacts.signed_file", "artifacts.public_service_file", "artifacts.public_init_file",
+    "healthz",
+    "auth.login",
+    "auth.token_for_password",
+    "openapi.openapi_json",
+    "enroll.install_sh",
+    "enroll.seed_install_sh",
+    "enroll.uninstall_sh",
+    "enroll.seed_uninstall_sh",
+    "enroll.agent_py",
+    "enroll.seed_agent",
+    "enroll.enroll",
+    "artifacts.signed_file",
+    "artifacts.public_service_file",
+    "artifacts.public_init_file",
 }
 RANK = {None: -1, "viewer": 0, "operator": 1, "admin": 2}
 
@@ -24,8 +34,9 @@ def _access(app, endpoint):
 
 
 def _fill(rule) -> str:
-    return re.sub(r"<(?:[^:>]+:)?([^>]+)>", lambda m: "999999" if "id" in m.group(1) else "x",
-                  rule.rule)
+    return re.sub(
+        r"<(?:[^:>]+:)?([^>]+)>", lambda m: "999999" if "id" in m.group(1) else "x", rule.rule
+    )
 
 
 def test_every_view_is_marked(app):
@@ -56,4 +67,9 @@ def test_every_route_for_every_role(app, as_role, who):
                 assert resp.status_code == 403, (method, url, who, resp.status_code)
             else:
                 assert resp.status_code not in (401, 403, 500), (
-                    method, url, who, resp.status_code, resp.get_data(as_text=True)[:200])
+                    method,
+                    url,
+                    who,
+                    resp.status_code,
+                    resp.get_data(as_text=True)[:200],
+                )

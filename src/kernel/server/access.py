@@ -54,7 +54,7 @@ def role(need: str) -> Callable[[F], F]:
 def current_user() -> User | None:
     if "user" not in g:
         g.user, g.auth_via = _resolve()
-    return g.user  # type: ignore[no-any-return]
+    return g.user
 
 
 def actor() -> str:

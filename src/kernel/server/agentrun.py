@@ -12,9 +12,9 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from kernel.agent_client import AgentError, AgentUnreachable, AsyncAgentClient
 
@@ -212,13 +212,17 @@ class AgentRun:
         started = False
         try:
             async with asyncio.timeout(self.start_timeout) as budget:
-                events = client.stream(
-                    task.cmd,
-                    stdin=task.stdin,
-                    env=task.env or None,
-                    cwd=task.cwd,
-                    timeout=task.timeout,
-                    id=task.run_id,
+                # stream() is an async generator: close it even when the timeout cuts it off.
+                events = cast(
+                    AsyncGenerator[dict[str, Any], None],
+                    client.stream(
+                        task.cmd,
+                        stdin=task.stdin,
+                        env=task.env or None,
+                        cwd=task.cwd,
+                        timeout=task.timeout,
+                        id=task.run_id,
+                    ),
                 )
                 async with contextlib.aclosing(events) as stream:
                     async for ev in stream:

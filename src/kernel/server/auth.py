@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 
 from flask import Blueprint, Response, current_app, g, jsonify, redirect, request, session
+from flask.typing import ResponseReturnValue
 from flask_wtf.csrf import generate_csrf
 from sqlalchemy import func, select
 
@@ -36,7 +37,7 @@ def limiter() -> LoginLimiter:
         app.extensions["kernel.login_limiter"] = LoginLimiter(
             int(app.config["LOGIN_MAX_FAILURES"]), float(app.config["LOGIN_WINDOW"])
         )
-    return app.extensions["kernel.login_limiter"]  # type: ignore[no-any-return]
+    return app.extensions["kernel.login_limiter"]
 
 
 def check_credentials(name: str, password: str) -> User:
@@ -67,7 +68,7 @@ def _safe_next(target: str | None) -> str:
 
 @bp.route("/login", methods=["GET", "POST"])
 @public
-def login() -> Response | tuple[str, int]:
+def login() -> ResponseReturnValue:
     if request.method == "GET":
         page = LOGIN_PAGE.format(
             error="", csrf=generate_csrf(), next=html.escape(request.args.get("next", "/"))

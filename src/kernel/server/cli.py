@@ -5,13 +5,14 @@ from __future__ import annotations
 import sys
 
 import click
+from flask import Flask
 
 from kernel.exceptions import KernelError
 
 from .errors import HTTPError
 
 
-def _app(migrate: bool = True):  # type: ignore[no-untyped-def]
+def _app(migrate: bool = True) -> Flask:
     from .app import create_app
 
     return create_app({"MIGRATE": migrate})

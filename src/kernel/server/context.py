@@ -15,14 +15,14 @@ if TYPE_CHECKING:
 
 
 def db() -> Database:
-    return current_app.extensions["kernel.db"]  # type: ignore[no-any-return]
+    return current_app.extensions["kernel.db"]
 
 
 def session() -> Session:
     """The request's session; views commit it explicitly, teardown closes (rolls back) it."""
     if "db_session" not in g:
         g.db_session = db().sessions()
-    return g.db_session  # type: ignore[no-any-return]
+    return g.db_session
 
 
 def close_session(_exc: BaseException | None = None) -> None:
@@ -32,8 +32,8 @@ def close_session(_exc: BaseException | None = None) -> None:
 
 
 def bus() -> EventBus:
-    return current_app.extensions["kernel.events"]  # type: ignore[no-any-return]
+    return current_app.extensions["kernel.events"]
 
 
 def runner() -> Runner:
-    return current_app.extensions["kernel.runner"]  # type: ignore[no-any-return]
+    return current_app.extensions["kernel.runner"]

@@ -199,7 +199,7 @@ def enroll() -> Response:
     if isinstance(port, str) and port.isdigit():
         port = int(port)
     if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
-        raise BadRequest("'port' must be an integer 1–65535")
+        raise BadRequest("'port' must be an integer 1-65535")
     hostname = get_str(data, "hostname", max_len=255)
     claimed = get_name(data, "server", required=False)
     audit.note("server.enroll", target=claimed or "", hostname=hostname)

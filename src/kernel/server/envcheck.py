@@ -40,7 +40,7 @@ def check_url(url: str, networks: str | None = None) -> str:
     if parts.path not in ("", "/"):
         raise BadRequest("agent URL must not have a path (just scheme://host:port)")
     if port is not None and not 0 < port < 65536:
-        raise BadRequest("agent URL port must be 1–65535")
+        raise BadRequest("agent URL port must be 1-65535")
     if networks:
         _check_network(parts.hostname, networks)
     return url.rstrip("/")

@@ -10,8 +10,8 @@ from sqlalchemy import select
 
 from . import audit, context
 from .access import actor, role
-from .errors import BadRequest, Conflict, NotFound
 from .db import Database
+from .errors import BadRequest, Conflict, NotFound
 from .jobs import (
     cancel_job,
     command_of,

@@ -47,7 +47,7 @@ def get_name(data: dict[str, Any], key: str = "name", *, required: bool = True) 
     value = get_str(data, key, required=required, max_len=64)
     if value is not None and not NAME_RE.fullmatch(value):
         raise BadRequest(
-            f"'{key}' must be 1–64 characters of letters, digits, '_', '.', '@', '-' "
+            f"'{key}' must be 1-64 characters of letters, digits, '_', '.', '@', '-' "
             "and start with a letter or digit"
         )
     return value
