@@ -13,20 +13,24 @@ Layout of this file, top to bottom:
   main        ``kernel-agent`` / ``kernel-agent init``
 """
 
+from __future__ import annotations
+
 import codecs
 import json
 import os
 import re
 import select
-import shutil
 import signal
 import socket
 import socketserver
 import sys
 import threading
 import time
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
-from urllib.parse import parse_qs, urlsplit
+
+# typing is only for the type checker: importing it would cost every host ~1 MB of memory.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 # The HMAC is built on the interpreter's own SHA-256 rather than hashlib: importing hashlib
 # maps OpenSSL and costs ~4 MB of resident memory on every host, for nothing.
@@ -766,8 +770,6 @@ class Keeper:
             self._finish(run)
             return
         self.by_pid[run.pid] = run
-        with open(os.path.join(run.dir, "pid"), "w") as f:
-            f.write(str(run.pid))
         for read_fd, file_fd, name in ((out_r, out_file, "stdout"), (err_r, err_file, "stderr")):
             os.set_blocking(read_fd, False)
             run.pipes[read_fd] = (file_fd, name)
@@ -897,6 +899,7 @@ class Keeper:
             "timed_out": run.timed_out,
             "cancelled": run.cancelled,
             "truncated": run.truncated,
+            "sizes": [run.written["stdout"], run.written["stderr"]],
             "started_at": run.started_at,
             "finished_at": round(finished_at, 6),
             "duration": round(time.monotonic() - run.started_mono, 6),
@@ -933,6 +936,53 @@ def start_keeper(bash: str) -> Tuple[socket.socket, int]:
 
 
 # ------------------------------------------------------------------------------------ runs
+
+
+def _remove_tree(path: str) -> None:
+    for top, dirs, files in os.walk(path, topdown=False):
+        for name in files:
+            try:
+                os.unlink(os.path.join(top, name))
+            except OSError:
+                pass
+        for name in dirs:
+            try:
+                os.rmdir(os.path.join(top, name))
+            except OSError:
+                pass
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass
+
+
+def _which(program: str) -> Optional[str]:
+    for directory in os.environ.get("PATH", "/usr/bin:/bin").split(os.pathsep):
+        path = os.path.join(directory, program)
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+    return None
+
+
+_PERCENT_RE = re.compile(r"(?:%[0-9A-Fa-f]{2})+")
+
+
+def parse_query(text: str) -> Dict[str, List[str]]:
+    """``a=1&b=x+y%21`` -> {"a": ["1"], "b": ["x y!"]} (urllib.parse costs memory)."""
+    out: Dict[str, List[str]] = {}
+    for part in text.split("&"):
+        if not part:
+            continue
+        name, _, value = part.partition("=")
+        name, value = (
+            _PERCENT_RE.sub(
+                lambda m: bytes.fromhex(m.group(0).replace("%", "")).decode("utf-8", "replace"),
+                x.replace("+", " "),
+            )
+            for x in (name, value)
+        )
+        out.setdefault(name, []).append(value)
+    return out
 
 
 class Run:
@@ -1017,7 +1067,7 @@ class RunStore:
             directory = os.path.join(self.root, name)
             journal = _read_json(os.path.join(directory, "run.json"))
             if journal is None or not _ID_RE.match(name):
-                shutil.rmtree(directory, ignore_errors=True)
+                _remove_tree(directory)
                 continue
             keeper = journal.get("keeper") or [0, ""]
             run = Run(
@@ -1045,9 +1095,9 @@ class RunStore:
             self._finished(run, status, status.get("state", "finished"))
         elif not _pid_matches(*run.keeper):
             self._lose(run, "the process that ran it is gone and left no exit status")
-        elif not os.path.exists(os.path.join(run.dir, "pid")) and (
+        elif not os.path.exists(os.path.join(run.dir, "stdout")) and (
             time.time() - run.started_at > 10
-        ):
+        ):  # the keeper creates the output files when it starts the command
             self._lose(run, "the agent stopped before the command was started")
 
     def _watch_orphans(self) -> None:
@@ -1134,8 +1184,6 @@ class RunStore:
             }
             with open(os.path.join(directory, "run.json"), "w", encoding="utf-8") as f:
                 json.dump(journal, f)
-            for name in ("stdout", "stderr"):
-                open(os.path.join(directory, name), "wb").close()
             self.runs[run_id] = run
             self.running += 1
         env = self.base_env
@@ -1194,8 +1242,9 @@ class RunStore:
             result["error"] = st["error"]
         if output:
             cap = self.cfg.max_output_bytes
-            for name in ("stdout", "stderr"):
-                data = _read_capped(os.path.join(run.dir, name), cap)
+            sizes = st.get("sizes") or [cap, cap]
+            for name, size in zip(("stdout", "stderr"), sizes):  # noqa: B905 - 3.8
+                data = _read_capped(os.path.join(run.dir, name), cap) if size else b""
                 result[name] = data.decode("utf-8", "replace")
         return result
 
@@ -1215,7 +1264,7 @@ class RunStore:
                     doomed.append(run)
                     del self.runs[run.id]
         for run in doomed:
-            shutil.rmtree(run.dir, ignore_errors=True)
+            _remove_tree(run.dir)
 
 
 def command_env() -> Dict[str, str]:
@@ -1265,9 +1314,8 @@ class Request:
     def __init__(self, method: str, target: str, headers: Dict[str, str], peer: str):
         self.method = method
         self.target = target
-        parts = urlsplit(target)
-        self.path = parts.path
-        self.query = parts.query
+        self.path, _, self.query = target.partition("?")
+        self.path = self.path.partition("#")[0]
         self.headers = headers
         self.peer = peer
         self.body = b""
@@ -1649,7 +1697,13 @@ class AgentServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
         cap = self.cfg.max_output_bytes
         streams = []
         for name in ("stdout", "stderr"):
-            f = open(os.path.join(run.dir, name), "rb")
+            path = os.path.join(run.dir, name)
+            while not os.path.exists(path) and not run.done.wait(0.01):
+                pass  # the keeper creates the file as it starts the command
+            try:
+                f = open(path, "rb")
+            except FileNotFoundError:  # never started (lost): nothing to stream
+                f = open(os.devnull, "rb")
             streams.append((name, f, codecs.getincrementaldecoder("utf-8")("replace")))
         try:
             while True:
@@ -1684,7 +1738,7 @@ class AgentServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
     def exec_status(self, conn: Connection, req: Request) -> None:
         store = self._store()
         run = store.get(req.path[len("/api/v2/exec/") :])
-        wait = parse_qs(req.query).get("wait")
+        wait = parse_query(req.query).get("wait")
         if wait:
             try:
                 seconds = min(max(float(wait[0]), 0.0), 300.0)
@@ -1739,11 +1793,11 @@ def legacy_command(req: Request) -> str:
             cmd = None
     else:
         try:
-            cmd = parse_qs(body.decode("utf-8"), keep_blank_values=True).get("cmd", [None])[0]
+            cmd = parse_query(body.decode("utf-8")).get("cmd", [None])[0]
         except (UnicodeDecodeError, ValueError):
             cmd = None
     if cmd is None:
-        cmd = parse_qs(req.query).get("cmd", [None])[0]
+        cmd = parse_query(req.query).get("cmd", [None])[0]
     if not isinstance(cmd, str) or "\0" in cmd:
         return ""
     return cmd
@@ -1911,7 +1965,7 @@ def init_main(argv: List[str]) -> int:
 
 def serve(cfg: Config) -> int:
     key = read_key(cfg.key_file)
-    bash = shutil.which("bash") or "/bin/bash"
+    bash = _which("bash") or "/bin/bash"
     try:
         os.makedirs(cfg.state_dir, mode=0o700, exist_ok=True)
     except OSError as e:

@@ -84,7 +84,8 @@ After=network-online.target
 
 [Service]
 Type=simple
-ExecStart=/usr/bin/env python3 /usr/local/lib/kernel-agent/kernel-agent.py --config /etc/kernel-agent/agent.conf
+# -S: no site-packages; the agent is stdlib-only and this saves memory.
+ExecStart=/usr/bin/env python3 -S /usr/local/lib/kernel-agent/kernel-agent.py --config /etc/kernel-agent/agent.conf
 Restart=on-failure
 RestartSec=2
 # Runs outlive the agent: a stop or restart signals only the agent itself; the run keeper

@@ -1,0 +1,161 @@
+"""Agent benchmark: round trip of a signed `true` exec on a kept-alive connection, beside
+the floor (spawning `bash -c true` directly from Python) measured in the same run, and the
+agent's resident memory idle and under 32 concurrent runs.
+
+    .venv/bin/python bench/bench_agent.py [N]
+
+Targets (issue 2): p50 within 2x of the floor; idle RSS under 20 MB.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import table, write_section
+from kernel.agent import signed_headers
+
+AGENT_PY = Path(__file__).resolve().parent.parent / "src" / "kernel" / "agent.py"
+KEY = "ab" * 32
+
+
+def rss_kb(pid: int) -> int:
+    text = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmRSS:\s+(\d+)", text).group(1))  # type: ignore[union-attr]
+
+
+def percentiles(samples: list[float]) -> tuple[float, float]:
+    ordered = sorted(samples)
+    return statistics.median(ordered), ordered[int(len(ordered) * 0.99) - 1]
+
+
+def floor(n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        subprocess.run(["bash", "-c", "true"], check=True)
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def main() -> None:
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 400
+    tmp = Path(tempfile.mkdtemp(prefix="bench-agent-"))
+    (tmp / "key").write_text(KEY)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = open(tmp / "log", "wb")
+    agent = subprocess.Popen(
+        [sys.executable, "-S", str(AGENT_PY), "--config", "/dev/null",
+         "--listen", f"127.0.0.1:{port}", "--key-file", str(tmp / "key"),
+         "--state-dir", str(tmp / "state"),
+         "--max-concurrency", "64"],
+        stdout=log, stderr=log,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    while True:
+        try:
+            if httpx.get(url + "/healthz").text == "ok":
+                break
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    keeper = int(re.findall(r"keeper pid (\d+)", (tmp / "log").read_text())[0])
+    client = httpx.Client(timeout=60)
+
+    def exec_true(cmd: str = "true") -> dict:
+        body = json.dumps({"cmd": cmd}).encode()
+        h = signed_headers(KEY, "POST", "/api/v2/exec", body)
+        r = client.post(url + "/api/v2/exec", content=body, headers=h)
+        assert r.status_code == 200 and r.json()["exit_code"] == 0, r.text
+        return r.json()
+
+    try:
+        for _ in range(20):  # warm up both
+            exec_true()
+        floor(20)
+        rtt, base = [], []
+        for _ in range(n // 50):  # interleave so both see the same machine load
+            base += floor(50)
+            for _ in range(50):
+                t = time.perf_counter()
+                exec_true()
+                rtt.append(time.perf_counter() - t)
+        time.sleep(1)
+        idle_agent, idle_keeper = rss_kb(agent.pid), rss_kb(keeper)
+
+        peak = {"agent": 0, "keeper": 0}
+        stop = threading.Event()
+
+        def sample() -> None:
+            while not stop.is_set():
+                peak["agent"] = max(peak["agent"], rss_kb(agent.pid))
+                peak["keeper"] = max(peak["keeper"], rss_kb(keeper))
+                time.sleep(0.05)
+
+        def one(i: int) -> None:
+            with httpx.Client(timeout=60) as c:
+                body = json.dumps({"cmd": f"echo {i}; sleep 2"}).encode()
+                h = signed_headers(KEY, "POST", "/api/v2/exec", body)
+                assert c.post(url + "/api/v2/exec", content=body, headers=h).status_code == 200
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        workers = [threading.Thread(target=one, args=(i,)) for i in range(32)]
+        t0 = time.perf_counter()
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        wall32 = time.perf_counter() - t0
+        stop.set()
+        sampler.join()
+    finally:
+        client.close()
+        agent.send_signal(signal.SIGTERM)
+        agent.wait(10)
+        os.kill(keeper, signal.SIGTERM)
+        log.close()
+
+    f50, f99 = percentiles(base)
+    a50, a99 = percentiles(rtt)
+    rows = [
+        ["floor: `bash -c true` from Python", f"{f50 * 1000:.2f}", f"{f99 * 1000:.2f}", "1.00x"],
+        ["signed exec `true`, kept-alive", f"{a50 * 1000:.2f}", f"{a99 * 1000:.2f}",
+         f"{a50 / f50:.2f}x"],
+    ]  # fmt: skip
+    mem = [
+        ["idle", f"{idle_agent / 1024:.1f}", f"{idle_keeper / 1024:.1f}"],
+        [
+            "32 concurrent runs (peak)",
+            f"{peak['agent'] / 1024:.1f}",
+            f"{peak['keeper'] / 1024:.1f}",
+        ],
+    ]
+    body = (
+        f"{n} sequential round trips each, interleaved with the floor in batches of 50.\n\n"
+        + table(["what", "p50 ms", "p99 ms", "p50 vs floor"], rows)
+        + "\n\nResident memory (VmRSS, MB); the keeper is the agent's forked run owner.\n\n"
+        + table(["state", "agent", "keeper"], mem)
+        + f"\n\n32 concurrent `sleep 2` runs finished in {wall32:.2f} s wall.\n"
+        + "Targets: p50 within 2x of the floor; idle agent RSS under 20 MB.\n"
+    )
+    body += "The agent runs as its systemd unit starts it (`python3 -S`, no site-packages).\n"
+    write_section("agent", "Agent: exec round trip and memory", body)
+
+
+if __name__ == "__main__":
+    main()
