@@ -28,6 +28,8 @@ def test_hosts_answer_on_their_own_address(bed):
         out = h.run("ip -4 -o addr show dev eth0; ip route", check=True).stdout
         assert f"{h.ip}/" in out
         assert "default" not in out  # hosts reach only the test network
+        # a route lookup only (no packet is sent): nothing outside the bed is reachable
+        assert h.run("ip route get 192.0.2.10").returncode != 0
 
 
 def test_agent_sees_the_gateway_as_source_address(bed):
