@@ -1,0 +1,425 @@
+"""The status poller: every interval, one probe script to every joined host.
+
+Like the job runner, it is one asyncio loop in a background thread with one database thread.
+Each host is probed on its own (a host whose previous probe is still in flight is skipped, so
+one slow or dead host never holds up the others); answers are written in batches by one
+writer. What a probe yields — facts, unit states, a metrics sample, the host's health — goes
+to ``host_status`` and ``metric_samples`` (status_models.py); pages and API calls read only
+those, they never wait on a host. History is compacted every few minutes (probe.compact).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from sqlalchemy import delete, select
+
+from kernel.agent_client import AgentError, AsyncAgentClient
+
+from .db import Database
+from .models import Server
+from .probe import (
+    CpuTimes,
+    HostHealth,
+    MetricPoint,
+    ProbeReport,
+    RetentionPolicy,
+    compact,
+    cpu_usage,
+    metric_values,
+    next_health,
+    parse_probe,
+    probe_script,
+    report_json,
+)
+from .status_models import HostStatus, MetricSample
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+    from .services_api import CatalogueCache
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+DEFAULTS: dict[str, Any] = {
+    "STATUS_INTERVAL": 30.0,  # seconds between probes of one host
+    "STATUS_CONCURRENCY": 64,  # probes in flight at once
+    "STATUS_PROBE_TIMEOUT": 20.0,  # a probe not answered by then counts as failed
+    "STATUS_OFFLINE_AFTER": 3,  # consecutive failed probes before a host is offline
+    "STATUS_PRUNE_INTERVAL": 300.0,  # seconds between history compactions
+    "STATUS_HISTORY_RAW": 86400,  # seconds every sample is kept
+    "STATUS_HISTORY_KEEP": 604800,  # seconds downsampled points are kept
+    "STATUS_HISTORY_BUCKET": 300,  # seconds per downsampled point
+}
+
+
+@dataclass(frozen=True)
+class Target:
+    server_id: int
+    name: str
+    url: str
+    key: str
+    fingerprint: str | None
+
+
+@dataclass
+class Outcome:
+    """One probe's result, waiting to be stored."""
+
+    target: Target
+    at: float
+    duration: float
+    report: ProbeReport | None
+    error: str | None
+    stored: asyncio.Future[None] = field(repr=False)  # set once written to the database
+
+    @property
+    def ok(self) -> bool:
+        return self.report is not None and self.error is None
+
+
+def setting(config: Any, name: str) -> Any:
+    value = config.get(name)
+    return DEFAULTS[name] if value is None else value
+
+
+class Poller:
+    def __init__(self, app: Flask, catalogue: CatalogueCache) -> None:
+        cfg = app.config
+        self.db: Database = app.extensions["kernel.db"]
+        self.catalogue = catalogue
+        self.interval = float(setting(cfg, "STATUS_INTERVAL"))
+        self.concurrency = int(setting(cfg, "STATUS_CONCURRENCY"))
+        self.probe_timeout = float(setting(cfg, "STATUS_PROBE_TIMEOUT"))
+        self.offline_after = int(setting(cfg, "STATUS_OFFLINE_AFTER"))
+        self.prune_interval = float(setting(cfg, "STATUS_PRUNE_INTERVAL"))
+        self.connect_timeout = float(cfg.get("AGENT_CONNECT_TIMEOUT") or 5.0)
+        self.retention = RetentionPolicy(
+            raw_seconds=float(setting(cfg, "STATUS_HISTORY_RAW")),
+            keep_seconds=float(setting(cfg, "STATUS_HISTORY_KEEP")),
+            bucket_seconds=float(setting(cfg, "STATUS_HISTORY_BUCKET")),
+        )
+        if self.interval <= 0 or self.concurrency < 1 or self.offline_after < 1:
+            raise ValueError(
+                "STATUS_INTERVAL must be > 0, STATUS_CONCURRENCY and STATUS_OFFLINE_AFTER >= 1"
+            )
+        self.last_round: dict[str, Any] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._clients: dict[int, tuple[Target, AsyncAgentClient]] = {}
+        self._inflight: set[int] = set()
+        self._done: list[Outcome] = []
+
+    # -- called from other threads -----------------------------------------------------------
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._dbx = ThreadPoolExecutor(1, thread_name_prefix="kernel-poller-db")
+        ready = threading.Event()
+        self._thread = threading.Thread(
+            target=self._thread_main, args=(ready,), name="kernel-poller", daemon=True
+        )
+        self._thread.start()
+        ready.wait(10)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            return
+        loop.call_soon_threadsafe(self._stopping.set)
+        thread.join(timeout)
+        self._thread = None
+        self._dbx.shutdown(wait=True)
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def refresh(self, server_ids: Iterable[int] | None = None) -> bool:
+        """Probe these servers (None: all) now, without waiting; False if not running."""
+        loop = self._loop
+        if loop is None:
+            return False
+        ids = None if server_ids is None else list(server_ids)
+        loop.call_soon_threadsafe(lambda: self._spawn(self.poll(ids), "refresh"))
+        return True
+
+    def poll_now(self, server_ids: Iterable[int] | None = None, timeout: float = 120.0) -> Any:
+        """Probe and store, waiting for it (benchmarks, tests); returns the round summary."""
+        assert self._loop is not None, "the poller is not running"
+        ids = None if server_ids is None else list(server_ids)
+        fut = asyncio.run_coroutine_threadsafe(self.poll(ids), self._loop)
+        return fut.result(timeout)
+
+    # -- the loop --------------------------------------------------------------------------------
+    def _thread_main(self, ready: threading.Event) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        self._stopping = asyncio.Event()
+        self._flush = asyncio.Event()
+        self._slots = asyncio.Semaphore(self.concurrency)
+        ready.set()
+        try:
+            loop.run_until_complete(self._main())
+        finally:
+            loop.run_until_complete(self._close_clients(set(self._clients)))
+            loop.close()
+            self._loop = None
+
+    async def _db(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._dbx, fn, *args)
+
+    def _spawn(self, coro: Any, what: str) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        task.add_done_callback(lambda t: _log_failure(t, what))
+        return task
+
+    async def _main(self) -> None:
+        writer = self._spawn(self._writer(), "writer")
+        next_prune = time.monotonic() + min(self.prune_interval, 60.0)
+        try:
+            while not self._stopping.is_set():
+                started = time.monotonic()
+                self._spawn(self.poll(None), "round")
+                if started >= next_prune:
+                    next_prune = started + self.prune_interval
+                    self._spawn(self._db(self._prune, time.time()), "prune")
+                wait = max(0.05, self.interval - (time.monotonic() - started))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), wait)
+        finally:
+            self._flush.set()
+            await asyncio.sleep(0.05)
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+            if self._done:
+                batch, self._done = self._done, []
+                await self._db(self._store, batch)
+
+    async def poll(self, server_ids: list[int] | None) -> dict[str, Any]:
+        """One round over these servers (None: all joined); waits until stored."""
+        t0 = time.monotonic()
+        targets = await self._db(self._targets, server_ids)
+        units = await self._db(lambda: self.catalogue.get().units)
+        command = probe_script(units)
+        if server_ids is None:
+            await self._close_clients(set(self._clients) - {t.server_id for t in targets})
+        outcomes = [
+            o
+            for o in await asyncio.gather(
+                *(
+                    self._probe_one(t, command.cmd)
+                    for t in targets
+                    if t.server_id not in self._inflight
+                )
+            )
+            if o is not None
+        ]
+        if outcomes:
+            await asyncio.gather(*(o.stored for o in outcomes), return_exceptions=True)
+        summary = {
+            "at": time.time(),
+            "hosts": len(outcomes),
+            "ok": sum(o.ok for o in outcomes),
+            "failed": sum(not o.ok for o in outcomes),
+            "duration": round(time.monotonic() - t0, 4),
+            "probe_durations": sorted(o.duration for o in outcomes),
+        }
+        if server_ids is None:
+            self.last_round = {k: v for k, v in summary.items() if k != "probe_durations"}
+        return summary
+
+    async def _probe_one(self, target: Target, cmd: str) -> Outcome | None:
+        self._inflight.add(target.server_id)
+        try:
+            async with self._slots:
+                at, t0 = time.time(), time.monotonic()
+                report, error = await self._run_probe(target, cmd)
+                stored = asyncio.get_running_loop().create_future()
+                outcome = Outcome(target, at, time.monotonic() - t0, report, error, stored)
+        finally:
+            self._inflight.discard(target.server_id)
+        self._done.append(outcome)
+        self._flush.set()
+        return outcome
+
+    async def _run_probe(self, target: Target, cmd: str) -> tuple[ProbeReport | None, str | None]:
+        client = await self._client(target)
+        try:
+            result = await asyncio.wait_for(
+                client.exec(cmd, timeout=self.probe_timeout), self.probe_timeout + 5
+            )
+        except TimeoutError:
+            return None, f"no answer within {self.probe_timeout + 5:g} s"
+        except AgentError as e:
+            return None, str(e)
+        report = parse_probe(result.stdout)
+        if result.timed_out:
+            return None, f"probe timed out after {self.probe_timeout:g} s"
+        if result.exit_code != 0:
+            tail = (result.stderr or "").strip().splitlines()[-1:] or [""]
+            return None, f"probe exited {result.exit_code}: {tail[0][:300]}".rstrip(": ")
+        if not report.complete:
+            return None, "probe output was cut short"
+        return report, None
+
+    async def _client(self, target: Target) -> AsyncAgentClient:
+        have = self._clients.get(target.server_id)
+        if have is not None and have[0] == target:
+            return have[1]
+        if have is not None:
+            await have[1].aclose()
+        client = AsyncAgentClient(
+            target.url,
+            target.key,
+            timeout=self.connect_timeout,
+            tls_fingerprint=target.fingerprint,
+        )
+        self._clients[target.server_id] = (target, client)
+        return client
+
+    async def _close_clients(self, ids: set[int]) -> None:
+        for sid in ids:
+            entry = self._clients.pop(sid, None)
+            if entry is not None:
+                with contextlib.suppress(Exception):
+                    await entry[1].aclose()
+
+    async def _writer(self) -> None:
+        while True:
+            await self._flush.wait()
+            await asyncio.sleep(0.02)  # let answers arriving together share a transaction
+            self._flush.clear()
+            batch, self._done = self._done, []
+            if not batch:
+                continue
+            try:
+                await self._db(self._store, batch)
+            except Exception as e:
+                log.exception("could not store %d probe results", len(batch))
+                for o in batch:
+                    if not o.stored.done():
+                        o.stored.set_exception(e)
+                continue
+            for o in batch:
+                if not o.stored.done():
+                    o.stored.set_result(None)
+
+    # -- database side (the poller's one database thread) -----------------------------------
+    def _targets(self, server_ids: list[int] | None) -> list[Target]:
+        q = select(Server).where(Server.removed_at.is_(None), Server.agent_url.is_not(None))
+        if server_ids is not None:
+            q = q.where(Server.id.in_(server_ids))
+        with self.db.session() as s:
+            return [
+                Target(srv.id, srv.name, srv.agent_url or "", srv.agent_key, srv.tls_fingerprint)
+                for srv in s.scalars(q.order_by(Server.name))
+            ]
+
+    def _store(self, batch: list[Outcome]) -> None:
+        with self.db.session() as s:
+            for o in batch:
+                srv = s.get(Server, o.target.server_id)
+                if srv is None or srv.removed_at is not None:
+                    continue
+                st = s.get(HostStatus, srv.id)
+                if st is None:
+                    st = HostStatus(server_id=srv.id, state="unknown", failures=0)
+                    st.facts, st.metrics, st.units, st.warnings = {}, {}, {}, []
+                    s.add(st)
+                apply_outcome(st, srv, o, self.offline_after, s)
+
+    def _prune(self, now: float) -> int:
+        """Compact each host's history (probe.compact); returns rows removed."""
+        raw_cut = now - self.retention.raw_seconds
+        removed = 0
+        with self.db.session() as s:
+            ids = s.scalars(
+                select(MetricSample.server_id)
+                .where(MetricSample.t < raw_cut, MetricSample.count == 1)
+                .distinct()
+            ).all()
+            for sid in ids:
+                rows = s.scalars(
+                    select(MetricSample).where(
+                        MetricSample.server_id == sid, MetricSample.t < raw_cut
+                    )
+                ).all()
+                kept = compact([_point(r) for r in rows], now, self.retention)
+                s.execute(
+                    delete(MetricSample).where(
+                        MetricSample.server_id == sid, MetricSample.t < raw_cut
+                    )
+                )
+                s.add_all(
+                    MetricSample(server_id=sid, t=p.t, count=p.count, values=dict(p.values))
+                    for p in kept
+                )
+                removed += len(rows) - len(kept)
+            # Whatever is past the horizon goes, also for hosts with nothing left to merge.
+            res = s.execute(
+                delete(MetricSample).where(MetricSample.t < now - self.retention.keep_seconds)
+            )
+            removed += int(getattr(res, "rowcount", 0) or 0)
+        return removed
+
+
+def apply_outcome(st: HostStatus, srv: Server, o: Outcome, offline_after: int, s: Any) -> None:
+    """Fold one probe into the host's status row (and its server row's online/offline)."""
+    at = dt.datetime.fromtimestamp(o.at, dt.UTC)
+    prev = HostHealth(
+        state=st.state,
+        failures=st.failures,
+        last_error=st.last_error,
+        last_error_at=st.last_error_at.timestamp() if st.last_error_at else None,
+        last_ok_at=st.last_ok_at.timestamp() if st.last_ok_at else None,
+    )
+    health = next_health(prev, ok=o.ok, at=o.at, error=o.error, offline_after=offline_after)
+    st.state, st.failures, st.last_error = health.state, health.failures, health.last_error
+    st.last_error_at = _when(health.last_error_at)
+    st.last_ok_at = _when(health.last_ok_at)
+    st.probed_at, st.duration = at, round(o.duration, 4)
+    if o.report is not None and o.ok:
+        data = report_json(o.report)
+        times = o.report.metrics.cpu_times
+        cpu = None
+        if times is not None and st.cpu_total is not None and st.cpu_idle is not None:
+            cpu = cpu_usage(CpuTimes(st.cpu_total, st.cpu_idle), times)
+        values = metric_values(o.report, cpu_percent=cpu)
+        data["metrics"].pop("cpu_times", None)
+        data["metrics"]["cpu_percent_interval"] = cpu
+        st.facts, st.metrics, st.units = data["facts"], data["metrics"], data["units"]
+        st.warnings = data["warnings"][:50]
+        st.cpu_total = times.total if times else None
+        st.cpu_idle = times.idle if times else None
+        s.add(MetricSample(server_id=srv.id, t=o.at, count=1, values=values))
+        srv.last_seen = at
+    # Keep the inventory's online/offline in step (pending and init_failed are not ours).
+    if health.state == "online" and srv.state == "offline":
+        srv.state, srv.last_error = "online", None
+    elif health.state == "offline" and srv.state == "online":
+        srv.state, srv.last_error = "offline", health.last_error
+
+
+def _when(ts: float | None) -> dt.datetime | None:
+    return dt.datetime.fromtimestamp(ts, dt.UTC) if ts is not None else None
+
+
+def _point(row: MetricSample) -> MetricPoint:
+    return MetricPoint(t=row.t, values=dict(row.values or {}), count=row.count)
+
+
+def _log_failure(task: asyncio.Task[Any], what: str) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("poller %s crashed", what, exc_info=task.exception())
