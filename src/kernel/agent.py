@@ -589,9 +589,10 @@ class _KeeperRun:
 class Keeper:
     """The keeper's event loop (runs in the forked child only)."""
 
-    def __init__(self, ctl: socket.socket, bash: str):
+    def __init__(self, ctl: socket.socket, bash: str, env: Dict[str, str]):
         self.ctl = ctl
         self.bash = bash
+        self.env = env
         self.runs: Dict[str, _KeeperRun] = {}
         self.by_pid: Dict[int, _KeeperRun] = {}
         self.by_fd: Dict[int, _KeeperRun] = {}
@@ -735,7 +736,7 @@ class Keeper:
             run.pid = os.posix_spawn(
                 self.bash,
                 ["bash", "-c", msg["cmd"]],
-                msg["env"],
+                dict(self.env, **msg["env"]) if msg["env"] else self.env,
                 file_actions=[
                     (os.POSIX_SPAWN_DUP2, in_r, 0),
                     (os.POSIX_SPAWN_DUP2, out_w, 1),
@@ -911,7 +912,7 @@ class Keeper:
         self._send({"op": "exit", "id": run.id, "status": result})
 
 
-def start_keeper(bash: str) -> Tuple[socket.socket, int]:
+def start_keeper(bash: str, env: Dict[str, str]) -> Tuple[socket.socket, int]:
     """Fork the keeper; call before any thread starts. Returns (control socket, keeper pid)."""
     ours, theirs = socket.socketpair()
     pid = os.fork()
@@ -923,7 +924,7 @@ def start_keeper(bash: str) -> Tuple[socket.socket, int]:
             os.dup2(null, 0)
             os.dup2(null, 1)
             os.close(null)
-            Keeper(theirs, bash).serve()
+            Keeper(theirs, bash, env).serve()
         except BaseException as e:  # noqa: BLE001 - the keeper must never return into main()
             try:
                 os.write(2, ("kernel-agent keeper: %r\n" % (e,)).encode())
@@ -985,8 +986,15 @@ def parse_query(text: str) -> Dict[str, List[str]]:
     return out
 
 
+_FINISHED = threading.Event()
+_FINISHED.set()
+
+
 class Run:
     """The agent's view of one execution; the files in ``dir`` are the truth."""
+
+    __slots__ = ("dir", "done", "fingerprint", "id", "keeper", "started_at", "state", "status",
+                 "timeout")  # fmt: skip
 
     def __init__(
         self,
@@ -1010,7 +1018,8 @@ class Run:
     def finish(self, status: Dict[str, Any], state: str = "finished") -> None:
         self.status = status
         self.state = state
-        self.done.set()
+        waiting, self.done = self.done, _FINISHED  # a thousand finished runs share one Event
+        waiting.set()
 
 
 def _read_json(path: str) -> Optional[Dict[str, Any]]:
@@ -1041,10 +1050,9 @@ class TooBusy(Exception):
 class RunStore:
     """Runs by id: the journal on disk, idempotency, limits, results and clean-up."""
 
-    def __init__(self, cfg: Config, bash: str, base_env: Dict[str, str]):
+    def __init__(self, cfg: Config, bash: str):
         self.cfg = cfg
         self.bash = bash
-        self.base_env = base_env
         self.root = os.path.join(cfg.state_dir, "runs")
         os.makedirs(self.root, mode=0o700, exist_ok=True)
         self.runs: Dict[str, Run] = {}
@@ -1182,21 +1190,20 @@ class RunStore:
                 "started_at": run.started_at,
                 "keeper": list(self.keeper),
             }
-            with open(os.path.join(directory, "run.json"), "w", encoding="utf-8") as f:
-                json.dump(journal, f)
+            fd = os.open(os.path.join(directory, "run.json"), os.O_WRONLY | os.O_CREAT, 0o600)
+            try:
+                os.write(fd, json.dumps(journal).encode("utf-8"))
+            finally:
+                os.close(fd)
             self.runs[run_id] = run
             self.running += 1
-        env = self.base_env
-        if spec.env:
-            env = dict(env)
-            env.update(spec.env)
         msg = {
             "op": "spawn",
             "id": run_id,
             "dir": directory,
             "cmd": spec.cmd,
             "stdin": spec.stdin,
-            "env": env,
+            "env": spec.env,  # on top of the keeper's base environment
             "cwd": spec.cwd,
             "timeout": spec.timeout,
             "cap": self.cfg.max_output_bytes,
@@ -1970,10 +1977,10 @@ def serve(cfg: Config) -> int:
         os.makedirs(cfg.state_dir, mode=0o700, exist_ok=True)
     except OSError as e:
         raise ConfigError("cannot create state_dir %s: %s" % (cfg.state_dir, e.strerror)) from None
-    store = RunStore(cfg, bash, command_env())
+    store = RunStore(cfg, bash)
     # The keeper is forked before any thread exists (fork in a threaded process is unsafe)
     # and before the listening socket, which it must not hold.
-    keeper_sock, keeper_pid = start_keeper(bash)
+    keeper_sock, keeper_pid = start_keeper(bash, command_env())
     store.attach_keeper(keeper_sock, keeper_pid)
     store.load()
     nonces = NonceCache(os.path.join(cfg.state_dir, "nonces"))
