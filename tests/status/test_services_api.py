@@ -58,7 +58,8 @@ def test_refresh_rescans_and_lists_exact_problems(app, op):
     assert "noinfo" not in services(op)  # cached until refreshed
     got = {s["name"]: s for s in op.post("/api/v1/services/refresh")["services"]}
     assert got["bad name"]["problems"] == [
-        "service name 'bad name' is not allowed: names must match ^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$"
+        "service name 'bad name' is not allowed: names must match "
+        "^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$"
     ]
     assert got["noinfo"]["problems"] == ["info.json is missing"]
     assert got["badjson"]["problems"][0].startswith("info.json is not valid JSON: ")

@@ -54,8 +54,8 @@ T = TypeVar("T")
 DEFAULTS: dict[str, Any] = {
     "STATUS_INTERVAL": 30.0,  # seconds between probes of one host
     "STATUS_CONCURRENCY": 64,  # probes in flight at once
-    "STATUS_PROBE_TIMEOUT": 20.0,  # a probe not answered by then counts as failed
-    "STATUS_OFFLINE_AFTER": 3,  # consecutive failed probes before a host is offline
+    "STATUS_PROBE_TIMEOUT": 20.0,  # a probe not answered by then (or 0.4 interval) failed
+    "STATUS_OFFLINE_AFTER": 2,  # consecutive failed probes before a host is offline
     "STATUS_PRUNE_INTERVAL": 300.0,  # seconds between history compactions
     "STATUS_HISTORY_RAW": 86400,  # seconds every sample is kept
     "STATUS_HISTORY_KEEP": 604800,  # seconds downsampled points are kept
@@ -113,7 +113,12 @@ class Poller:
             raise ValueError(
                 "STATUS_INTERVAL must be > 0, STATUS_CONCURRENCY and STATUS_OFFLINE_AFTER >= 1"
             )
+        # A probe must answer within 0.4 interval, and a failure is retried after 0.1 interval,
+        # so a host cut off just after a good probe is offline within two intervals.
+        self.deadline = min(self.probe_timeout, 0.4 * self.interval)
+        self.retry_after = 0.1 * self.interval
         self.last_round: dict[str, Any] = {}
+        self._failures: dict[int, int] = {}  # consecutive, as seen by this process
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._clients: dict[int, tuple[Target, AsyncAgentClient]] = {}
@@ -250,6 +255,12 @@ class Poller:
                 outcome = Outcome(target, at, time.monotonic() - t0, report, error, stored)
         finally:
             self._inflight.discard(target.server_id)
+        sid = target.server_id
+        self._failures[sid] = 0 if outcome.ok else self._failures.get(sid, 0) + 1
+        if 0 < self._failures[sid] < self.offline_after:  # confirm soon rather than next round
+            asyncio.get_running_loop().call_later(
+                self.retry_after, lambda: self._spawn(self.poll([sid]), "retry")
+            )
         self._done.append(outcome)
         self._flush.set()
         return outcome
@@ -257,16 +268,14 @@ class Poller:
     async def _run_probe(self, target: Target, cmd: str) -> tuple[ProbeReport | None, str | None]:
         client = await self._client(target)
         try:
-            result = await asyncio.wait_for(
-                client.exec(cmd, timeout=self.probe_timeout), self.probe_timeout + 5
-            )
+            result = await asyncio.wait_for(client.exec(cmd, timeout=self.deadline), self.deadline)
         except TimeoutError:
-            return None, f"no answer within {self.probe_timeout + 5:g} s"
+            return None, f"no answer within {self.deadline:g} s"
         except AgentError as e:
             return None, str(e)
         report = parse_probe(result.stdout)
         if result.timed_out:
-            return None, f"probe timed out after {self.probe_timeout:g} s"
+            return None, f"probe timed out after {self.deadline:g} s"
         if result.exit_code != 0:
             tail = (result.stderr or "").strip().splitlines()[-1:] or [""]
             return None, f"probe exited {result.exit_code}: {tail[0][:300]}".rstrip(": ")
