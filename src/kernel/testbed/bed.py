@@ -3,7 +3,7 @@
     with Testbed(n=3, mode="full") as bed:
         bed.gateway_ip, bed.hosts[0].ip, bed.hosts[0].run("systemctl is-system-running")
 
-A bed is torn down on exit, on error, on Ctrl-C and SIGTERM (and at interpreter exit if left
+A bed is torn down on exit, on error, on Ctrl-C, SIGTERM and SIGHUP (and at interpreter exit if left
 open). ``Testbed(..., detached=True)`` leaves it running for ``kernel-testbed down``.
 """
 
@@ -266,7 +266,8 @@ _handlers_installed = False
 
 
 def install_signal_handlers() -> None:
-    """Turn SIGTERM/SIGHUP into SystemExit so `with` blocks and atexit tear beds down."""
+    """Turn SIGTERM/SIGHUP into KeyboardInterrupt, so they unwind like Ctrl-C: `with` blocks
+    and fixtures tear beds down, and pytest stops the session instead of failing one test."""
     global _handlers_installed
     if _handlers_installed or threading.current_thread() is not threading.main_thread():
         return
@@ -277,4 +278,4 @@ def install_signal_handlers() -> None:
 
 
 def _exit_on_signal(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)
+    raise KeyboardInterrupt(signal.Signals(signum).name)
