@@ -55,7 +55,7 @@ def states(api):
 
 
 def test_hosts_come_online_with_facts_and_metrics(polled, bed):
-    app, api, ids = polled
+    _app, api, ids = polled
     wait_for(lambda: all(h["state"] == "online" for h in states(api).values()), 15)
     h = bed.hosts[0]
     one = api.get(f"/api/v1/servers/{ids[h.name]}/status")
@@ -78,7 +78,7 @@ def test_hosts_come_online_with_facts_and_metrics(polled, bed):
 
 
 def test_cut_host_goes_offline_within_two_intervals_and_back(polled, bed):
-    app, api, ids = polled
+    _app, api, _ids = polled
     wait_for(lambda: all(h["state"] == "online" for h in states(api).values()), 15)
     victim = bed.hosts[1]
     victim.cut()
@@ -101,7 +101,7 @@ def test_cut_host_goes_offline_within_two_intervals_and_back(polled, bed):
 
 
 def test_refresh_answers_at_once_and_probes(polled, bed):
-    app, api, ids = polled
+    _app, api, ids = polled
     h = bed.hosts[2]
     before = api.get(f"/api/v1/servers/{ids[h.name]}/status")["probed_at"]
     h.freeze()  # a probe of this host now hangs: the refresh must not wait for it
