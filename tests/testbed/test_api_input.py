@@ -23,3 +23,9 @@ def test_a_bed_that_is_not_up_says_so():
     with pytest.raises(TestbedError, match="not up"):
         _ = bed.gateway_ip
     bed.down()  # nothing to do, no error
+
+
+@pytest.mark.parametrize("prefix", ["../../etc", "kt12", "", "ktZZZZ"])
+def test_attach_refuses_names_that_are_not_beds(prefix):
+    with pytest.raises(TestbedError, match="not a testbed name"):
+        Testbed.attach(prefix)

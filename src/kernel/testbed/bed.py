@@ -237,6 +237,10 @@ class Testbed:
     @classmethod
     def attach(cls, prefix: str) -> Testbed:
         """A handle on a bed made by another process (e.g. ``kernel-testbed up``)."""
+        if not names.PREFIX_RE.match(prefix):
+            raise TestbedError(
+                f"not a testbed name: {prefix!r} (ktXXXX, see `kernel-testbed list`)"
+            )
         rec = BedRecord.load(prefix)
         bed = cls(0, rec.hosts[0].mode if rec.hosts else "light", detached=True)
         bed.record = rec
