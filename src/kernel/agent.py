@@ -802,17 +802,18 @@ class Keeper:
             os.close(run.stdin_fd)
             run.stdin_fd = -1
 
-    def _pump(self, run: _KeeperRun, fd: int) -> None:
+    def _pump(self, run: _KeeperRun, fd: int) -> bool:
+        """Move what is in the pipe to the file; False when there was nothing to read."""
         file_fd, name = run.pipes[fd]
         try:
             data = os.read(fd, 65536)
         except BlockingIOError:
-            return
+            return False
         except OSError:
             data = b""
         if not data:
             self._close_pipe(run, fd)
-            return
+            return False
         room = run.cap - run.written[name]
         if len(data) > room:
             run.truncated = True
@@ -820,6 +821,7 @@ class Keeper:
         if data:
             os.write(file_fd, data)
             run.written[name] += len(data)
+        return True
 
     def _close_pipe(self, run: _KeeperRun, fd: int) -> None:
         file_fd, _ = run.pipes.pop(fd)
@@ -874,15 +876,8 @@ class Keeper:
             return
         for fd in list(run.pipes):
             for _ in range(64):  # drain what is buffered, without waiting for more
-                if fd not in run.pipes:
+                if not self._pump(run, fd):
                     break
-                self._pump(run, fd)
-                if fd in run.pipes:
-                    try:
-                        if not select.select([fd], [], [], 0)[0]:
-                            self._close_pipe(run, fd)
-                    except OSError:
-                        self._close_pipe(run, fd)
             if fd in run.pipes:
                 self._close_pipe(run, fd)
         self._finish(run)

@@ -9,8 +9,10 @@ import time
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from kernel.agent import signed_headers
+from kernel.agent import HttpError, parse_exec_request, signed_headers
 
 from .conftest import Agent
 
@@ -186,3 +188,42 @@ def test_keep_alive_survives_errors(agent: Agent) -> None:
             assert agent.request("GET", "/nope", client=c).status_code == 404
             assert agent.request("POST", "/api/v2/exec", raw=b"{", client=c).status_code == 400
             assert agent.request("GET", "/api/v2/info", client=c).status_code == 200
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+fields = st.fixed_dictionaries(
+    {},
+    optional={
+        "cmd": json_values, "stdin": json_values, "env": json_values, "cwd": json_values,
+        "timeout": json_values, "id": json_values, "stream": json_values,
+    },
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(json_values, fields))
+def test_exec_validation_never_crashes(data) -> None:
+    try:
+        parse_exec_request(data)
+    except HttpError as e:
+        assert e.status == 400 and e.slug == "bad_field"
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(garbage=st.binary(max_size=300))
+def test_random_bytes_never_hurt_the_agent(agent: Agent, garbage: bytes) -> None:
+    with socket.create_connection(("127.0.0.1", agent.port), timeout=5) as s:
+        s.sendall(garbage + b"\r\n\r\n")
+        try:
+            s.recv(65536)
+        except OSError:
+            pass
+    assert agent.healthy()
