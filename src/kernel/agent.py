@@ -530,16 +530,6 @@ def parse_exec_request(data: Any) -> ExecSpec:
 # their files. A keeper exits once its agent is gone and its runs are done.
 
 
-def _write_json_atomic(path: str, data: Dict[str, Any]) -> None:
-    tmp = path + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, json.dumps(data).encode("utf-8"))
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-
-
 def process_start_time(pid: int) -> Optional[str]:
     """Field 22 of /proc/PID/stat: tells a process from a later one with the same pid."""
     try:
@@ -566,15 +556,17 @@ def _group_alive(pgid: int) -> bool:
 class _KeeperRun:
     def __init__(self, msg: Dict[str, Any], now: float):
         self.id: str = msg["id"]
-        self.dir: str = msg["dir"]
+        self.base: str = msg["base"]  # runs/<id>: .run (journal), .stdout, .stderr, .cancel
         self.cap: int = msg["cap"]
+        self.journal = -1  # fd of <base>.run, opened for appending
+        self.files = {"stdout": -1, "stderr": -1}  # created at the first byte of output
         self.deadline = now + msg["timeout"]
         self.started_mono = now
         self.started_at: float = msg["started_at"]
         self.pid = 0
         self.status: Optional[int] = None  # raw waitpid status of the leader
         self.leader_gone_at = 0.0
-        self.pipes: Dict[int, Tuple[int, str]] = {}  # read fd -> (file fd, stream name)
+        self.pipes: Dict[int, str] = {}  # read fd -> stream name
         self.written = {"stdout": 0, "stderr": 0}
         self.truncated = False
         self.stdin_fd = -1
@@ -721,9 +713,8 @@ class Keeper:
         now = time.monotonic()
         run = _KeeperRun(msg, now)
         self.runs[run.id] = run
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
-        out_file = os.open(os.path.join(run.dir, "stdout"), flags, 0o600)
-        err_file = os.open(os.path.join(run.dir, "stderr"), flags, 0o600)
+        # Few file-system operations per run: creating files is what costs on a real disk.
+        run.journal = os.open(run.base + ".run", os.O_WRONLY | os.O_APPEND)
         in_r, in_w = os.pipe()
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
@@ -764,16 +755,15 @@ class Keeper:
         if run.error is not None:
             for fd in (in_w, out_r, err_r):
                 os.close(fd)
-            os.write(err_file, (run.error + "\n").encode())
-            os.close(out_file)
-            os.close(err_file)
+            self._output(run, "stderr", (run.error + "\n").encode())
             run.status = 127 << 8
             self._finish(run)
             return
+        os.write(run.journal, b'{"pid": %d}\n' % run.pid)  # the command has started
         self.by_pid[run.pid] = run
-        for read_fd, file_fd, name in ((out_r, out_file, "stdout"), (err_r, err_file, "stderr")):
+        for read_fd, name in ((out_r, "stdout"), (err_r, "stderr")):
             os.set_blocking(read_fd, False)
-            run.pipes[read_fd] = (file_fd, name)
+            run.pipes[read_fd] = name
             self.by_fd[read_fd] = run
             self.poller.register(read_fd, select.POLLIN)
         run.stdin_data = msg.get("stdin", "").encode("utf-8")
@@ -804,7 +794,7 @@ class Keeper:
 
     def _pump(self, run: _KeeperRun, fd: int) -> bool:
         """Move what is in the pipe to the file; False when there was nothing to read."""
-        file_fd, name = run.pipes[fd]
+        name = run.pipes[fd]
         try:
             data = os.read(fd, 65536)
         except BlockingIOError:
@@ -819,16 +809,22 @@ class Keeper:
             run.truncated = True
             data = data[: max(room, 0)]
         if data:
-            os.write(file_fd, data)
-            run.written[name] += len(data)
+            self._output(run, name, data)
         return True
 
+    @staticmethod
+    def _output(run: _KeeperRun, name: str, data: bytes) -> None:
+        if run.files[name] < 0:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+            run.files[name] = os.open("%s.%s" % (run.base, name), flags, 0o600)
+        os.write(run.files[name], data)
+        run.written[name] += len(data)
+
     def _close_pipe(self, run: _KeeperRun, fd: int) -> None:
-        file_fd, _ = run.pipes.pop(fd)
+        del run.pipes[fd]
         self.poller.unregister(fd)
         del self.by_fd[fd]
         os.close(fd)
-        os.close(file_fd)
 
     def _reap(self) -> None:
         while True:
@@ -847,7 +843,7 @@ class Keeper:
         stop = self.flags["stop"]
         self.flags["cancel"] = False
         for run in self.runs.values():
-            if run.kill_stage == 0 and (stop or os.path.exists(os.path.join(run.dir, "cancel"))):
+            if run.kill_stage == 0 and (stop or os.path.exists(run.base + ".cancel")):
                 run.cancelled = True
                 self._kill(run, signal.SIGTERM)
 
@@ -902,7 +898,16 @@ class Keeper:
         }
         if run.error:
             result["error"] = run.error
-        _write_json_atomic(os.path.join(run.dir, "status.json"), result)
+        for fd in run.files.values():
+            if fd >= 0:
+                os.close(fd)
+        try:
+            # One appended line: a reader sees the whole status or none of it.
+            os.write(run.journal, json.dumps({"status": result}).encode("utf-8") + b"\n")
+        finally:
+            if run.journal >= 0:
+                os.close(run.journal)
+            run.journal = -1
         del self.runs[run.id]
         self._send({"op": "exit", "id": run.id, "status": result})
 
@@ -934,22 +939,41 @@ def start_keeper(bash: str, env: Dict[str, str]) -> Tuple[socket.socket, int]:
 # ------------------------------------------------------------------------------------ runs
 
 
-def _remove_tree(path: str) -> None:
-    for top, dirs, files in os.walk(path, topdown=False):
-        for name in files:
-            try:
-                os.unlink(os.path.join(top, name))
-            except OSError:
-                pass
-        for name in dirs:
-            try:
-                os.rmdir(os.path.join(top, name))
-            except OSError:
-                pass
+def _unlink(path: str) -> None:
     try:
-        os.rmdir(path)
+        os.unlink(path)
     except OSError:
         pass
+
+
+def read_run_file(path: str) -> Tuple[Optional[Dict[str, Any]], bool, Optional[Dict[str, Any]]]:
+    """A run's journal: (first line, whether the command started, final status or None).
+
+    JSON lines: the agent writes the request's line before the command starts; the keeper
+    appends ``{"pid": N}`` once it runs and ``{"status": {...}}`` when it has ended.
+    """
+    try:
+        with open(path, "rb") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None, False, None
+    entries = []
+    for line in lines:
+        try:
+            entry = json.loads(line)
+        except ValueError:  # a torn last line: as if not yet written
+            continue
+        if isinstance(entry, dict):
+            entries.append(entry)
+    if not entries or "id" not in entries[0]:
+        return None, False, None
+    status = None
+    spawned = False
+    for entry in entries[1:]:
+        spawned = spawned or "pid" in entry
+        if isinstance(entry.get("status"), dict):
+            status = entry["status"]
+    return entries[0], spawned, status
 
 
 def _which(program: str) -> Optional[str]:
@@ -986,22 +1010,23 @@ _FINISHED.set()
 
 
 class Run:
-    """The agent's view of one execution; the files in ``dir`` are the truth."""
+    """The agent's view of one execution; its files (``base`` + .run, .stdout, .stderr) are
+    the truth."""
 
-    __slots__ = ("dir", "done", "fingerprint", "id", "keeper", "started_at", "state", "status",
+    __slots__ = ("base", "done", "fingerprint", "id", "keeper", "started_at", "state", "status",
                  "timeout")  # fmt: skip
 
     def __init__(
         self,
         run_id: str,
-        directory: str,
+        base: str,
         fingerprint: str,
         timeout: float,
         started_at: float,
         keeper: Tuple[int, str],
     ):
         self.id = run_id
-        self.dir = directory
+        self.base = base
         self.fingerprint = fingerprint
         self.timeout = timeout
         self.started_at = started_at
@@ -1015,15 +1040,6 @@ class Run:
         self.state = state
         waiting, self.done = self.done, _FINISHED  # a thousand finished runs share one Event
         waiting.set()
-
-
-def _read_json(path: str) -> Optional[Dict[str, Any]]:
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def _read_capped(path: str, cap: int) -> bytes:
@@ -1066,23 +1082,28 @@ class RunStore:
 
     def load(self) -> None:
         """Learn the runs a previous agent left in the state dir."""
-        for name in os.listdir(self.root):
-            directory = os.path.join(self.root, name)
-            journal = _read_json(os.path.join(directory, "run.json"))
-            if journal is None or not _ID_RE.match(name):
-                _remove_tree(directory)
+        names = os.listdir(self.root)
+        for name in names:
+            run_id, _, suffix = name.rpartition(".")
+            if suffix != "run":
+                if run_id + ".run" not in names:  # output of a run that was pruned
+                    _unlink(os.path.join(self.root, name))
+                continue
+            base = os.path.join(self.root, run_id)
+            journal, _, status = read_run_file(base + ".run")
+            if journal is None or not _ID_RE.match(run_id):
+                self._remove_files(base)
                 continue
             keeper = journal.get("keeper") or [0, ""]
             run = Run(
-                name,
-                directory,
+                run_id,
+                base,
                 journal.get("fingerprint", ""),
                 float(journal.get("timeout", DEFAULT_TIMEOUT)),
                 float(journal.get("started_at", 0)),
                 (int(keeper[0]), str(keeper[1])),
             )
-            self.runs[name] = run
-            status = _read_json(os.path.join(directory, "status.json"))
+            self.runs[run_id] = run
             if status is not None:
                 run.finish(status, status.get("state", "finished"))
             else:
@@ -1093,14 +1114,12 @@ class RunStore:
 
     def _check_orphan(self, run: Run) -> None:
         """A run of an earlier agent: finished, still running, or lost."""
-        status = _read_json(os.path.join(run.dir, "status.json"))
+        _, spawned, status = read_run_file(run.base + ".run")
         if status is not None:
             self._finished(run, status, status.get("state", "finished"))
         elif not _pid_matches(*run.keeper):
             self._lose(run, "the process that ran it is gone and left no exit status")
-        elif not os.path.exists(os.path.join(run.dir, "stdout")) and (
-            time.time() - run.started_at > 10
-        ):  # the keeper creates the output files when it starts the command
+        elif not spawned and time.time() - run.started_at > 10:
             self._lose(run, "the agent stopped before the command was started")
 
     def _watch_orphans(self) -> None:
@@ -1120,7 +1139,11 @@ class RunStore:
     def _lose(self, run: Run, reason: str) -> None:
         status = {"state": "lost", "reason": reason, "finished_at": round(time.time(), 6)}
         try:
-            _write_json_atomic(os.path.join(run.dir, "status.json"), status)
+            fd = os.open(run.base + ".run", os.O_WRONLY | os.O_APPEND)
+            try:
+                os.write(fd, json.dumps({"status": status}).encode("utf-8") + b"\n")
+            finally:
+                os.close(fd)
         except OSError:
             pass
         self._finished(run, status, "lost")
@@ -1173,10 +1196,9 @@ class RunStore:
             if self.running >= self.cfg.max_concurrency:
                 raise HttpError(429, "too_many", "%d executions are already running" % self.running)
             run_id = spec.id or os.urandom(12).hex()
-            directory = os.path.join(self.root, run_id)
-            os.mkdir(directory, 0o700)
+            base = os.path.join(self.root, run_id)
             now = time.time()
-            run = Run(run_id, directory, fingerprint, spec.timeout, round(now, 6), self.keeper)
+            run = Run(run_id, base, fingerprint, spec.timeout, round(now, 6), self.keeper)
             # The journal entry exists before the command starts: an id never runs twice.
             journal = {
                 "id": run_id,
@@ -1185,9 +1207,10 @@ class RunStore:
                 "started_at": run.started_at,
                 "keeper": list(self.keeper),
             }
-            fd = os.open(os.path.join(directory, "run.json"), os.O_WRONLY | os.O_CREAT, 0o600)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+            fd = os.open(base + ".run", flags, 0o600)
             try:
-                os.write(fd, json.dumps(journal).encode("utf-8"))
+                os.write(fd, json.dumps(journal).encode("utf-8") + b"\n")
             finally:
                 os.close(fd)
             self.runs[run_id] = run
@@ -1195,7 +1218,7 @@ class RunStore:
         msg = {
             "op": "spawn",
             "id": run_id,
-            "dir": directory,
+            "base": base,
             "cmd": spec.cmd,
             "stdin": spec.stdin,
             "env": spec.env,  # on top of the keeper's base environment
@@ -1219,7 +1242,7 @@ class RunStore:
     def cancel(self, run: Run) -> None:
         if run.done.is_set():
             return
-        open(os.path.join(run.dir, "cancel"), "w").close()
+        os.close(os.open(run.base + ".cancel", os.O_WRONLY | os.O_CREAT, 0o600))
         pid, start = run.keeper
         if _pid_matches(pid, start):
             os.kill(pid, signal.SIGUSR1)
@@ -1246,7 +1269,7 @@ class RunStore:
             cap = self.cfg.max_output_bytes
             sizes = st.get("sizes") or [cap, cap]
             for name, size in zip(("stdout", "stderr"), sizes):  # noqa: B905 - 3.8
-                data = _read_capped(os.path.join(run.dir, name), cap) if size else b""
+                data = _read_capped("%s.%s" % (run.base, name), cap) if size else b""
                 result[name] = data.decode("utf-8", "replace")
         return result
 
@@ -1266,7 +1289,12 @@ class RunStore:
                     doomed.append(run)
                     del self.runs[run.id]
         for run in doomed:
-            _remove_tree(run.dir)
+            self._remove_files(run.base)
+
+    @staticmethod
+    def _remove_files(base: str) -> None:
+        for suffix in (".stdout", ".stderr", ".cancel", ".run"):
+            _unlink(base + suffix)
 
 
 def command_env() -> Dict[str, str]:
@@ -1697,22 +1725,23 @@ class AgentServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
 
         conn.write_chunk(event({"event": "started", "id": run.id, "started_at": run.started_at}))
         cap = self.cfg.max_output_bytes
-        streams = []
-        for name in ("stdout", "stderr"):
-            path = os.path.join(run.dir, name)
-            while not os.path.exists(path) and not run.done.wait(0.01):
-                pass  # the keeper creates the file as it starts the command
-            try:
-                f = open(path, "rb")
-            except FileNotFoundError:  # never started (lost): nothing to stream
-                f = open(os.devnull, "rb")
-            streams.append((name, f, codecs.getincrementaldecoder("utf-8")("replace")))
+        # [name, open file or None (the keeper creates it at the first byte), decoder]
+        streams: List[List[Any]] = [
+            [name, None, codecs.getincrementaldecoder("utf-8")("replace")]
+            for name in ("stdout", "stderr")
+        ]
         try:
             while True:
                 finished = run.done.is_set()  # read after this: nothing can follow the exit
                 out = b""
                 got = False
-                for name, f, decoder in streams:
+                for stream in streams:
+                    name, f, decoder = stream
+                    if f is None:
+                        try:
+                            f = stream[1] = open("%s.%s" % (run.base, name), "rb")
+                        except FileNotFoundError:
+                            continue
                     data = f.read(min(1 << 20, max(0, cap - f.tell())))
                     got = got or bool(data)
                     text = decoder.decode(data)
@@ -1731,7 +1760,8 @@ class AgentServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
                     run.done.wait(0.05)
         finally:
             for _, f, _ in streams:
-                f.close()
+                if f is not None:
+                    f.close()
         final = {"event": "exit"}
         final.update(store.result(run, output=False))
         conn.write_chunk(event(final))

@@ -99,8 +99,8 @@ def test_output_flood_is_capped(agent_factory) -> None:
     r = agent.exec("head -c 20000000 /dev/zero | tr '\\0' a; head -c 300000 /dev/zero >&2")
     assert r["exit_code"] == 0 and r["truncated"]
     assert r["stdout"] == "a" * 65536 and len(r["stderr"]) == 65536
-    run_dir = agent.state_dir / "runs" / r["id"]
-    assert os.path.getsize(run_dir / "stdout") == 65536
+    base = agent.state_dir / "runs" / r["id"]
+    assert os.path.getsize(f"{base}.stdout") == 65536
     assert agent.exec("echo small")["truncated"] is False
 
 
