@@ -107,3 +107,16 @@ def test_stop_then_start_keeps_the_hosts_files(bed):
     h.start()
     assert h.run("cat /root/kt-reboot").stdout.strip() == "kept"
     assert h.client().exec("systemctl is-active kernel-agent").stdout.strip() == "active"
+
+
+def test_hosts_cannot_change_this_machines_kernel_settings(bed):
+    h = bed.hosts[0]
+    r = h.run("cat /proc/sys/vm/swappiness > /proc/sys/vm/swappiness")
+    assert r.returncode != 0 and "Read-only file system" in r.stderr
+    h.run("echo 1 > /proc/sys/net/ipv4/conf/eth0/forwarding", check=True)  # its own netns
+    h.run("echo 0 > /proc/sys/net/ipv4/conf/eth0/forwarding", check=True)
+    bounding = int(h.run("grep CapBnd /proc/1/status", check=True).stdout.split()[1], 16)
+    cap_sys_module, cap_sys_time = 16, 25
+    assert not bounding & (1 << cap_sys_module) and not bounding & (1 << cap_sys_time)
+    with h.client() as agent:  # the agent (under systemd) has the same bounding set
+        assert agent.exec("grep CapBnd /proc/self/status").stdout.split()[1] == f"{bounding:016x}"

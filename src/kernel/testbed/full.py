@@ -22,14 +22,23 @@ from kernel.testbed.system import children, comm, sh, systemd_binary
 LAUNCH_SCRIPT = r"""#!/bin/sh
 # PID 1 of a new PID namespace, in the host's netns and a fresh mount + UTS namespace.
 set -eu
-D=$1 NAME=$2 CG=$3 SYSTEMD=$4
+D=$1 NAME=$2 CG=$3 SYSTEMD=$4 DROP_CAPS=$5
 echo $$ > "$CG/cgroup.procs"
 exec unshare --cgroup -- /bin/sh -eu -c '
-D=$1 NAME=$2 SYSTEMD=$3
+D=$1 NAME=$2 SYSTEMD=$3 DROP_CAPS=$4
 R=$D/root
 mkdir -p "$D/upper" "$D/work" "$R"
 mount -t overlay overlay -o "lowerdir=/,upperdir=$D/upper,workdir=$D/work" "$R"
 mount -t proc proc "$R/proc"
+# Kernel-wide settings stay untouched: /proc/sys is read-only except for the netns part.
+mount --bind "$R/proc/sys" "$R/proc/sys"
+mount -o remount,bind,ro "$R/proc/sys"
+mount --bind "$R/proc/sys/net" "$R/proc/sys/net"
+mount -o remount,bind,rw "$R/proc/sys/net"
+if [ -e "$R/proc/sysrq-trigger" ]; then
+    mount --bind "$R/proc/sysrq-trigger" "$R/proc/sysrq-trigger"
+    mount -o remount,bind,ro "$R/proc/sysrq-trigger"
+fi
 mount -t sysfs -o ro,nosuid,nodev,noexec sysfs "$R/sys"
 mount -t cgroup2 -o nosuid,nodev,noexec cgroup2 "$R/sys/fs/cgroup"
 mount -t tmpfs -o mode=755,nosuid,size=64k tmpfs "$R/dev"
@@ -53,9 +62,16 @@ pivot_root . .oldroot
 umount -l /.oldroot
 rmdir /.oldroot
 export container=kernel-testbed
-exec "$SYSTEMD"
-' sh "$D" "$NAME" "$SYSTEMD"
+# No kernel modules, clock, raw I/O or kernel log for the host (as systemd-nspawn does).
+exec setpriv --bounding-set "$DROP_CAPS" "$SYSTEMD"
+' sh "$D" "$NAME" "$SYSTEMD" "$DROP_CAPS"
 """
+
+# Out of the host's capability bounding set, as systemd-nspawn does: no kernel modules, clock,
+# raw I/O (debugfs), kernel log, or security-module administration for test hosts.
+DROPPED_CAPS = (
+    "sys_module sys_time sys_rawio syslog wake_alarm block_suspend mac_admin mac_override"
+)
 
 # Where the agent file and install script are copied in each host's upper layer, so a host
 # never depends on where the package happens to be installed.
@@ -99,6 +115,7 @@ def launch(
     argv = ["nsenter", f"--net=/run/netns/{netns}", "unshare", "--pid", "--mount", "--uts"]
     argv += ["--fork", "--propagation", "private"]
     argv += ["sh", str(launch_script), str(host_dir), hostname, str(cgroup), systemd]
+    argv += [",".join("-" + cap for cap in DROPPED_CAPS.split())]
     with open(log, "ab") as out:
         return subprocess.Popen(
             argv,

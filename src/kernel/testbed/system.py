@@ -18,7 +18,7 @@ from kernel.exceptions import TestbedError
 T = TypeVar("T")
 
 LIGHT_TOOLS = ("ip", "nsenter", "mount", "umount", "python3", "bash")
-FULL_TOOLS = (*LIGHT_TOOLS, "unshare", "pivot_root", "mknod", "hostname")
+FULL_TOOLS = (*LIGHT_TOOLS, "unshare", "pivot_root", "mknod", "hostname", "setpriv")
 SYSTEMD_CANDIDATES = ("/lib/systemd/systemd", "/usr/lib/systemd/systemd")
 CGROUP_GROUP = "kernel-testbed"
 
