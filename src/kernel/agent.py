@@ -2031,9 +2031,10 @@ def serve(cfg: Config) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    address = server.socket.getsockname()  # the real port, if listen asked for port 0
     sys.stderr.write(
-        "kernel-agent %s listening on %s%s (keeper pid %d)\n"
-        % (VERSION, cfg.listen, " with TLS" if server.tls else "", keeper_pid)
+        "kernel-agent %s listening on %s:%s%s (keeper pid %d)\n"
+        % (VERSION, address[0], address[1], " with TLS" if server.tls else "", keeper_pid)
     )
     sys.stderr.flush()
     try:
