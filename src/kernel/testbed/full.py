@@ -1,8 +1,8 @@
-"""Full hosts: systemd as PID 1 in new PID + mount + UTS + cgroup namespaces, over an overlay of
-the real root whose upper layer lives on the host's own tmpfs.
+"""Full hosts: systemd as PID 1 in new PID + mount + UTS + IPC + cgroup namespaces, over an
+overlay of the real root whose upper layer lives on the host's own tmpfs.
 
-Boot: ``nsenter --net=<netns> unshare --pid --mount --uts --fork`` runs LAUNCH_SCRIPT as PID 1
-of the new PID namespace; the script moves itself into the host's cgroup, enters a cgroup
+Boot: ``nsenter --net=<netns> unshare --pid --mount --uts --ipc --fork`` runs LAUNCH_SCRIPT as
+PID 1 of the new PID namespace; the script moves itself into the host's cgroup, enters a cgroup
 namespace, builds the root (overlay, /proc, read-only /sys, cgroup2, private /dev, tmpfs /run
 and /tmp), pivots into it and execs systemd. The tmpfs with the upper layer is mounted in the
 root namespace, so it survives a stop/start of the host like a disk survives a reboot; other
@@ -112,7 +112,7 @@ def launch(
     if systemd is None:
         raise TestbedError("systemd is not installed")
     cgroup.mkdir(parents=True, exist_ok=True)
-    argv = ["nsenter", f"--net=/run/netns/{netns}", "unshare", "--pid", "--mount", "--uts"]
+    argv = ["nsenter", f"--net=/run/netns/{netns}", "unshare", "--pid", "--mount", "--uts", "--ipc"]
     argv += ["--fork", "--propagation", "private"]
     argv += ["sh", str(launch_script), str(host_dir), hostname, str(cgroup), systemd]
     argv += [",".join("-" + cap for cap in DROPPED_CAPS.split())]
