@@ -10,7 +10,7 @@ Layout of this file, top to bottom:
   keeper      the process that owns the runs; it survives agent restarts
   runs        RunStore: the journal in the state dir, idempotency, results, re-attachment
   http        a small HTTP/1.1 server with deadlines, limits and JSON errors
-  main        ``kernel-agent`` / ``kernel-agent init``
+  main        ``kernel-agent``, ``kernel-agent init``, ``kernel-agent check``
 """
 
 from __future__ import annotations
@@ -1052,10 +1052,6 @@ def _read_capped(path: str, cap: int) -> bytes:
 
 def _pid_matches(pid: int, start: str) -> bool:
     return pid > 0 and process_start_time(pid) == start
-
-
-class TooBusy(Exception):
-    pass
 
 
 class RunStore:
