@@ -1889,6 +1889,7 @@ def host_info(server: AgentServer) -> Dict[str, Any]:
         "uptime": round(time.time() - server.started, 3),
         "host_uptime": boot_uptime,
         "pid": os.getpid(),
+        "keeper_pid": store.keeper[0] if store else None,
         "running": store.running if store else 0,
         "tls": server.tls is not None,
         "legacy": server.legacy is not None,
