@@ -101,7 +101,7 @@ UNIT_EOF
 
 health_check() { # wait until the agent answers /healthz on this host
     "$PYTHON" - "$KERNEL_AGENT_LISTEN" "$CONF" <<'PY_EOF'
-import ssl, sys, time, urllib.request
+import ssl, sys, time, urllib.error, urllib.request
 listen, conf = sys.argv[1], sys.argv[2]
 host, _, port = listen.rpartition(":")
 host = host.strip("[]")
@@ -114,6 +114,8 @@ for _ in range(50):
     try:
         if urllib.request.urlopen(url, timeout=2, context=ctx).read() == b"ok":
             sys.exit(0)
+    except urllib.error.HTTPError:
+        sys.exit(0)  # any HTTP answer means the agent is up (an allow_ips fence may answer 403)
     except Exception:
         pass
     time.sleep(0.2)
