@@ -122,7 +122,8 @@ class Api:
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
 
     def call(self, method: str, url: str, expect: int | None = None, **kw: Any) -> Any:
-        resp = self.client.open(url, method=method, headers=self.headers, **kw)
+        headers = {**self.headers, **kw.pop("headers", {})}
+        resp = self.client.open(url, method=method, headers=headers, **kw)
         if expect is not None:
             assert resp.status_code == expect, (resp.status_code, resp.get_data(as_text=True))
         return resp

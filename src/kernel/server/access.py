@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from . import context
 from .db import utcnow
-from .errors import Forbidden, Unauthorized
+from .errors import Forbidden, HTTPError, Unauthorized
 from .models import ApiToken, User
 from .security import role_allows, token_hash
 
@@ -58,7 +58,11 @@ def current_user() -> User | None:
 
 
 def actor() -> str:
-    user = current_user() if "user" not in g else g.user
+    """The calling user's name for the audit log, or "-" (never raises)."""
+    try:
+        user = current_user()
+    except HTTPError:
+        return "-"
     return user.name if user is not None else "-"
 
 
@@ -67,27 +71,28 @@ def source_address() -> str:
 
 
 def _resolve() -> tuple[User | None, str]:
-    s = context.session()
+    # A short session of its own: the caller is known before the view starts, and no
+    # transaction (on SQLite: the write lock) is left open if the credentials are refused.
     header = request.headers.get("Authorization", "")
-    if header:
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise Unauthorized("the Authorization header must be 'Bearer <token>'")
-        row = s.scalars(
-            select(ApiToken).where(ApiToken.token_hash == token_hash(token.strip()))
-        ).first()
-        if row is None or row.user.disabled:
-            raise Unauthorized("unknown or revoked API token")
-        row.last_used_at = utcnow()
-        s.commit()
-        return row.user, "token"
-    uid = session.get("uid")
-    if isinstance(uid, int):
-        user = s.get(User, uid)
-        # A changed password (new hash) ends existing sessions.
-        if user and not user.disabled and session.get("pw") == user.password_hash[-16:]:
-            return user, "session"
-        session.clear()
+    with context.db().session() as s:
+        if header:
+            scheme, _, token = header.partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise Unauthorized("the Authorization header must be 'Bearer <token>'")
+            row = s.scalars(
+                select(ApiToken).where(ApiToken.token_hash == token_hash(token.strip()))
+            ).first()
+            if row is None or row.user.disabled:
+                raise Unauthorized("unknown or revoked API token")
+            row.last_used_at = utcnow()
+            return row.user, "token"
+        uid = session.get("uid")
+        if isinstance(uid, int):
+            user = s.get(User, uid)
+            # A changed password (new hash) ends existing sessions.
+            if user and not user.disabled and session.get("pw") == user.password_hash[-16:]:
+                return user, "session"
+            session.clear()
     return None, "none"
 
 

@@ -65,6 +65,7 @@ def write(
 def _after(resp: Response) -> Response:
     if request.method not in MUTATING or request.endpoint is None:
         return resp
+    who = g.get("audit_actor") or actor()
     # The view is done with its session; end its transaction before taking the write lock.
     context.close_session()
     if resp.status_code < 400:
@@ -77,7 +78,7 @@ def _after(resp: Response) -> Response:
         with context.db().session() as s:
             write(
                 s,
-                actor=g.get("audit_actor") or actor(),
+                actor=who,
                 source=source_address(),
                 action=g.get("audit_action") or request.endpoint,
                 target=g.get("audit_target", ""),

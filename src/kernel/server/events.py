@@ -67,6 +67,23 @@ class EventBus:
             self._cond.notify_all()
         self._collect()
 
+    def output_so_far(self, job_id: int) -> tuple[int, dict[str, dict[str, str]] | None]:
+        """The last seq and every run's output up to it, or None if some output events were
+        dropped (then the database has to fill in)."""
+        with self._cond:
+            st = self._streams.get(job_id)
+            if st is None:
+                return 0, {}
+            if st.first_seq != 1:
+                return st.next_seq - 1, None
+            out: dict[str, dict[str, str]] = {}
+            for ev in st.events:
+                if ev.type == "output":
+                    run = out.setdefault(str(ev.data.get("run")), {"stdout": "", "stderr": ""})
+                    stream = "stderr" if ev.data.get("stream") == "stderr" else "stdout"
+                    run[stream] += str(ev.data.get("data", ""))
+            return st.next_seq - 1, out
+
     def last_seq(self, job_id: int) -> int:
         with self._cond:
             st = self._streams.get(job_id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request, stream_with_context
 from sqlalchemy import select
@@ -39,6 +40,7 @@ bp = Blueprint("jobs", __name__, url_prefix="/api/v1/jobs")
 MAX_CMD = 64 * 1024
 MAX_STDIN = 8 * 1024 * 1024
 KEEPALIVE = 15.0
+SNAPSHOT_OUTPUT = 65536  # characters of each stream a snapshot carries from the database
 
 
 def _get_job(job_id: int) -> Job:
@@ -203,12 +205,23 @@ def events(job_id: int) -> Response:
     database = context.db()
     keepalive = float(current_app.config.get("SSE_KEEPALIVE", KEEPALIVE))
 
-    def snapshot() -> tuple[int, dict[str, object]]:
-        seq = bus.last_seq(job_id)  # taken first: later events are replayed, none missed
+    def snapshot() -> tuple[int, dict[str, Any]]:
+        # The bus's position is taken first: later events are replayed after the snapshot.
+        seq, live = bus.output_so_far(job_id)
         with database.session() as s:
             job = s.get(Job, job_id)
             assert job is not None
-            return seq, job_json(job, job.runs)
+            data = job_json(job, job.runs)
+            for run_data, run in zip(data["runs"], job.runs, strict=True):
+                if live is not None:
+                    run_data.update(live.get(run.id, {"stdout": "", "stderr": ""}))
+                else:  # events were dropped: what the database has, the tail if it is long
+                    run_data["stdout"] = run.stdout[-SNAPSHOT_OUTPUT:]
+                    run_data["stderr"] = run.stderr[-SNAPSHOT_OUTPUT:]
+                    run_data["output_partial"] = run.state == "running" or (
+                        len(run.stdout) > SNAPSHOT_OUTPUT or len(run.stderr) > SNAPSHOT_OUTPUT
+                    )
+            return seq, data
 
     def gen() -> Iterator[str]:
         seq = resume
