@@ -289,15 +289,16 @@ KERNEL_SERVER = Path(sys.executable).parent / "kernel-server"
 class ServerProc:
     """``kernel-server`` as a subprocess on a loopback port, for restart and streaming tests."""
 
-    def __init__(self, data_dir: Path, db_url: str, **env: str) -> None:
+    def __init__(self, data_dir: Path, db_url: str, host: str = "127.0.0.1", **env: str) -> None:
         self.data_dir = data_dir
-        self.port = free_port("127.0.0.1")
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.port = free_port(host)
+        self.url = f"http://{host}:{self.port}"
         self.env = {
             **os.environ,
             "KERNEL_DATA_DIR": str(data_dir),
             "KERNEL_DATABASE_URL": db_url,
-            "KERNEL_LISTEN": f"127.0.0.1:{self.port}",
+            "KERNEL_LISTEN": f"{host}:{self.port}",
+            "KERNEL_URL": self.url,
             "KERNEL_AGENT_NETWORKS": "127.0.0.0/8",
             "KERNEL_RUN_START_TIMEOUT": "3",
             **env,
