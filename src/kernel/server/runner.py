@@ -251,18 +251,28 @@ class Runner:
         events: list[tuple[int, str, dict[str, Any]]] = []
         follow_up = False
         with self.db.session() as s:
-            jobs: dict[int, Job] = {}
+            # Three queries for the whole batch, not three per run.
+            ids = [task.run_id for task, _ in batch]
+            runs = {r.id: r for r in s.scalars(select(Run).where(Run.id.in_(ids)))}
+            servers = {
+                x.id: x
+                for x in s.scalars(
+                    select(Server).where(Server.id.in_({t.server_id for t, _ in batch}))
+                )
+            }
+            jobs = {
+                j.id: j
+                for j in s.scalars(select(Job).where(Job.id.in_({t.job_id for t, _ in batch})))
+            }
             for task, final in batch:
-                run = s.get(Run, task.run_id)
+                run = runs.get(task.run_id)
                 if run is None or run.state in TERMINAL:
                     continue
                 final.apply(run, task)
-                srv = s.get(Server, run.server_id)
+                srv = servers.get(run.server_id)
                 if srv is not None:
                     _note_server(srv, final)
-                job = s.get(Job, run.job_id)
-                assert job is not None
-                jobs[job.id] = job
+                job = jobs[run.job_id]
                 events.append((job.id, "run", {"run": run_json(run)}))
                 if job.kind == "init":
                     follow_up |= initflow.after_run(s, self.app.config, job, run)

@@ -1,0 +1,124 @@
+"""Jobs: time from the API call (POST /api/v1/jobs) to every run's result stored, for `uptime`
+on 1 and on 100 light test hosts. Targets: 1 host < 20 ms, 100 hosts < 1 s.
+
+Run as root: ``.venv/bin/python bench/bench_jobs.py [--quick]``. Updates the ``jobs`` section
+of docs/benchmarks.md. The server is in-process (the Flask app through its test client, the
+real job runner thread, SQLite in a temporary data dir); the agents are real, in network
+namespaces. "Cold" is the first job (new connections), "warm" later ones (kept-alive).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _report import table, write_section
+from sqlalchemy import select
+
+from kernel.server.app import create_app
+from kernel.server.db import Database
+from kernel.server.models import ApiToken, Job
+from kernel.server.security import new_token, token_hash
+from kernel.server.users import create_user
+from kernel.testbed import Testbed, unsupported_reason
+
+
+def setup(bed: Testbed, data: Path):  # type: ignore[no-untyped-def]
+    app = create_app({"DATA_DIR": str(data), "SECRET_KEY": "bench", "JOB_CONCURRENCY": 128})
+    db: Database = app.extensions["kernel.db"]
+    with db.session() as s:
+        user = create_user(s, "bench", "admin", "bench-password")
+        token = new_token()
+        s.add(ApiToken(user_id=user.id, name="bench", token_hash=token_hash(token)))
+    client = app.test_client()
+    headers = {"Authorization": f"Bearer {token}"}
+    for h in bed.hosts:
+        r = client.post(
+            "/api/v1/servers",
+            json={"name": h.name, "agent_url": h.agent_url, "agent_key": h.key},
+            headers=headers,
+        )
+        assert r.status_code == 201, r.get_data(as_text=True)
+    app.extensions["kernel.runner"].start()
+    return app, client, headers, db
+
+
+def one_job(client, headers, db: Database, bus, servers: list[str]) -> float:  # type: ignore[no-untyped-def]
+    t0 = time.perf_counter()
+    r = client.post(
+        "/api/v1/jobs", json={"cmd": "uptime", "targets": {"servers": servers}}, headers=headers
+    )
+    assert r.status_code == 201, r.get_data(as_text=True)
+    job_id = r.get_json()["id"]
+    # The runner publishes "end" right after the transaction storing the last result commits.
+    seq = 0
+    while True:
+        events = bus.after(job_id, seq, 30) or []
+        if any(e.type == "end" for e in events):
+            break
+        seq = events[-1].seq if events else seq
+    elapsed = time.perf_counter() - t0
+    with db.engine.connect() as c:
+        assert c.execute(select(Job.state).where(Job.id == job_id)).scalar() == "finished"
+    runs = client.get(f"/api/v1/jobs/{job_id}", headers=headers).get_json()["runs"]
+    bad = [x for x in runs if x["state"] != "ok"]
+    assert not bad, bad[:3]
+    return elapsed
+
+
+def measure(n: int, reps: int) -> dict[str, float]:
+    bed = Testbed(n, "light").up()
+    try:
+        with tempfile.TemporaryDirectory(prefix="kernel-bench-") as tmp:
+            app, client, headers, db = setup(bed, Path(tmp))
+            try:
+                names = [h.name for h in bed.hosts]
+                bus = app.extensions["kernel.events"]
+                cold = one_job(client, headers, db, bus, names)
+                warm = [one_job(client, headers, db, bus, names) for _ in range(reps)]
+            finally:
+                app.extensions["kernel.runner"].stop()
+                db.dispose()
+    finally:
+        bed.down()
+    return {
+        "cold": cold,
+        "median": statistics.median(warm),
+        "best": min(warm),
+        "worst": max(warm),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions")
+    args = parser.parse_args()
+    reason = unsupported_reason("light")
+    if reason:
+        print(f"bench_jobs: cannot make test hosts here: {reason}", file=sys.stderr)
+        return 1
+    reps = 5 if args.quick else 20
+    rows = []
+    for n, target in ((1, 0.020), (100, 1.0)):
+        m = measure(n, reps if n == 1 else max(3, reps // 4))
+        ms = {k: f"{v * 1000:.1f} ms" for k, v in m.items()}
+        ok = "yes" if m["median"] < target else "NO"
+        rows.append(
+            [n, ms["cold"], ms["median"], ms["best"], ms["worst"], f"{target * 1000:g} ms", ok]
+        )
+    body = (
+        "`uptime` as a job: POST /api/v1/jobs until every run is stored (job `finished`).\n"
+        "In-process server (test client, real runner thread, SQLite WAL), real agents on light\n"
+        "test hosts. Cold = first job (new connections); the rest with kept-alive connections.\n\n"
+        + table(["hosts", "cold", "warm median", "warm best", "warm worst", "target", "met"], rows)
+    )
+    write_section("jobs", "Jobs: API call to every result stored", body)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
