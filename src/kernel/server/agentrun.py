@@ -50,6 +50,7 @@ class RunTask:
     out: dict[str, list[str]] = field(default_factory=lambda: {"stdout": [], "stderr": []})
     size: dict[str, int] = field(default_factory=lambda: {"stdout": 0, "stderr": 0})
     truncated: bool = False
+    full: set[str] = field(default_factory=set)  # streams that reached the cap
 
     @classmethod
     def of(cls, run: Run, job: Job, srv: Server) -> RunTask:
@@ -71,11 +72,15 @@ class RunTask:
         )
 
     def add(self, stream: str, data: str, cap: int) -> str:
-        """Keep output up to ``cap`` bytes per stream; returns the part kept."""
+        """Keep output up to ``cap`` bytes per stream; returns the part kept. Once a stream is
+        cut, later chunks are dropped too (no gaps in what is kept)."""
+        if stream in self.full:
+            return ""
         room = cap - self.size[stream]
         raw = data.encode("utf-8", "replace")
         if len(raw) > room:
             self.truncated = True
+            self.full.add(stream)
             data = raw[: max(room, 0)].decode("utf-8", "ignore")
             raw = data.encode()
         if data:

@@ -75,3 +75,7 @@ def _register_blueprints(app: Flask) -> None:
 
     for module in (auth, users, audit_bp, inventory, jobs_api, enroll, openapi, artifacts):
         app.register_blueprint(module.bp)
+    # The services area (catalogue, operations, status poller) plugs in with one call.
+    from . import services_setup
+
+    services_setup.init_app(app)

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -176,7 +176,9 @@ class Runner:
     async def _writer(self) -> None:
         while True:
             await self._flush.wait()
-            await asyncio.sleep(0.005)  # let answers arriving together share a transaction
+            # Answers that arrive while a batch is being written wait for the next one: under
+            # load batches grow by themselves, and a lone answer is written at once.
+            await asyncio.sleep(0)
             self._flush.clear()
             batch, self._done = self._done, []
             if batch:
@@ -282,8 +284,10 @@ class Runner:
                 if job.state != was:
                     events.append((job.id, "job", {"job": job_json(job)}))
                 if ended:
-                    events.append(self._end_event(s, job))
-                    _audit_end(s, job)
+                    ended_runs = s.scalars(select(Run).where(Run.job_id == job.id)).all()
+                    counts = summary(r.state for r in ended_runs)
+                    events.append((job.id, "end", {"state": job.state, "summary": counts}))
+                    _audit_end(s, job, ended_runs, counts)
         for job_id, type_, data in events:
             self.bus.publish(job_id, type_, **data)
         if follow_up:
@@ -307,9 +311,8 @@ def _note_server(srv: Server, final: Final) -> None:
             srv.last_error = None
 
 
-def _audit_end(s: Any, job: Job) -> None:
-    runs = s.scalars(select(Run).where(Run.job_id == job.id)).all()
-    counts = {k: v for k, v in summary(r.state for r in runs).items() if v}
+def _audit_end(s: Any, job: Job, runs: Sequence[Run], all_counts: dict[str, int]) -> None:
+    counts = {k: v for k, v in all_counts.items() if v}
     audit_write(
         s,
         actor=job.created_by or "-",
