@@ -16,9 +16,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from _report import table, write_section
 from sqlalchemy import select
 
+from _report import table, write_section
 from kernel.server.app import create_app
 from kernel.server.db import Database
 from kernel.server.models import ApiToken, Job
