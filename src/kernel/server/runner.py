@@ -57,12 +57,13 @@ class Runner:
         self._thread: threading.Thread | None = None
         self._active: dict[str, tuple[RunTask, asyncio.Task[None]]] = {}
         self._done: list[tuple[RunTask, Final]] = []
-        self._dbx = ThreadPoolExecutor(1, thread_name_prefix="kernel-runner-db")
+        self._dbx: ThreadPoolExecutor | None = None
 
     # -- called from other threads -----------------------------------------------------------
     def start(self) -> None:
         if self._thread is not None:
             return
+        self._dbx = ThreadPoolExecutor(1, thread_name_prefix="kernel-runner-db")
         ready = threading.Event()
         self._thread = threading.Thread(
             target=self._thread_main, args=(ready,), name="kernel-runner", daemon=True
@@ -79,7 +80,8 @@ class Runner:
         loop.call_soon_threadsafe(self._stopping.set)
         thread.join(timeout)
         self._thread = None
-        self._dbx.shutdown(wait=True)
+        if self._dbx is not None:
+            self._dbx.shutdown(wait=True)
 
     def wake(self) -> None:
         if self._loop is not None:
@@ -110,6 +112,7 @@ class Runner:
 
     async def _db(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
+        assert self._dbx is not None
         return await loop.run_in_executor(self._dbx, fn, *args)
 
     def _spawn(self, coro: Any, what: str) -> asyncio.Task[Any]:
@@ -120,15 +123,22 @@ class Runner:
     async def _main(self) -> None:
         writer = self._spawn(self._writer(), "writer")
         try:
-            for task in await self._db(self._recover):
-                self._start(task, reattach=True)
+            recovered = False
             while not self._stopping.is_set():
                 free = self.concurrency - len(self._active)
-                claimed = await self._db(self._claim, free) if free > 0 else []
+                self._wake.clear()  # before looking: a job queued meanwhile wakes us again
+                try:
+                    if not recovered:
+                        for task in await self._db(self._recover):
+                            self._start(task, reattach=True)
+                        recovered = True
+                    claimed = await self._db(self._claim, free) if free > 0 else []
+                except Exception:  # e.g. the database is down: keep trying, loudly
+                    log.exception("the job runner cannot read the database; retrying")
+                    claimed = []
                 for task in claimed:
                     self._start(task, reattach=False)
                 if len(claimed) < free or free <= 0:
-                    self._wake.clear()
                     waiters = [
                         asyncio.ensure_future(self._wake.wait()),
                         asyncio.ensure_future(self._stopping.wait()),
