@@ -41,6 +41,7 @@ from .probe import (
     probe_script,
     report_json,
 )
+from .shell import RemoteCommand
 from .status_models import HostStatus, MetricSample
 
 if TYPE_CHECKING:
@@ -118,6 +119,7 @@ class Poller:
         self.deadline = min(self.probe_timeout, 0.4 * self.interval)
         self.retry_after = 0.1 * self.interval
         self.last_round: dict[str, Any] = {}
+        self.make_probe: Callable[[list[str]], RemoteCommand] = probe_script  # a seam for benches
         self._failures: dict[int, int] = {}  # consecutive, as seen by this process
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -217,7 +219,7 @@ class Poller:
         t0 = time.monotonic()
         targets = await self._db(self._targets, server_ids)
         units = await self._db(lambda: self.catalogue.get().units)
-        command = probe_script(units)
+        command = self.make_probe(units)
         if server_ids is None:
             await self._close_clients(set(self._clients) - {t.server_id for t in targets})
         outcomes = [

@@ -1,0 +1,67 @@
+"""Generated bad (and good) input for every services/status operation of the OpenAPI
+document: never a 500, errors always ``{"error", "message"}``."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from schemathesis import GenerationMode
+
+from kernel.server import catalog, services_setup
+
+from .conftest import add_server, close_app, make_app, make_token
+
+pytestmark = pytest.mark.slow
+EXAMPLES = 12
+OURS = set(services_setup.openapi_paths())
+
+
+@pytest.fixture(scope="module")
+def fuzz_app(tmp_path_factory):
+    data = tmp_path_factory.mktemp("fuzz") / "data"
+    catalog.install_examples(data, test_only=True)
+    app = make_app(data)
+    add_server(app, "h1", "http://127.0.0.1:9", "ab" * 32)  # never contacted: runner is off
+    yield app, make_token(app, "fuzzer", "admin")
+    close_app(app)
+
+
+def _operations():
+    with tempfile.TemporaryDirectory(prefix="kernel-status-fuzz-") as tmp:
+        app = make_app(Path(tmp) / "data")
+        schema = schemathesis.openapi.from_wsgi("/api/v1/openapi.json", app)
+        ops = [r.ok() for r in schema.get_all_operations()]
+        close_app(app)
+    return [
+        pytest.param(op.method.upper(), op.path, id=f"{op.method.upper()} {op.path}")
+        for op in ops
+        if op.path in OURS
+    ]
+
+
+@pytest.mark.parametrize("mode", [GenerationMode.NEGATIVE, GenerationMode.POSITIVE])
+@pytest.mark.parametrize(("method", "path"), _operations())
+def test_operation_never_answers_500(fuzz_app, method, path, mode):
+    app, token = fuzz_app
+    schema = schemathesis.openapi.from_wsgi("/api/v1/openapi.json", app)
+    op = schema[path][method.lower()]
+    headers = {"Authorization": f"Bearer {token}"}
+
+    @settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(case=op.as_strategy(generation_mode=mode))
+    def check(case):
+        resp = case.call(headers={**headers, **(case.headers or {})})
+        assert resp.status_code < 500, (case.body, case.query, case.path_parameters, resp.text)
+        if resp.status_code >= 400:
+            assert set(resp.json()) >= {"error", "message"}, resp.text
+
+    check()

@@ -1,0 +1,76 @@
+"""services_setup.init_app: routes guarded and documented, migration in step with the models,
+one migration head, the poller started and stopped with the runner, examples copied."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+from kernel.server.access import unguarded_endpoints
+from kernel.server.db import Base
+from kernel.server.migrate import alembic_config
+
+from .conftest import close_app, make_app
+
+OURS = ("services.", "status.")
+
+
+def test_routes_are_guarded_and_in_openapi(app, as_role):
+    assert unguarded_endpoints(app) == []
+    doc = as_role("viewer").get("/api/v1/openapi.json")
+    ours = {
+        re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule)
+        for rule in app.url_map.iter_rules()
+        if rule.endpoint.startswith(OURS)
+    }
+    assert len(ours) >= 10
+    assert ours <= set(doc["paths"]), ours - set(doc["paths"])
+
+
+def test_models_match_migrations(app):
+    engine = app.extensions["kernel.db"].engine
+    with engine.connect() as c:
+        diff = compare_metadata(MigrationContext.configure(c), Base.metadata)
+    assert diff == []
+    names = set(Base.metadata.tables)
+    assert {"host_status", "metric_samples"} <= names
+
+
+def test_single_migration_head(app):
+    cfg = alembic_config(app.extensions["kernel.db"].engine)
+    assert len(ScriptDirectory.from_config(cfg).get_heads()) == 1
+
+
+def test_poller_follows_the_runner(app):
+    runner, poller = app.extensions["kernel.runner"], app.extensions["kernel.poller"]
+    assert not poller.running
+    runner.start()
+    assert poller.running and runner.running
+    runner.stop()
+    assert not poller.running
+
+
+def test_refresh_without_a_running_poller_says_so(as_role):
+    got = as_role("operator").post("/api/v1/status/refresh", expect=202)
+    assert got == {"refreshing": False, "message": "the poller is not running in this process"}
+    status = as_role("viewer").get("/api/v1/status")
+    assert status["hosts"] == [] and status["poller"]["running"] is False
+
+
+def test_examples_copied_into_a_new_data_dir_only(tmp_path: Path):
+    data = tmp_path / "data"
+    app = make_app(data, INSTALL_EXAMPLES=True)
+    close_app(app)
+    assert (data / "service" / "sums" / "deploy.sh").is_file()
+    assert not (data / "service" / "broken-deploy").exists()  # test only
+    assert (data / "init" / "10-motd.sh").is_file()
+    (data / "service" / "sums" / "deploy.sh").write_text("mine\n")
+    close_app(make_app(data, INSTALL_EXAMPLES=True))
+    assert (data / "service" / "sums" / "deploy.sh").read_text() == "mine\n"
+    other = tmp_path / "testing"
+    close_app(make_app(other))  # TESTING: no examples unless asked
+    assert not (other / "service").exists()
