@@ -42,7 +42,8 @@ def kernel(bed, tmp_path_factory):
     write_service(
         data,
         "slow",
-        "sleep 3\nprintf '[Service]\\nExecStart=/bin/sleep 600\\n' > /etc/systemd/system/slow.service\n"
+        "sleep 3\n"
+        "printf '[Service]\\nExecStart=/bin/sleep 600\\n' > /etc/systemd/system/slow.service\n"
         "systemctl daemon-reload && systemctl start slow\n",
         "systemctl stop slow; rm -f /etc/systemd/system/slow.service; systemctl daemon-reload\n",
     )
