@@ -215,6 +215,7 @@ class AgentRun:
         client = self.client(task)
         deadline = loop.time() + self.start_timeout + task.timeout + GRACE + MARGIN
         started = False
+        final: Final | None = None
         try:
             async with asyncio.timeout(self.start_timeout) as budget:
                 # stream() is an async generator: close it even when the timeout cuts it off.
@@ -239,14 +240,23 @@ class AgentRun:
                         elif kind in ("stdout", "stderr"):
                             self._output(task, kind, str(ev.get("data", "")))
                         elif kind == "exit":
-                            return final_from(ev)
+                            final = final_from(ev)
+                    # Read on to the end of the response (the exit event is last): a response
+                    # left half-read cannot go back to the pool, and the next run to this
+                    # agent would pay for a new connection.
+                    if final is not None:
+                        return final
         except TimeoutError:
+            if final is not None:
+                return final
             if not started:
                 return Final(
                     "unreachable",
                     error=f"the agent did not start the run within {self.start_timeout:g} s",
                 )
         except AgentUnreachable as e:
+            if final is not None:
+                return final
             if not started:
                 return Final("unreachable", error=f"agent unreachable: {e}")
             log.info("run %s: stream to %s broke (%s); polling", task.run_id, task.url, e)
