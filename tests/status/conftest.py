@@ -4,7 +4,9 @@ inventory (no enrollment), and a cheroot server for e2e tests that hosts must re
 
 from __future__ import annotations
 
+import os
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,8 @@ from typing import Any
 import httpx
 import pytest
 from cheroot import wsgi
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 
 from kernel.server import services_setup
 from kernel.server.app import create_app
@@ -151,3 +155,24 @@ class Served:
     def stop(self) -> None:
         self.server.stop()
         self.thread.join(10)
+
+
+PG_URL = os.environ.get("KERNEL_TEST_PG_URL")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str | None]:
+    """None (SQLite in the data dir), or a fresh PostgreSQL database for this test."""
+    if request.param == "sqlite":
+        yield None
+        return
+    if not PG_URL:
+        pytest.skip("KERNEL_TEST_PG_URL is not set (scripts/test starts PostgreSQL)")
+    name = f"ks_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(text(f'CREATE DATABASE "{name}"'))
+    yield make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as c:
+        c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()

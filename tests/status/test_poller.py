@@ -144,8 +144,8 @@ def test_unknown_server_is_404(polled):
     api.post("/api/v1/status/refresh", {"what": 1}, expect=400)
 
 
-def test_prune_compacts_history(tmp_path: Path):
-    app = make_app(tmp_path / "data")
+def test_prune_compacts_history(tmp_path: Path, db_url):
+    app = make_app(tmp_path / "data", DATABASE_URL=db_url)
     try:
         sid = add_server(app, "old", "http://127.0.0.1:9", "ab" * 32)
         now = 1_800_000_000.0

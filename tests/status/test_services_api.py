@@ -16,10 +16,10 @@ from .conftest import EXAMPLES, add_server, close_app, make_app
 
 
 @pytest.fixture
-def app(tmp_path: Path):
+def app(tmp_path: Path, db_url):
     data = tmp_path / "data"
     catalog.install_examples(data, test_only=True)
-    app = make_app(data, URL="http://kernel.test:8002")
+    app = make_app(data, URL="http://kernel.test:8002", DATABASE_URL=db_url)
     yield app
     close_app(app)
 

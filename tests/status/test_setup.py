@@ -31,13 +31,15 @@ def test_routes_are_guarded_and_in_openapi(app, as_role):
     assert ours <= set(doc["paths"]), ours - set(doc["paths"])
 
 
-def test_models_match_migrations(app):
+def test_models_match_migrations(tmp_path: Path, db_url):
+    app = make_app(tmp_path / "data", DATABASE_URL=db_url)
     engine = app.extensions["kernel.db"].engine
     with engine.connect() as c:
         diff = compare_metadata(MigrationContext.configure(c), Base.metadata)
     assert diff == []
     names = set(Base.metadata.tables)
     assert {"host_status", "metric_samples"} <= names
+    close_app(app)
 
 
 def test_single_migration_head(app):

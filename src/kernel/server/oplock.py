@@ -4,8 +4,9 @@ There is no lock row to leak: "busy" is derived from the job tables. A service o
 job of kind ``service`` with ``meta = {"service": name, "op": op}``; the pair is busy while one
 of that job's runs on the server is ``queued`` or ``running``. A run always ends (the runner
 finishes, re-attaches or marks it ``lost`` after a restart), so a crash cannot leave a pair
-stuck. Check and create happen under one process-wide lock, and the SQLite write lock
-(``BEGIN IMMEDIATE``) serializes them between processes.
+stuck. Check and create happen under one process-wide lock and in one transaction that
+first locks the servers' rows (PostgreSQL: ``SELECT … FOR UPDATE``; SQLite: the write lock
+taken by ``BEGIN IMMEDIATE``), so two processes or replicas serialize on the same servers.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .errors import Conflict
-from .models import Job, Run
+from .models import Job, Run, Server
 
 KIND = "service"
 UNFINISHED = ("queued", "running")
@@ -46,6 +47,7 @@ def busy(s: Session, server_ids: Iterable[int], service: str) -> dict[int, int]:
 
 def ensure_free(s: Session, servers: dict[int, str], service: str) -> None:
     """409 naming each server already running an operation on `service`."""
+    s.execute(select(Server.id).where(Server.id.in_(list(servers))).with_for_update()).all()
     taken = busy(s, servers, service)
     if taken:
         detail = ", ".join(f"{servers[sid]} (job {jid})" for sid, jid in sorted(taken.items()))
