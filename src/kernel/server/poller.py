@@ -339,16 +339,24 @@ class Poller:
             ]
 
     def _store(self, batch: list[Outcome]) -> None:
+        ids = [o.target.server_id for o in batch]
         with self.db.session() as s:
+            # Two queries for the whole batch, not two per host.
+            servers = {srv.id: srv for srv in s.scalars(select(Server).where(Server.id.in_(ids)))}
+            statuses = {
+                st.server_id: st
+                for st in s.scalars(select(HostStatus).where(HostStatus.server_id.in_(ids)))
+            }
             for o in batch:
-                srv = s.get(Server, o.target.server_id)
+                srv = servers.get(o.target.server_id)
                 if srv is None or srv.removed_at is not None:
                     continue
-                st = s.get(HostStatus, srv.id)
+                st = statuses.get(srv.id)
                 if st is None:
                     st = HostStatus(server_id=srv.id, state="unknown", failures=0)
                     st.facts, st.metrics, st.units, st.warnings = {}, {}, {}, []
                     s.add(st)
+                    statuses[srv.id] = st
                 apply_outcome(st, srv, o, self.offline_after, s)
 
     def _prune(self, now: float) -> int:
