@@ -177,10 +177,12 @@ class AgentProc:
     key: str
     state_dir: Path
     proc: subprocess.Popen[bytes] | None = None
+    extra: tuple[str, ...] = ()
 
     @property
     def url(self) -> str:
-        return f"http://{self.ip}:{self.port}"
+        scheme = "https" if "--tls-cert" in self.extra else "http"
+        return f"{scheme}://{self.ip}:{self.port}"
 
     def start(self) -> None:
         key_file = self.state_dir.parent / f"{self.ip}-{self.port}.key"
@@ -195,17 +197,20 @@ class AgentProc:
                 str(key_file),
                 "--state-dir",
                 str(self.state_dir),
+                *self.extra,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
-                if httpx.get(self.url + "/healthz", timeout=0.5).status_code == 200:
+                r = httpx.get(self.url + "/healthz", timeout=0.5, verify=False)
+                if r.status_code == 200:
                     return
             except httpx.TransportError:
                 time.sleep(0.05)
+        self.stop()
         raise RuntimeError(f"agent on {self.url} did not start")
 
     def kill(self) -> None:
@@ -239,17 +244,17 @@ def free_port(ip: str) -> int:
 
 
 @pytest.fixture
-def agents(tmp_path: Path) -> Iterator[Callable[[int], list[AgentProc]]]:
+def agents(tmp_path: Path) -> Iterator[Callable[..., list[AgentProc]]]:
     """Factory: ``agents(n)`` starts n agents on 127.0.0.<x> addresses."""
     started: list[AgentProc] = []
 
-    def make(n: int) -> list[AgentProc]:
+    def make(n: int, *extra: str) -> list[AgentProc]:
         out = []
         for _ in range(n):
             ip = f"127.0.0.{len(started) + 11}"
             state = tmp_path / f"agent-{ip}"
             state.mkdir()
-            a = AgentProc(ip, free_port(ip), secrets.token_hex(32), state)
+            a = AgentProc(ip, free_port(ip), secrets.token_hex(32), state, extra=extra)
             a.start()
             started.append(a)
             out.append(a)

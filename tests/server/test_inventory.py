@@ -81,3 +81,49 @@ def test_edit_and_remove_keeps_history(admin, runner, agents):
     created = next(e for e in audit if e["action"] == "job.create")
     assert created["hosts"] and created["detail"]["cmd"] == "true"
     wait_job(admin, job2["id"])
+
+
+def _cert(tmp_path, name):
+    import subprocess
+
+    cert, key = tmp_path / f"{name}.pem", tmp_path / f"{name}.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+         "-subj", "/CN=kernel-agent", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return str(cert), str(key)
+
+
+def test_https_agent_is_pinned_on_first_use(admin, runner, agents, tmp_path):
+    cert, key = _cert(tmp_path, "one")
+    (a,) = agents(1, "--tls-cert", cert, "--tls-key", key)
+    srv = add_agent_server(admin, a, "tls1")
+    assert srv["agent_url"].startswith("https://") and len(srv["tls_fingerprint"]) == 64
+    job = admin.post("/api/v1/jobs", {"cmd": "echo ok", "targets": {"all": True}}, expect=201)
+    assert wait_job(admin, job["id"])["runs"][0]["state"] == "ok"
+    # The agent comes back with another certificate: runs refuse to talk to it.
+    a.stop()
+    a.extra = ("--tls-cert", *_cert(tmp_path, "two"))
+    a.extra = ("--tls-cert", a.extra[1], "--tls-key", a.extra[2])
+    a.start()
+    job = admin.post("/api/v1/jobs", {"cmd": "echo ok", "targets": {"all": True}}, expect=201)
+    run = wait_job(admin, job["id"])["runs"][0]
+    assert run["state"] == "unreachable" and "pin" in run["error"].lower(), run
+    # A wrong pin given explicitly is refused up front; nothing is written.
+    err = admin.post(
+        "/api/v1/servers",
+        {"name": "tls2", "agent_url": a.url, "agent_key": a.key, "tls_fingerprint": "ab" * 32},
+        expect=502,
+    )
+    assert "pin" in err["message"].lower() or "fingerprint" in err["message"].lower(), err
+    admin.post(
+        "/api/v1/servers",
+        {
+            "name": "x",
+            "agent_url": "http://127.0.0.1:1",
+            "agent_key": a.key,
+            "tls_fingerprint": "ab" * 32,
+        },
+        expect=400,
+    )

@@ -9,17 +9,19 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from kernel.agent_client import AgentError, fetch_tls_fingerprint, normalize_fingerprint
+
 from . import audit, context, enroll, initflow
 from .access import actor, role
 from .db import utcnow
 from .envcheck import check_agent, check_key, check_url
-from .errors import BadRequest, Conflict, NotFound
+from .errors import AgentFailed, BadRequest, Conflict, NotFound
 from .models import Run, Server
 from .params import get_name, get_str, get_tags, json_body, reject_unknown, str_arg
 from .security import new_agent_key
 
 bp = Blueprint("inventory", __name__, url_prefix="/api/v1/servers")
-FIELDS = {"name", "description", "tags", "agent_url", "agent_key"}
+FIELDS = {"name", "description", "tags", "agent_url", "agent_key", "tls_fingerprint"}
 
 
 def get_server(s: Session, server_id: int, *, live: bool = True) -> Server:
@@ -42,6 +44,26 @@ def commit_or_conflict(s: Session, name: str) -> None:
     except IntegrityError:
         s.rollback()
         raise Conflict(f"a server named {name!r} exists") from None
+
+
+def pin_for(url: str, given: object) -> str | None:
+    """The TLS certificate fingerprint to pin for an https agent: the one given, else the one
+    it presents now (trust on first use, like SSH host keys). None for http."""
+    if not url.startswith("https://"):
+        if given is not None:
+            raise BadRequest("'tls_fingerprint' only applies to https:// agent URLs")
+        return None
+    if given is not None:
+        if not isinstance(given, str):
+            raise BadRequest("'tls_fingerprint' must be a string")
+        try:
+            return normalize_fingerprint(given)
+        except ValueError:
+            raise BadRequest("'tls_fingerprint' must be a SHA-256 fingerprint (64 hex)") from None
+    try:
+        return fetch_tls_fingerprint(url, timeout=agent_timeout())
+    except AgentError as e:
+        raise AgentFailed(f"could not fetch the TLS certificate of {url}: {e}") from None
 
 
 def agent_timeout() -> float:
@@ -94,7 +116,8 @@ def add_server() -> tuple[Response, int]:
     url = check_url(url, current_app.config.get("AGENT_NETWORKS"))
     key = check_key(data.get("agent_key"))
     context.close_session()  # no transaction held while we wait on the agent
-    facts = check_agent(url, key, timeout=agent_timeout())
+    fp = pin_for(url, data.get("tls_fingerprint"))
+    facts = check_agent(url, key, fingerprint=fp, timeout=agent_timeout())
     s = context.session()
     if name_taken(s, name):
         raise Conflict(f"a server named {name!r} exists")
@@ -104,6 +127,7 @@ def add_server() -> tuple[Response, int]:
         tags=tags,
         agent_url=url,
         agent_key=key,
+        tls_fingerprint=fp,
         state="online",
         facts=facts,
         last_seen=utcnow(),
@@ -155,14 +179,19 @@ def edit(server_id: int) -> Response:
         **{k: v for k, v in changes.items()},
         agent_url=url,
     )
-    if (url, key) != (srv.agent_url, srv.agent_key):
+    if (url, key) != (srv.agent_url, srv.agent_key) or "tls_fingerprint" in data:
         if url is None:
             raise BadRequest("'agent_key' needs 'agent_url' on a server that has not joined")
         context.close_session()
-        facts = check_agent(url, key, timeout=agent_timeout())
+        # A new URL is a new certificate to pin; the same URL keeps its pin unless given one.
+        given = data.get("tls_fingerprint")
+        fp = pin_for(url, given) if (url != srv.agent_url or given) else srv.tls_fingerprint
+        facts = check_agent(url, key, fingerprint=fp, timeout=agent_timeout())
         s = context.session()
         srv = get_server(s, server_id)
-        changes.update(agent_url=url, agent_key=key, facts=facts, last_seen=utcnow())
+        changes.update(
+            agent_url=url, agent_key=key, tls_fingerprint=fp, facts=facts, last_seen=utcnow()
+        )
         if srv.state in ("pending", "offline"):
             changes["state"] = "online"
     for k, v in changes.items():

@@ -88,6 +88,7 @@ class Server(Base):
             "id": self.id,
             "name": self.name,
             "agent_url": self.agent_url,
+            "tls_fingerprint": self.tls_fingerprint,
             "description": self.description,
             "tags": list(self.tags or []),
             "state": self.state,

@@ -95,6 +95,7 @@ SERVER_FIELDS = {
     "tags": TAGS,
     "agent_url": {"type": "string", "maxLength": 255},
     "agent_key": {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"},
+    "tls_fingerprint": {"type": "string"},
 }
 
 
