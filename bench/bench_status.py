@@ -49,14 +49,16 @@ def status_rounds(app: Any, rounds: int, variant: str) -> dict[str, Any]:
     poller = app.extensions["kernel.poller"]
     poller.make_probe = probe_script if variant == "probe as shipped" else without_cpu_window
     poller.poll_now()  # warm: connections made
-    walls, cpus, probes = [], [], []
+    walls, cpus, probes, failed = [], [], [], 0
     for _ in range(rounds):
         cpu0 = time.process_time()
         summary = poller.poll_now()
         cpus.append(time.process_time() - cpu0)
         walls.append(summary["duration"])
         probes.extend(summary["probe_durations"])
-        assert summary["failed"] == 0, summary
+        failed += summary["failed"]
+        if summary["errors"]:
+            print("failed probes:", summary["errors"], file=sys.stderr)
     return {
         "variant": variant,
         "hosts": summary["hosts"],
@@ -65,6 +67,7 @@ def status_rounds(app: Any, rounds: int, variant: str) -> dict[str, Any]:
         "p50": pct(probes, 0.5),
         "p95": pct(probes, 0.95),
         "cpu": statistics.median(cpus),
+        "failed": failed,
     }
 
 
@@ -89,10 +92,11 @@ def bench_status(n: int, rounds: int) -> None:
         finally:
             close_app(app)
     body = table(
-        ["probe", "hosts", "round (median)", "worst", "per host p50", "p95", "server CPU/round"],
+        ["probe", "hosts", "round (median)", "worst", "per host p50", "p95", "server CPU/round",
+         "failed probes"],
         [
             [r["variant"], r["hosts"], ms(r["wall"]), ms(r["worst"]), ms(r["p50"]),
-             ms(r["p95"]), ms(r["cpu"])]
+             ms(r["p95"]), ms(r["cpu"]), r["failed"]]
             for r in rows
         ],
     )  # fmt: skip

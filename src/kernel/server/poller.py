@@ -242,6 +242,7 @@ class Poller:
             "failed": sum(not o.ok for o in outcomes),
             "duration": round(time.monotonic() - t0, 4),
             "probe_durations": sorted(o.duration for o in outcomes),
+            "errors": sorted({o.error for o in outcomes if o.error})[:5],
         }
         if server_ids is None:
             self.last_round = {k: v for k, v in summary.items() if k != "probe_durations"}
