@@ -36,6 +36,7 @@ def make_app(data_dir: Path, **extra: Any) -> Any:
             "AGENT_NETWORKS": None,
             "RUN_START_TIMEOUT": 3.0,
             "AGENT_CONNECT_TIMEOUT": 2.0,
+            "STATUS_POLLER": True,
             **extra,
         }
     )

@@ -56,6 +56,15 @@ def test_poller_follows_the_runner(app):
     assert not poller.running
 
 
+def test_poller_stays_off_under_testing_unless_asked(tmp_path: Path):
+    app = make_app(tmp_path / "data", STATUS_POLLER=None)
+    try:
+        app.extensions["kernel.runner"].start()
+        assert not app.extensions["kernel.poller"].running
+    finally:
+        close_app(app)
+
+
 def test_refresh_without_a_running_poller_says_so(as_role):
     got = as_role("operator").post("/api/v1/status/refresh", expect=202)
     assert got == {"refreshing": False, "message": "the poller is not running in this process"}

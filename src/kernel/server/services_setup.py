@@ -19,7 +19,7 @@ def init_app(app: Flask) -> None:
         app.config.setdefault(key, value)
     data_dir = Path(app.config["DATA_DIR"])
     # Not under TESTING: the example init scripts would run on whatever test agents join.
-    if app.config.get("INSTALL_EXAMPLES", not app.config.get("TESTING")):
+    if _flag(app, "INSTALL_EXAMPLES"):
         catalog.install_examples(data_dir)
     cache = services_api.install_cache(app)
     poller = Poller(app, cache)
@@ -27,8 +27,21 @@ def init_app(app: Flask) -> None:
     for bp in (services_api.bp, status_api.bp, artifacts.bp):
         if bp.name not in app.blueprints:
             app.register_blueprint(bp)
-    _follow_runner(app, poller)
+    # Under TESTING only when asked: other areas' tests start the runner with their own
+    # agents and should not see probes arrive (nor servers marked offline by them).
+    if _flag(app, "STATUS_POLLER"):
+        _follow_runner(app, poller)
     _extend_openapi(app)
+
+
+def _flag(app: Flask, name: str) -> bool:
+    """A true/false setting that defaults to on, but to off under TESTING."""
+    value = app.config.get(name)
+    if value is None:
+        return not app.config.get("TESTING")
+    if isinstance(value, str):  # from the environment: KERNEL_STATUS_POLLER=false
+        return value.strip().lower() not in ("0", "false", "no", "off", "")
+    return bool(value)
 
 
 def _follow_runner(app: Flask, poller: Poller) -> None:
