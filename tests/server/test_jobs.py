@@ -60,21 +60,15 @@ def test_dead_and_frozen_hosts_do_not_delay_others(admin, runner, agents):
     add_agent_server(admin, frozen, "frozen")
     dead.kill()
     frozen.freeze()
-    t0 = time.monotonic()
     job = admin.post("/api/v1/jobs", {"cmd": "echo hi", "targets": {"all": True}}, expect=201)
-    # The good host's run ends while the frozen one still waits for its start timeout.
-    while True:
-        runs = {r["server"]: r for r in admin.get(f"/api/v1/jobs/{job['id']}")["runs"]}
-        if runs["good"]["state"] == "ok":
-            break
-        assert time.monotonic() - t0 < 2.5, runs
-        time.sleep(0.02)
     done = wait_job(admin, job["id"])
     frozen.thaw()
     runs = {r["server"]: r for r in done["runs"]}
     assert runs["dead"]["state"] == "unreachable"
     assert runs["frozen"]["state"] == "unreachable"
     assert "did not start" in runs["frozen"]["error"]
+    # The good host was not held up by the frozen one's start timeout.
+    assert runs["good"]["finished_at"] < runs["frozen"]["finished_at"]
     servers = {s["name"]: s for s in admin.get("/api/v1/servers")["servers"]}
     assert servers["dead"]["state"] == "offline"
     assert servers["good"]["state"] == "online"
