@@ -62,8 +62,26 @@ def write(
     )
 
 
+def write_with(s: Session) -> None:
+    """Add this request's audit line ("ok") to the view's own transaction, so the change and
+    its audit line commit together (and the hot path saves a transaction)."""
+    write(
+        s,
+        actor=g.get("audit_actor") or actor(),
+        source=source_address(),
+        action=g.get("audit_action") or request.endpoint or "-",
+        target=g.get("audit_target", ""),
+        hosts=g.get("audit_hosts"),
+        detail=g.get("audit_detail"),
+        result="ok",
+    )
+    g.audit_written = True
+
+
 def _after(resp: Response) -> Response:
     if request.method not in MUTATING or request.endpoint is None:
+        return resp
+    if g.get("audit_written") and resp.status_code < 400:
         return resp
     who = g.get("audit_actor") or actor()
     # The view is done with its session; end its transaction before taking the write lock.

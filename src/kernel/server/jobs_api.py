@@ -125,6 +125,7 @@ def create() -> tuple[Response, int]:
         cmd=cmd[:1000],
         has_stdin=command.stdin is not None,
     )
+    audit.write_with(s)
     s.commit()
     context.runner().wake()
     return jsonify({**job_json(job, job.runs), "skipped": skipped}), 201
