@@ -26,6 +26,13 @@ def test_command_on_all_servers(admin, runner, agents):
         assert run["stderr"] == "err\n"
         assert run["finished_at"] and run["started_at"]
     assert done["summary"]["failed"] == 2
+    # The command and its outcome are in the audit log.
+    entries = admin.get("/api/v1/audit")["entries"]
+    created = next(e for e in entries if e["action"] == "job.create")
+    assert created["hosts"] == ["alpha", "beta"] and created["result"] == "ok"
+    assert created["detail"]["cmd"].startswith("echo hello")
+    ended = next(e for e in entries if e["action"] == "job.finished")
+    assert ended["target"] == f"job {job['id']}" and ended["result"] == "finished failed=2"
 
 
 def test_targets_by_tag_and_name(admin, runner, agents):
