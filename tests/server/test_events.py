@@ -114,3 +114,21 @@ def test_events_arrive_live_through_the_real_server(server_proc, agents):
         types = [e["type"] for e in seen]
         assert "checked-live" in types and types[-1] == "end"
         assert httpx.get(server_proc.url + "/healthz").status_code == 200
+
+
+def test_open_streams_are_capped(app, admin, runner, agents):
+    app.config["SSE_MAX_STREAMS"] = 1
+    (a,) = agents(1)
+    add_agent_server(admin, a, "alpha")
+    job = admin.post("/api/v1/jobs", {"cmd": "sleep 30", "targets": {"all": True}}, expect=201)
+    url = f"/api/v1/jobs/{job['id']}/events"
+    first = admin.client.get(url, headers=admin.headers, buffered=False)
+    assert first.status_code == 200
+    second = admin.call("GET", url)
+    assert second.status_code == 429 and second.get_json()["error"] == "rate_limited"
+    first.close()  # the server closes the response: the slot is free again
+    third = admin.client.get(url, headers=admin.headers, buffered=False)
+    assert third.status_code == 200
+    third.close()
+    admin.post(f"/api/v1/jobs/{job['id']}/cancel")
+    wait_job(admin, job["id"], timeout=20)

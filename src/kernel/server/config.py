@@ -25,6 +25,7 @@ DEFAULTS: dict[str, Any] = {
     "AGENT_NETWORKS": None,  # comma-separated CIDRs agent URLs must be in (IP literals only)
     "AGENT_ALLOW_IPS": None,  # allow_ips written into enrolled agents; default: server's IP
     "SSE_KEEPALIVE": 15.0,  # seconds between keep-alive comments on idle event streams
+    "SSE_MAX_STREAMS": None,  # event streams open at once (then 429); default THREADS // 2
     "LOGIN_MAX_FAILURES": 5,  # failed logins per user+address within LOGIN_WINDOW …
     "LOGIN_WINDOW": 300,  # … after which that pair gets 429 until the window has passed
     "LOCAL_AGENT": False,  # supervise a local agent on LOCAL_AGENT_LISTEN and enroll it

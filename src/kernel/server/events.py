@@ -12,6 +12,7 @@ import json
 import secrets
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,11 +41,56 @@ class _Stream:
     ended_at: float | None = None
 
 
+class Slot:
+    """One open event stream; released once, whichever comes first: the stream ends, or the
+    server closes the response (client gone, or it never started iterating)."""
+
+    def __init__(self, bus: EventBus) -> None:
+        self._bus = bus
+        self._released = False
+
+    def release(self) -> None:
+        with self._bus._cond:
+            if not self._released:
+                self._released = True
+                self._bus._open -= 1
+
+
+class Releasing:
+    """A WSGI response iterable that releases its slot when closed."""
+
+    def __init__(self, it: Iterator[str], slot: Slot) -> None:
+        self._it = it
+        self._slot = slot
+
+    def __iter__(self) -> Releasing:
+        return self
+
+    def __next__(self) -> str:
+        return next(self._it)
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._it, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._slot.release()
+
+
 class EventBus:
     def __init__(self) -> None:
         self.epoch = secrets.token_hex(4)
         self._streams: dict[int, _Stream] = {}
         self._cond = threading.Condition()
+        self._open = 0  # event streams being served
+
+    def open_stream(self, limit: int) -> Slot | None:
+        with self._cond:
+            if self._open >= limit:
+                return None
+            self._open += 1
+            return Slot(self)
 
     def publish(self, job_id: int, type_: str, **data: Any) -> None:
         with self._cond:

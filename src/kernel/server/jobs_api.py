@@ -12,7 +12,8 @@ from sqlalchemy import select
 from . import audit, context
 from .access import actor, role
 from .db import Database
-from .errors import BadRequest, Conflict, NotFound
+from .errors import BadRequest, Conflict, NotFound, TooManyRequests
+from .events import Releasing
 from .jobs import (
     cancel_job,
     command_of,
@@ -202,6 +203,11 @@ def events(job_id: int) -> Response:
     _get_job(job_id)
     context.close_session()  # a long stream must not hold a database transaction
     bus = context.bus()
+    # Each open stream holds a server thread: cap them so readers cannot starve the API.
+    limit = int(current_app.config.get("SSE_MAX_STREAMS") or current_app.config["THREADS"] // 2)
+    slot = bus.open_stream(limit)
+    if slot is None:
+        raise TooManyRequests(f"too many live event streams open ({limit}); try again later")
     resume = bus.parse_id(request.headers.get("Last-Event-ID") or request.args.get("last_event_id"))
     database = context.db()
     keepalive = float(current_app.config.get("SSE_KEEPALIVE", KEEPALIVE))
@@ -225,6 +231,12 @@ def events(job_id: int) -> Response:
             return seq, data
 
     def gen() -> Iterator[str]:
+        try:
+            yield from stream()
+        finally:
+            slot.release()
+
+    def stream() -> Iterator[str]:
         seq = resume
         yield "retry: 2000\n\n"
         while True:
@@ -250,7 +262,7 @@ def events(job_id: int) -> Response:
                 if ev.type == "end":
                     return
 
-    resp = Response(stream_with_context(gen()), mimetype="text/event-stream")
+    resp = Response(Releasing(stream_with_context(gen()), slot), mimetype="text/event-stream")
     resp.headers["Cache-Control"] = "no-cache"
     resp.headers["X-Accel-Buffering"] = "no"
     return resp
