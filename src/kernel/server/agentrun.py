@@ -263,16 +263,20 @@ class AgentRun:
         except AgentError as e:
             return Final("failed", error=f"the agent refused the run: {e}")
         # The stream ended early (agent restarted, connection dropped): the run may go on.
-        return await self._poll(task, deadline, after_restart=False)
+        return await self._poll(task, deadline, after_restart=False, started=started)
 
     async def reattach(self, task: RunTask) -> Final:
         """After a server restart: find out what became of a run that may have been sent."""
         loop = asyncio.get_running_loop()
         elapsed = (utcnow() - task.sent_at).total_seconds()
         left = task.timeout + GRACE + MARGIN - elapsed
-        return await self._poll(task, loop.time() + max(left, REATTACH_MIN), after_restart=True)
+        return await self._poll(
+            task, loop.time() + max(left, REATTACH_MIN), after_restart=True, started=False
+        )
 
-    async def _poll(self, task: RunTask, deadline: float, *, after_restart: bool) -> Final:
+    async def _poll(
+        self, task: RunTask, deadline: float, *, after_restart: bool, started: bool
+    ) -> Final:
         loop = asyncio.get_running_loop()
         client = self.client(task)
         answered = False
@@ -302,8 +306,16 @@ class AgentRun:
             pause = min(pause * 2, 2.0)
         if after_restart and not answered:
             return Final("lost", error=f"agent unreachable after a server restart: {last_error}")
-        if not answered:
+        if not answered and not started:
             return Final("unreachable", error=f"lost contact with the agent: {last_error}")
+        if not answered:
+            # The agent accepted and started the run, then went silent (frozen, cut off):
+            # the run used up its time, and what happened on the host is unknown.
+            return Final(
+                "timed_out",
+                error="the agent stopped answering after the run started; no result by the "
+                f"run's deadline ({last_error or 'no answer'})",
+            )
         return Final("timed_out", error="no result from the agent by the run's deadline")
 
     async def cancel(self, task: RunTask) -> bool:
