@@ -137,6 +137,15 @@ def test_second_operation_on_same_pair_is_409(app, op):
     op.post("/api/v1/services/sums/stop", {"targets": {"servers": ["h1"]}}, expect=201)
 
 
+def test_service_job_is_not_replayed_by_rerun(app, op):
+    # a rerun would skip the one-operation-per-pair lock and reuse an expiring artifact URL
+    add_server(app, "h1", "http://127.0.0.1:9", "ab" * 32)
+    job = op.post("/api/v1/services/sums/deploy", {"targets": {"all": True}}, expect=201)
+    op.post(f"/api/v1/jobs/{job['id']}/cancel")
+    err = op.post(f"/api/v1/jobs/{job['id']}/rerun", expect=409)
+    assert "service job" in err["message"] and "/api/v1/services/" in err["message"]
+
+
 def test_logs_lines_and_timeout(app, op):
     add_server(app, "h1", "http://127.0.0.1:9", "ab" * 32)
     job = op.post("/api/v1/services/sums/logs", {"targets": {"all": True}, "lines": 7}, expect=201)

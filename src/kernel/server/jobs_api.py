@@ -169,6 +169,17 @@ def rerun(job_id: int) -> tuple[Response, int]:
     """A new job with the same command on the servers whose run did not succeed."""
     s = context.session()
     job = _get_job(job_id)
+    if job.kind != "command":
+        # Service operations and init scripts carry expiring URLs and their own rules (the
+        # one-operation-per-service lock, run-once init records): they are redone through
+        # their own endpoints, never replayed from here.
+        where = {
+            "service": "POST /api/v1/services/<name>/<op>",
+            "init": "POST /api/v1/servers/<id>/init",
+        }
+        raise Conflict(
+            f"job {job_id} is a {job.kind} job; redo it with {where.get(job.kind, 'its own API')}"
+        )
     if job.state not in ("finished", "cancelled"):
         raise Conflict(f"job {job_id} is still {job.state}; rerun it when it has ended")
     servers = rerun_servers(s, job)
