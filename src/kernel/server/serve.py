@@ -55,7 +55,10 @@ def serve(app: Flask, listen: str) -> int:
     server: Any = wsgi.Server(
         (host, port), app, numthreads=int(app.config["THREADS"]), server_name="kernel-server"
     )
+    # Both, explicitly: a shell starts background jobs with SIGINT ignored, and Ctrl-C must
+    # still stop the server and its local agent.
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     print(f"  Kernel is serving on {host}:{port} — open {url}/", flush=True)
     try:
         server.prepare()
