@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
-HEADER = "# Benchmarks\n\nFigures written by the scripts in `bench/` (`make bench`).\n"
+HEADER = "# Benchmarks\n\nFigures written by the scripts in `bench/` (`scripts/bench`).\n"
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

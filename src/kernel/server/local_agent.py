@@ -1,4 +1,4 @@
-"""The local agent of ``make run``: the server starts an agent on this machine (loopback,
+"""The local agent of ``scripts/run``: the server starts an agent on this machine (loopback,
 its own key in the data dir), keeps it running, and enrolls it as a server named after the
 machine — so a fresh start ends with a working one-machine cluster."""
 

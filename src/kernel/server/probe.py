@@ -28,6 +28,10 @@ from kernel.server.shell import RemoteCommand
 PROBE_VERSION = 1
 UNIT_PROPERTIES = ("Id", "Names", "LoadState", "ActiveState", "SubState", "UnitFileState")
 
+# Every step costs host CPU on every host every interval, so the script forks as little as
+# it can: /proc and /etc files are read by bash itself (`mapfile`, `read`; `$(<f)` would
+# still fork in bash 5.2), and only df and systemctl run as processes. The output is the
+# same format as ever (see docs/status.md): `kr` prints what `kp cat FILE` used to.
 _SCRIPT_HEAD = r"""export LC_ALL=C
 exec 3>&1
 kp() {
@@ -38,31 +42,95 @@ kp() {
   if [ -n "$err" ]; then printf '@@kernel-probe-stderr %s@@\n%s\n' "$name" "$err"; fi
   return 0
 }
-os_release() { cat /etc/os-release 2>/dev/null || cat /usr/lib/os-release; }
-cpu_twice() { grep '^cpu ' /proc/stat; sleep 0.2; grep '^cpu ' /proc/stat; }
-kp version echo {version}
-kp hostname cat /proc/sys/kernel/hostname
-kp os-release os_release
-kp uname uname -srm
-kp nproc nproc
-kp cpu cpu_twice
-kp loadavg cat /proc/loadavg
-kp meminfo cat /proc/meminfo
-kp uptime cat /proc/uptime
-kp df timeout 10 df -P -T -B1
-kp systemd timeout 10 systemctl is-system-running
+kr() {
+  local name=$1 n=$2 f; local -a l; shift 2
+  printf '@@kernel-probe %s@@\n' "$name"
+  for f; do
+    if { mapfile -t -n "$n" l <"$f"; } 2>/dev/null; then
+      ((${#l[@]})) && printf '%s\n' "${l[@]}"
+      printf '\n@@kernel-probe-rc %s 0@@\n' "$name"; return 0
+    fi
+  done
+  printf '\n@@kernel-probe-rc %s 1@@\n@@kernel-probe-stderr %s@@\ncannot read %s\n' \
+    "$name" "$name" "$*"
+}
+kuname() {
+  local s r m
+  { read -r s </proc/sys/kernel/ostype && read -r r </proc/sys/kernel/osrelease; } 2>/dev/null \
+    || { kp uname uname -srm; return; }
+  { read -r m </proc/sys/kernel/arch; } 2>/dev/null || m=$(uname -m)
+  printf '@@kernel-probe uname@@\n%s %s %s\n\n@@kernel-probe-rc uname 0@@\n' "$s" "$r" "$m"
+}
+knproc() {
+  local line r n=0 IFS=,
+  { while read -r line; do
+      case $line in Cpus_allowed_list:*) line=${line#*:}; break ;; *) line= ;; esac
+    done </proc/self/status; } 2>/dev/null
+  for r in ${line//[[:space:]]/}; do
+    case $r in
+      *[!0-9-]* | '' ) n=0; break ;;
+      *-*) n=$((n + 10#${r#*-} - 10#${r%-*} + 1)) ;;
+      *) n=$((n + 1)) ;;
+    esac
+  done
+  if ((n > 0)); then
+    printf '@@kernel-probe nproc@@\n%s\n\n@@kernel-probe-rc nproc 0@@\n' "$n"
+  else
+    kp nproc nproc
+  fi
+}
+kr version 0 /dev/null >/dev/null; printf '@@kernel-probe version@@\n{version}\n\n@@kernel-probe-rc version 0@@\n'
+kr hostname 0 /proc/sys/kernel/hostname
+kr os-release 0 /etc/os-release /usr/lib/os-release
+kuname
+knproc
+kr cpu 1 /proc/stat
+{cpu_window}kr loadavg 0 /proc/loadavg
+kr meminfo 0 /proc/meminfo
+kr uptime 0 /proc/uptime
+kp df timeout 10 df -P -T -B1 {df_exclude}
+"""
+
+# When PID 1 is not systemd, `systemctl is-system-running` says "offline" (exit 1) and
+# `systemctl show` fails: say so without starting systemctl (the same sd_booted() test).
+_SYSTEMD_OFFLINE = r"""if [ ! -d /run/systemd/system ] && command -v systemctl >/dev/null; then
+  printf '@@kernel-probe systemd@@\noffline\n\n@@kernel-probe-rc systemd 1@@\n'
+{offline_units}else
+  kp systemd timeout 10 systemctl is-system-running
+{units}fi
 """
 
 
-def probe_script(units: Iterable[str]) -> RemoteCommand:
-    """The probe for one host, asking for the state of `units` (catalogue units)."""
+def probe_script(units: Iterable[str], *, cpu_window: float = 0.0) -> RemoteCommand:
+    """The probe for one host, asking for the state of `units` (catalogue units).
+
+    The `cpu` section is one /proc/stat line: the poller gets CPU usage over its interval
+    from two probes' counters (`cpu_usage`), so a probe on its own has no usage figure.
+    `cpu_window` > 0 samples twice that many seconds apart (a `sleep`, ~1 ms of CPU and the
+    window's wall time) for a caller that probes once and wants `cpu_percent` anyway."""
     names = sorted({shell.unit_name(u) for u in units})
-    lines = [_SCRIPT_HEAD.replace("{version}", str(PROBE_VERSION))]
+    window = ""
+    if cpu_window > 0:
+        if not cpu_window <= 10:
+            raise ValueError("cpu_window must be at most 10 seconds")
+        window = f"sleep {cpu_window:g}; kr cpu 1 /proc/stat | tail -n +2 | head -n 1\n"
+    df_exclude = " ".join(f"-x {t}" for t in sorted(PSEUDO_FS - {"none"}))
+    head = (
+        _SCRIPT_HEAD.replace("{version}", str(PROBE_VERSION))
+        .replace("{cpu_window}", window)
+        .replace("{df_exclude}", df_exclude)
+    )
     if names:  # `systemctl show` with no unit would describe PID 1 itself
-        lines.append(f"kp units-requested printf '%s\\n' {shell.join(names)}\n")
-        lines.append(f"kp units timeout 20 {shell.systemctl_show(names, UNIT_PROPERTIES)}\n")
-    lines.append("printf '@@kernel-probe-end@@\\n'\n")
-    return RemoteCommand(cmd="".join(lines), timeout=60.0, title="status probe")
+        requested = f"kp units-requested printf '%s\\n' {shell.join(names)}\n"
+        show = f"kp units timeout 20 {shell.systemctl_show(names, UNIT_PROPERTIES)}\n"
+        offline = requested + "printf '@@kernel-probe units@@\\n\\n@@kernel-probe-rc units 1@@\\n'\n"
+        systemd = _SYSTEMD_OFFLINE.replace("{offline_units}", offline).replace(
+            "{units}", requested + show
+        )
+    else:
+        systemd = _SYSTEMD_OFFLINE.replace("{offline_units}", "").replace("{units}", "")
+    end = "printf '@@kernel-probe-end@@\\n'\n"
+    return RemoteCommand(cmd=head + systemd + end, timeout=60.0, title="status probe")
 
 
 # --- the report ----------------------------------------------------------------------------
