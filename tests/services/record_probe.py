@@ -5,8 +5,13 @@
     python tests/services/record_probe.py NAME --full --units sums,cron    # a full test host
     python tests/services/record_probe.py NAME --units sums --output FILE  # hand-edited output
     python tests/services/record_probe.py --refresh       # recompute every case's `expected`
+    python tests/services/record_probe.py --restamp       # new script: stamp hand-edited cases
 
 `expected` is what the parser says today: read it before committing, it is the test's truth.
+After a change to the script, re-record the real runs (descriptions starting "Real run") and
+`--restamp` the hand-edited ones: they keep their output (the format is the same) and get
+today's `command`. `--restamp` leaves real runs alone and lists (exit 1) those whose command
+is stale, so none is forgotten.
 """
 
 from __future__ import annotations
@@ -51,10 +56,31 @@ def refresh() -> int:
     return 0
 
 
+def restamp() -> int:
+    """After a change to the script: give hand-edited cases today's command (their output
+    stays as edited); real runs must be recorded again, so they are only listed."""
+    stale = []
+    for path in sorted(DATA.glob("*.json")):
+        case = json.loads(path.read_text())
+        cmd = probe_script(case["units"]).cmd
+        if case["command"] == cmd:
+            continue
+        if case.get("description", "").startswith("Real run"):
+            stale.append(path.name)
+            continue
+        case["command"] = cmd
+        path.write_text(json.dumps(case, indent=2, ensure_ascii=False) + "\n")
+        print(f"restamped {path.name}")
+    for name in stale:
+        print(f"record again (real run, script changed): {name}", file=sys.stderr)
+    return 1 if stale else 0
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("name", nargs="?")
     p.add_argument("--refresh", action="store_true", help="recompute expected of every case")
+    p.add_argument("--restamp", action="store_true", help="today's command in hand-edited cases")
     p.add_argument("--units", default="", help="comma-separated units to ask for")
     p.add_argument("--description", default="")
     where = p.add_mutually_exclusive_group()
@@ -65,6 +91,8 @@ def main() -> int:
     a = p.parse_args()
     if a.refresh:
         return refresh()
+    if a.restamp:
+        return restamp()
     if not a.name:
         p.error("a case name is needed")
 

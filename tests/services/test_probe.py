@@ -61,6 +61,34 @@ def test_the_script_runs_here_for_real():
     assert report.metrics.uptime and report.metrics.uptime > 0
     assert report.metrics.disks and any(d.mount == "/" for d in report.metrics.disks)
     assert all(d.fstype not in probe.PSEUDO_FS for d in report.metrics.disks)
+    assert report.metrics.cpu_times is not None
+    assert report.metrics.cpu_percent is None  # one sample: the poller computes usage
+    assert report.facts.systemd  # "offline" here (no systemd), whatever a host says
+    if not os.path.isdir("/run/systemd/system"):
+        assert report.facts.systemd == "offline"
+        assert report.warnings == ("units: systemd is not running on this host",)
+
+
+def test_the_script_counts_cpus_like_nproc():
+    # nproc's count comes from bash's own /proc/self/status (no process): check it against
+    # the real nproc under a narrower affinity.
+    cmd = probe_script([]).cmd
+    for cpus in ("0", f"0-{os.cpu_count() - 1}"):
+        argv = ["taskset", "-c", cpus, "bash", "-c", cmd]
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=True)
+        real = subprocess.run(["taskset", "-c", cpus, "nproc"], capture_output=True, text=True)
+        assert parse_probe(r.stdout).facts.cpu_count == int(real.stdout)
+
+
+def test_cpu_window_gives_usage_on_its_own():
+    cmd = probe_script([], cpu_window=0.05).cmd
+    r = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=60)
+    report = parse_probe(r.stdout)
+    assert report.complete and report.warnings == ()
+    assert report.metrics.cpu_percent is not None and 0 <= report.metrics.cpu_percent <= 100
+    for bad in (11, -1, float("nan")):
+        with pytest.raises(ValueError):
+            probe_script([], cpu_window=bad)
 
 
 def test_script_shape():
@@ -69,6 +97,10 @@ def test_script_shape():
     assert "kp units timeout 20 systemctl show -p Id,Names,LoadState,ActiveState," in cmd.cmd
     assert "-- a.timer b.service\n" in cmd.cmd
     assert "systemctl show" not in probe_script([]).cmd  # would describe PID 1
+    # Cheap on the host: files are read by bash itself, df runs once and skips pseudo
+    # filesystems, nothing waits.
+    assert "sleep" not in cmd.cmd and "cat " not in cmd.cmd and "grep" not in cmd.cmd
+    assert cmd.cmd.count("df -P -T -B1 -x ") == 1 and "-x tmpfs" in cmd.cmd
     with pytest.raises(InvalidName):
         probe_script(["x; reboot"])
 

@@ -68,7 +68,7 @@ knproc() {
     done </proc/self/status; } 2>/dev/null
   for r in ${line//[[:space:]]/}; do
     case $r in
-      *[!0-9-]* | '' ) n=0; break ;;
+      *[!0-9-]* | '' | -* | *- | *-*-*) n=0; break ;;
       *-*) n=$((n + 10#${r#*-} - 10#${r%-*} + 1)) ;;
       *) n=$((n + 1)) ;;
     esac
@@ -79,13 +79,23 @@ knproc() {
     kp nproc nproc
   fi
 }
-kr version 0 /dev/null >/dev/null; printf '@@kernel-probe version@@\n{version}\n\n@@kernel-probe-rc version 0@@\n'
+kcpu() {
+  local a b
+  printf '@@kernel-probe cpu@@\n'
+  if { read -r a </proc/stat; } 2>/dev/null; then
+    printf '%s\n' "$a"
+{cpu_window}    printf '\n@@kernel-probe-rc cpu 0@@\n'
+  else
+    printf '\n@@kernel-probe-rc cpu 1@@\n@@kernel-probe-stderr cpu@@\ncannot read /proc/stat\n'
+  fi
+}
+printf '@@kernel-probe version@@\n{version}\n\n@@kernel-probe-rc version 0@@\n'
 kr hostname 0 /proc/sys/kernel/hostname
 kr os-release 0 /etc/os-release /usr/lib/os-release
 kuname
 knproc
-kr cpu 1 /proc/stat
-{cpu_window}kr loadavg 0 /proc/loadavg
+kcpu
+kr loadavg 0 /proc/loadavg
 kr meminfo 0 /proc/meminfo
 kr uptime 0 /proc/uptime
 kp df timeout 10 df -P -T -B1 {df_exclude}
@@ -110,25 +120,29 @@ def probe_script(units: Iterable[str], *, cpu_window: float = 0.0) -> RemoteComm
     window's wall time) for a caller that probes once and wants `cpu_percent` anyway."""
     names = sorted({shell.unit_name(u) for u in units})
     window = ""
-    if cpu_window > 0:
-        if not cpu_window <= 10:
-            raise ValueError("cpu_window must be at most 10 seconds")
-        window = f"sleep {cpu_window:g}; kr cpu 1 /proc/stat | tail -n +2 | head -n 1\n"
+    if cpu_window != 0:
+        if not 0.001 <= cpu_window <= 10:  # also refuses NaN
+            raise ValueError("cpu_window must be 0, or 0.001 to 10 seconds")
+        window = f"    sleep {cpu_window:.3f}; read -r b </proc/stat && printf '%s\\n' \"$b\"\n"
     df_exclude = " ".join(f"-x {t}" for t in sorted(PSEUDO_FS - {"none"}))
     head = (
         _SCRIPT_HEAD.replace("{version}", str(PROBE_VERSION))
         .replace("{cpu_window}", window)
         .replace("{df_exclude}", df_exclude)
     )
+    offline = online = ""
     if names:  # `systemctl show` with no unit would describe PID 1 itself
-        requested = f"kp units-requested printf '%s\\n' {shell.join(names)}\n"
-        show = f"kp units timeout 20 {shell.systemctl_show(names, UNIT_PROPERTIES)}\n"
-        offline = requested + "printf '@@kernel-probe units@@\\n\\n@@kernel-probe-rc units 1@@\\n'\n"
-        systemd = _SYSTEMD_OFFLINE.replace("{offline_units}", offline).replace(
-            "{units}", requested + show
+        requested = (
+            "printf '@@kernel-probe units-requested@@\\n'\n"
+            f"printf '%s\\n' {shell.join(names)}\n"
+            "printf '\\n@@kernel-probe-rc units-requested 0@@\\n'\n"
         )
-    else:
-        systemd = _SYSTEMD_OFFLINE.replace("{offline_units}", "").replace("{units}", "")
+        show = f"kp units timeout 20 {shell.systemctl_show(names, UNIT_PROPERTIES)}\n"
+        offline = (
+            requested + "printf '@@kernel-probe units@@\\n\\n@@kernel-probe-rc units 1@@\\n'\n"
+        )
+        online = requested + show
+    systemd = _SYSTEMD_OFFLINE.replace("{offline_units}", offline).replace("{units}", online)
     end = "printf '@@kernel-probe-end@@\\n'\n"
     return RemoteCommand(cmd=head + systemd + end, timeout=60.0, title="status probe")
 
@@ -168,7 +182,7 @@ class Disk:
 
 @dataclass(frozen=True)
 class Metrics:
-    cpu_percent: float | None = None  # over the probe's own 0.2 s window
+    cpu_percent: float | None = None  # only with probe_script(cpu_window=…); else None
     cpu_times: CpuTimes | None = None  # for usage over the whole poll interval
     load1: float | None = None
     load5: float | None = None
@@ -598,8 +612,9 @@ class MetricPoint:
 
 
 def metric_values(report: ProbeReport, *, cpu_percent: float | None = None) -> dict[str, float]:
-    """The numbers kept in history for one probe. `cpu_percent` overrides the probe's own
-    0.2 s figure (the poller can compute usage over its interval with `cpu_usage`)."""
+    """The numbers kept in history for one probe. `cpu_percent` is the usage over the poll
+    interval (`cpu_usage` of two probes' counters); without it, the probe's own figure (only
+    with `cpu_window`, or in outputs of older probes that sampled 0.2 s) is used if any."""
     m = report.metrics
     vals: dict[str, float | int | None] = {
         "cpu_percent": cpu_percent if cpu_percent is not None else m.cpu_percent,
