@@ -271,19 +271,23 @@ def test_retention_policy_is_checked():
 
 def test_health_goes_offline_after_consecutive_failures():
     h = HostHealth()
-    h = next_health(h, ok=False, at=1, error="connect refused")
+    h = next_health(h, ok=False, at=1, error="connect refused", offline_after=3)
     assert (h.state, h.failures, h.last_error) == ("unknown", 1, "connect refused")
-    h = next_health(h, ok=True, at=2)
+    h = next_health(h, ok=True, at=2, offline_after=3)
     assert (h.state, h.failures, h.last_ok_at) == ("online", 0, 2)
-    h = next_health(h, ok=False, at=3, error="timeout")
-    h = next_health(h, ok=False, at=4, error="timeout")
+    h = next_health(h, ok=False, at=3, error="timeout", offline_after=3)
+    h = next_health(h, ok=False, at=4, error="timeout", offline_after=3)
     assert h.state == "online" and h.failures == 2
-    h = next_health(h, ok=False, at=5, error="no route")
+    h = next_health(h, ok=False, at=5, error="no route", offline_after=3)
     assert (h.state, h.failures, h.last_error, h.last_error_at) == ("offline", 3, "no route", 5)
-    h = next_health(h, ok=True, at=6)
+    h = next_health(h, ok=True, at=6, offline_after=3)
     assert (h.state, h.failures, h.last_error) == ("online", 0, "no route")
     assert next_health(HostHealth(), ok=False, at=1, offline_after=1).state == "offline"
     assert next_health(HostHealth(), ok=False, at=1).last_error == "probe failed"
+    # the default: offline at the second failure in a row (within two poll intervals)
+    h = next_health(HostHealth(state="online"), ok=False, at=1)
+    assert h.state == "online"
+    assert next_health(h, ok=False, at=2).state == "offline"
     with pytest.raises(ValueError):
         next_health(HostHealth(), ok=True, at=1, offline_after=0)
 

@@ -28,6 +28,7 @@ from kernel.agent_client import AgentError, AsyncAgentClient
 from .db import Database
 from .models import Server
 from .probe import (
+    DEFAULT_OFFLINE_AFTER,
     CpuTimes,
     HostHealth,
     MetricPoint,
@@ -56,7 +57,7 @@ DEFAULTS: dict[str, Any] = {
     "STATUS_INTERVAL": 30.0,  # seconds between probes of one host
     "STATUS_CONCURRENCY": 64,  # probes in flight at once
     "STATUS_PROBE_TIMEOUT": 20.0,  # a probe not answered by then (or 0.4 interval) failed
-    "STATUS_OFFLINE_AFTER": 2,  # consecutive failed probes before a host is offline
+    "STATUS_OFFLINE_AFTER": DEFAULT_OFFLINE_AFTER,  # consecutive failed probes → offline
     "STATUS_PRUNE_INTERVAL": 300.0,  # seconds between history compactions
     "STATUS_HISTORY_RAW": 86400,  # seconds every sample is kept
     "STATUS_HISTORY_KEEP": 604800,  # seconds downsampled points are kept

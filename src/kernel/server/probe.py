@@ -700,7 +700,7 @@ class HostHealth:
     last_ok_at: float | None = None
 
 
-DEFAULT_OFFLINE_AFTER = 3
+DEFAULT_OFFLINE_AFTER = 2  # so a poller marks a cut-off host offline within two intervals
 
 
 def next_health(
