@@ -10,10 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Flask, Response
+from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.routing import IntegerConverter
 
 from . import access, audit, errors
-from .config import CONFIG_FILE, DEFAULTS, data_dir_from, secret_key
+from .config import CONFIG_FILE, DEFAULTS, ConfigError, check, data_dir_from, secret_key
 from .context import close_session
 from .db import Database, sqlite_url
 from .events import EventBus
@@ -40,9 +41,16 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     # The services area reads prefixed names (KERNEL_URL, …); keep one source of truth.
     app.config["KERNEL_URL"] = app.config.get("URL")
 
-    database = Database(app.config["DATABASE_URL"] or sqlite_url(data_dir))
-    if app.config.get("MIGRATE", True):
-        upgrade(database.engine)
+    check(app.config)
+
+    try:
+        database = Database(app.config["DATABASE_URL"] or sqlite_url(data_dir))
+        if app.config.get("MIGRATE", True):
+            upgrade(database.engine)
+    except SQLAlchemyError as e:
+        # A bad KERNEL_DATABASE_URL or a database that is down: one clear line, no traceback.
+        reason = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
+        raise ConfigError(f"cannot use the database (DATABASE_URL): {reason}") from e
     app.extensions["kernel.db"] = database
     app.extensions["kernel.events"] = EventBus()
     app.extensions["kernel.runner"] = Runner(app)

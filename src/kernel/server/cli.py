@@ -15,7 +15,10 @@ from .errors import HTTPError
 def _app(migrate: bool = True) -> Flask:
     from .app import create_app
 
-    return create_app({"MIGRATE": migrate})
+    try:
+        return create_app({"MIGRATE": migrate})
+    except (KernelError, OSError) as e:
+        raise click.ClickException(str(e)) from None
 
 
 @click.group(invoke_without_command=True)
@@ -69,6 +72,10 @@ def create_user_cmd(name: str, role: str, password_stdin: bool) -> None:
     if not NAME_RE.fullmatch(name):
         raise click.BadParameter("letters, digits, '_', '.', '@', '-' (max 64)", param_hint="NAME")
     password = sys.stdin.readline().rstrip("\n") if password_stdin else new_password()
+    try:
+        password.encode("utf-8")
+    except UnicodeEncodeError:
+        raise click.ClickException("the password on stdin is not valid UTF-8") from None
     app = _app()
     try:
         with app.extensions["kernel.db"].session() as s:

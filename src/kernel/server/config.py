@@ -10,6 +10,13 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+from kernel.exceptions import ServerError
+
+
+class ConfigError(ServerError):
+    """A setting has the wrong type or value, or the database cannot be opened."""
+
+
 DEFAULTS: dict[str, Any] = {
     "DATA_DIR": "./kernel-data",  # SQLite database, init/, service/, secret key
     "DATABASE_URL": None,  # e.g. postgresql+psycopg://user@host/db; default SQLite in DATA_DIR
@@ -41,6 +48,36 @@ DEFAULTS: dict[str, Any] = {
 }
 
 CONFIG_FILE = "kernel.cfg"
+# Settings whose default is None but which must be a positive whole number when given.
+OPTIONAL_COUNTS = ("SSE_MAX_STREAMS",)
+
+
+def check(config: Any) -> None:
+    """Refuse settings of the wrong kind at start-up, with the name an operator sets.
+
+    Values from ``KERNEL_*`` arrive JSON-parsed (``64`` → int, ``true`` → bool), so a typo such
+    as ``KERNEL_THREADS=abc`` is a string here and is caught before anything starts.
+    """
+    for name, default in DEFAULTS.items():
+        value = config.get(name)
+        if isinstance(default, bool):
+            ok = isinstance(value, bool)
+            kind = "true or false"
+        elif isinstance(default, int):
+            ok = isinstance(value, int) and not isinstance(value, bool) and value > 0
+            kind = "a positive whole number"
+        elif isinstance(default, float):
+            ok = isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+            kind = "a positive number"
+        elif name in OPTIONAL_COUNTS:
+            ok = value is None or (
+                isinstance(value, int) and not isinstance(value, bool) and value > 0
+            )
+            kind = "a positive whole number"
+        else:
+            continue
+        if not ok:
+            raise ConfigError(f"setting {name} (KERNEL_{name}) must be {kind}, not {value!r}")
 
 
 def data_dir_from(overrides: dict[str, Any] | None) -> Path:
