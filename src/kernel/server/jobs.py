@@ -66,6 +66,22 @@ def create_job(
     parent_id: int | None = None,
 ) -> Job:
     """Queue a job and its runs (the caller commits, then wakes the runner)."""
+    # The runs hang off the job's relationship, so one flush inserts the job and its runs,
+    # and ``job.runs`` is known (in the relationship's order) without reading it back: the
+    # answer after commit then needs no new transaction, which on SQLite would take the write
+    # lock just when the woken runner wants it to claim these runs.
+    runs = [
+        Run(
+            id=new_run_id(),
+            server_id=srv.id,
+            server_name=srv.name,
+            state="queued",
+            stdout="",
+            stderr="",
+            truncated=False,
+        )
+        for srv in sorted(servers, key=lambda srv: srv.name)
+    ]
     job = Job(
         kind=kind,
         title=command.title or command.cmd[:255],
@@ -80,22 +96,9 @@ def create_job(
         parent_id=parent_id,
         state="queued",
         cancel_requested=False,
+        runs=runs,
     )
     s.add(job)
-    s.flush()
-    for srv in servers:
-        s.add(
-            Run(
-                id=new_run_id(),
-                job_id=job.id,
-                server_id=srv.id,
-                server_name=srv.name,
-                state="queued",
-                stdout="",
-                stderr="",
-                truncated=False,
-            )
-        )
     s.flush()
     return job
 
@@ -162,9 +165,11 @@ def job_json(
     return out
 
 
-def refresh_job_state(s: Session, job: Job) -> bool:
-    """Recompute a job's state from its runs; True if it just ended."""
-    states = s.scalars(select(Run.state).where(Run.job_id == job.id)).all()
+def refresh_job_state(s: Session, job: Job, states: Sequence[str] | None = None) -> bool:
+    """Recompute a job's state from its runs' ``states`` (read here if not given; a caller
+    that needs them too passes what it read after its changes); True if it just ended."""
+    if states is None:
+        states = s.scalars(select(Run.state).where(Run.job_id == job.id)).all()
     new = jobstate.job_state(states, job.cancel_requested)
     if new == job.state:
         return False

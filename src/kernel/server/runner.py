@@ -58,6 +58,11 @@ class Runner:
         self._active: dict[str, tuple[RunTask, asyncio.Task[None]]] = {}
         self._done: list[tuple[RunTask, Final]] = []
         self._dbx: ThreadPoolExecutor | None = None
+        # True when the last claim filled every free slot, so more runs may be waiting: only
+        # then does a finished run wake the claimer. Otherwise a finished run would cost a
+        # useless claim transaction (SQLite write lock, the one database thread) right when
+        # the next job's POST wants them.
+        self._saturated = False
 
     # -- called from other threads -----------------------------------------------------------
     def start(self) -> None:
@@ -138,6 +143,7 @@ class Runner:
                     claimed = []
                 for task in claimed:
                     self._start(task, reattach=False)
+                self._saturated = free <= 0 or len(claimed) >= free
                 if len(claimed) < free or free <= 0:
                     waiters = [
                         asyncio.ensure_future(self._wake.wait()),
@@ -181,7 +187,8 @@ class Runner:
             self._active.pop(task.run_id, None)
         self._done.append((task, final))
         self._flush.set()
-        self._wake.set()
+        if self._saturated:
+            self._wake.set()  # a slot is free and more runs may be queued
 
     async def _writer(self) -> None:
         while True:
@@ -199,7 +206,6 @@ class Runner:
                     self._done = batch + self._done
                     await asyncio.sleep(1)
                     self._flush.set()
-                self._wake.set()
 
     async def _cancel(self, run_ids: list[str]) -> None:
         for rid in run_ids:
@@ -239,6 +245,7 @@ class Runner:
                 .with_for_update(skip_locked=True, of=Run)
             ).all()
             jobs: dict[int, Job] = {}
+            sent: set[int] = set()  # jobs with a run sent now
             for run, job, srv in rows:
                 if job.cancel_requested or srv.removed_at is not None or not srv.agent_url:
                     run.state, run.finished_at = "cancelled", now
@@ -246,15 +253,19 @@ class Runner:
                 else:
                     run.state, run.sent_at = "running", now  # the journal: "maybe sent"
                     tasks.append(RunTask.of(run, job, srv))
+                    sent.add(job.id)
                 jobs[job.id] = job
                 events.append((job.id, "run", {"run": run_json(run)}))
             for job in jobs.values():
-                was = job.state
-                ended = refresh_job_state(s, job)
-                if job.state != was:
-                    events.append((job.id, "job", {"job": job_json(job)}))
-                if ended:
-                    events.append(self._end_event(s, job))
+                if job.id in sent:
+                    # A running run makes the job running, whatever its other runs: no need
+                    # to read them (jobstate.job_state).
+                    if job.state != "running":
+                        job.state = "running"
+                        job.started_at = job.started_at or now
+                        events.append((job.id, "job", {"job": job_json(job)}))
+                else:
+                    events += _job_changed(s, job)
         for job_id, type_, data in events:
             self.bus.publish(job_id, type_, **data)
         return tasks
@@ -263,49 +274,61 @@ class Runner:
         events: list[tuple[int, str, dict[str, Any]]] = []
         follow_up = False
         with self.db.session() as s:
-            # Three queries for the whole batch, not three per run.
-            ids = [task.run_id for task, _ in batch]
-            runs = {r.id: r for r in s.scalars(select(Run).where(Run.id.in_(ids)))}
-            servers = {
-                x.id: x
-                for x in s.scalars(
-                    select(Server).where(Server.id.in_({t.server_id for t, _ in batch}))
-                )
-            }
-            jobs = {
-                j.id: j
-                for j in s.scalars(select(Job).where(Job.id.in_({t.job_id for t, _ in batch})))
-            }
+            # One query for the whole batch (runs with their job and server), not three per run.
+            rows = s.execute(
+                select(Run, Job, Server)
+                .join(Job, Run.job_id == Job.id)
+                .join(Server, Run.server_id == Server.id)
+                .where(Run.id.in_([task.run_id for task, _ in batch]))
+            ).all()
+            found = {run.id: (run, job, srv) for run, job, srv in rows}
+            jobs: dict[int, Job] = {}
+            stored: dict[str, str] = {}  # run id → the state written now
             for task, final in batch:
-                run = runs.get(task.run_id)
-                if run is None or run.state in TERMINAL:
+                row = found.get(task.run_id)
+                if row is None or row[0].state in TERMINAL:
                     continue
+                run, job, srv = row
                 final.apply(run, task)
-                srv = servers.get(run.server_id)
-                if srv is not None:
-                    _note_server(srv, final)
-                job = jobs[run.job_id]
+                stored[run.id] = run.state
+                _note_server(srv, final)
+                jobs[job.id] = job
                 events.append((job.id, "run", {"run": run_json(run)}))
                 if job.kind == "init":
                     follow_up |= initflow.after_run(s, self.app.config, job, run)
             for job in jobs.values():
-                was = job.state
-                ended = refresh_job_state(s, job)
-                if job.state != was:
-                    events.append((job.id, "job", {"job": job_json(job)}))
-                if ended:
-                    ended_runs = s.scalars(select(Run).where(Run.job_id == job.id)).all()
-                    counts = summary(r.state for r in ended_runs)
-                    events.append((job.id, "end", {"state": job.state, "summary": counts}))
-                    _audit_end(s, job, ended_runs, counts)
+                events += _job_changed(s, job, stored, audit=True)
         for job_id, type_, data in events:
             self.bus.publish(job_id, type_, **data)
         if follow_up:
             self.wake()
 
-    def _end_event(self, s: Any, job: Job) -> tuple[int, str, dict[str, Any]]:
-        states = s.scalars(select(Run.state).where(Run.job_id == job.id)).all()
-        return job.id, "end", {"state": job.state, "summary": summary(states)}
+
+def _job_changed(
+    s: Any, job: Job, changed: dict[str, str] | None = None, *, audit: bool = False
+) -> list[tuple[int, str, dict[str, Any]]]:
+    """Bring a job's state up to date with its runs (one query: their states and servers);
+    the events that says, and the audit line if it just ended (``audit``). ``changed``: new
+    states of runs changed in this session but not flushed yet; the query then reads around
+    them instead of flushing first (one flush at commit writes everything)."""
+    query = select(Run.id, Run.server_name, Run.state).where(Run.job_id == job.id)
+    if changed is None:
+        rows = s.execute(query).all()
+    else:
+        with s.no_autoflush:
+            rows = [(i, name, changed.get(i, st)) for i, name, st in s.execute(query)]
+    states = [state for _, _, state in rows]
+    was = job.state
+    ended = refresh_job_state(s, job, states)
+    events: list[tuple[int, str, dict[str, Any]]] = []
+    if job.state != was:
+        events.append((job.id, "job", {"job": job_json(job)}))
+    if ended:
+        counts = summary(states)
+        events.append((job.id, "end", {"state": job.state, "summary": counts}))
+        if audit:
+            _audit_end(s, job, [name for _, name, _ in rows], counts)
+    return events
 
 
 def _note_server(srv: Server, final: Final) -> None:
@@ -321,7 +344,7 @@ def _note_server(srv: Server, final: Final) -> None:
             srv.last_error = None
 
 
-def _audit_end(s: Any, job: Job, runs: Sequence[Run], all_counts: dict[str, int]) -> None:
+def _audit_end(s: Any, job: Job, hosts: Sequence[str], all_counts: dict[str, int]) -> None:
     counts = {k: v for k, v in all_counts.items() if v}
     audit_write(
         s,
@@ -329,7 +352,7 @@ def _audit_end(s: Any, job: Job, runs: Sequence[Run], all_counts: dict[str, int]
         source="runner",
         action="job.finished",
         target=f"job {job.id}",
-        hosts=[r.server_name for r in runs],
+        hosts=list(hosts),
         detail={"title": job.title[:200], "summary": counts},
         result=job.state + " " + ", ".join(f"{k}={v}" for k, v in counts.items()),
     )
