@@ -176,6 +176,7 @@ class Poller:
         self._stopping = asyncio.Event()
         self._flush = asyncio.Event()
         self._slots = asyncio.Semaphore(self.concurrency)
+        self._tasks: set[asyncio.Task[Any]] = set()
         ready.set()
         try:
             loop.run_until_complete(self._main())
@@ -189,6 +190,8 @@ class Poller:
 
     def _spawn(self, coro: Any, what: str) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)  # kept so stop() can end them: no task outlives the loop
+        task.add_done_callback(self._tasks.discard)
         task.add_done_callback(lambda t: _log_failure(t, what))
         return task
 
@@ -206,6 +209,10 @@ class Poller:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), wait)
         finally:
+            rounds = [t for t in self._tasks if t is not writer]
+            for t in rounds:
+                t.cancel()
+            await asyncio.gather(*rounds, return_exceptions=True)
             self._flush.set()
             await asyncio.sleep(0.05)
             writer.cancel()
