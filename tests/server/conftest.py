@@ -22,8 +22,8 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from kernel.server.app import create_app
-from kernel.server.security import new_token, token_hash
-from kernel.server.users import create_user
+
+from .support import make_token
 
 REPO = Path(__file__).resolve().parents[2]
 AGENT = REPO / "src" / "kernel" / "agent.py"
@@ -139,17 +139,6 @@ class Api:
 
     def delete(self, url: str, expect: int | None = 200) -> Any:
         return self.call("DELETE", url, expect).get_json()
-
-
-def make_token(app: Any, name: str, role: str) -> str:
-    db = app.extensions["kernel.db"]
-    from kernel.server.models import ApiToken
-
-    with db.session() as s:
-        user = create_user(s, name, role, "password-" + name)
-        secret = new_token()
-        s.add(ApiToken(user_id=user.id, name="test", token_hash=token_hash(secret)))
-    return secret
 
 
 @pytest.fixture

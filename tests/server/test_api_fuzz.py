@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
 from kernel.server.app import create_app
 
-from .conftest import app_config, make_token
+from .conftest import app_config
+from .support import check_operation, make_token
 
 pytestmark = pytest.mark.slow
 EXAMPLES = 12
@@ -57,25 +57,7 @@ class _Tmp:
 @pytest.mark.parametrize(("method", "path"), _operations())
 def test_operation_never_answers_500(fuzz_app, method, path, mode):
     app, token = fuzz_app
-    schema = schemathesis.openapi.from_wsgi("/api/v1/openapi.json", app)
-    op = schema[path][method.lower()]
-    headers = {"Authorization": f"Bearer {token}"}
-
-    @settings(
-        max_examples=EXAMPLES,
-        deadline=None,
-        database=None,
-        suppress_health_check=list(HealthCheck),
-    )
-    @given(case=op.as_strategy(generation_mode=mode))
-    def check(case):
-        resp = case.call(headers={**headers, **(case.headers or {})})
-        assert resp.status_code < 500, (case.body, case.query, case.path_parameters, resp.text)
-        if resp.status_code >= 400 and path != "/healthz":
-            body = resp.json()
-            assert set(body) >= {"error", "message"}, body
-
     try:
-        check()
+        check_operation(app, token, method, path, mode, EXAMPLES)
     except Unsatisfiable:
         pytest.skip("no input to make invalid")

@@ -20,9 +20,8 @@ from sqlalchemy.engine import make_url
 from kernel.server import services_setup
 from kernel.server.app import create_app
 from kernel.server.db import utcnow
-from kernel.server.models import ApiToken, Server
-from kernel.server.security import new_token, token_hash
-from kernel.server.users import create_user
+from kernel.server.models import Server
+from server.support import make_token
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -98,14 +97,6 @@ class Answer:
 
     def json(self) -> Any:
         return self._resp.get_json()
-
-
-def make_token(app: Any, name: str, role: str) -> str:
-    with app.extensions["kernel.db"].session() as s:
-        user = create_user(s, name, role, "password-" + name)
-        secret = new_token()
-        s.add(ApiToken(user_id=user.id, name="test", token_hash=token_hash(secret)))
-    return secret
 
 
 @pytest.fixture

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 
 from kernel.server import catalog, services_setup
+from server.support import check_operation
 
 from .conftest import add_server, close_app, make_app, make_token
 
@@ -47,21 +47,4 @@ def _operations():
 @pytest.mark.parametrize(("method", "path"), _operations())
 def test_operation_never_answers_500(fuzz_app, method, path, mode):
     app, token = fuzz_app
-    schema = schemathesis.openapi.from_wsgi("/api/v1/openapi.json", app)
-    op = schema[path][method.lower()]
-    headers = {"Authorization": f"Bearer {token}"}
-
-    @settings(
-        max_examples=EXAMPLES,
-        deadline=None,
-        database=None,
-        suppress_health_check=list(HealthCheck),
-    )
-    @given(case=op.as_strategy(generation_mode=mode))
-    def check(case):
-        resp = case.call(headers={**headers, **(case.headers or {})})
-        assert resp.status_code < 500, (case.body, case.query, case.path_parameters, resp.text)
-        if resp.status_code >= 400:
-            assert set(resp.json()) >= {"error", "message"}, resp.text
-
-    check()
+    check_operation(app, token, method, path, mode, EXAMPLES)

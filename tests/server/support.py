@@ -1,0 +1,45 @@
+"""Helpers shared by the server's and the services/status tests (plain functions, no fixtures)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+
+from kernel.server.models import ApiToken
+from kernel.server.security import new_token, token_hash
+from kernel.server.users import create_user
+
+
+def make_token(app: Any, name: str, role: str) -> str:
+    """A user NAME with ROLE and an API token for it; returns the token."""
+    with app.extensions["kernel.db"].session() as s:
+        user = create_user(s, name, role, "password-" + name)
+        secret = new_token()
+        s.add(ApiToken(user_id=user.id, name="test", token_hash=token_hash(secret)))
+    return secret
+
+
+def check_operation(app: Any, token: str, method: str, path: str, mode: Any, examples: int) -> None:
+    """Generated input for one OpenAPI operation: never a 500, errors always
+    ``{"error", "message"}``. Raises hypothesis' Unsatisfiable when no input can be made."""
+    schema = schemathesis.openapi.from_wsgi("/api/v1/openapi.json", app)
+    op = schema[path][method.lower()]
+    headers = {"Authorization": f"Bearer {token}"}
+
+    @settings(
+        max_examples=examples,
+        deadline=None,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(case=op.as_strategy(generation_mode=mode))
+    def check(case: Any) -> None:
+        resp = case.call(headers={**headers, **(case.headers or {})})
+        assert resp.status_code < 500, (case.body, case.query, case.path_parameters, resp.text)
+        if resp.status_code >= 400 and path != "/healthz":
+            body = resp.json()
+            assert set(body) >= {"error", "message"}, body
+
+    check()
