@@ -75,6 +75,22 @@ def test_async_client(agent: Agent) -> None:
             assert (await c.cancel("a1")).ok
             with pytest.raises(AgentError):
                 await c.status("nope")
+            # one output event longer than aiohttp's line buffer (64 KiB) still arrives whole
+            big = [e async for e in c.stream("head -c 300000 /dev/zero | tr '\\0' x")]
+            assert "".join(e.get("data", "") for e in big if e["event"] == "stdout") == "x" * 300000
+            with pytest.raises(AgentError) as e:
+                [e async for e in c.stream("x", cwd="relative")]
+            assert e.value.code == 400
+        async with AsyncAgentClient(agent.url, "cd" * 32) as c:
+            with pytest.raises(AgentError) as e:
+                await c.exec("true")
+            assert e.value.code == 401 and not isinstance(e.value, AgentUnreachable)
+        async with AsyncAgentClient(f"http://127.0.0.1:{free_port()}", agent.key, timeout=2) as c:
+            assert not await c.healthz()
+            with pytest.raises(AgentUnreachable):
+                await c.info()
+            with pytest.raises(AgentUnreachable):
+                [e async for e in c.stream("true")]
 
     asyncio.run(main())
 
@@ -114,8 +130,10 @@ def test_tls_with_pinned_fingerprint(agent_factory, tls_files, tmp_path: Path) -
         async with AsyncAgentClient(agent.url, agent.key, tls_fingerprint=fp) as c:
             assert (await c.exec("echo a")).stdout == "a\n"
         async with AsyncAgentClient(agent.url, agent.key, tls_fingerprint="11" * 32) as c:
-            with pytest.raises(AgentUnreachable):
+            with pytest.raises(AgentUnreachable) as e:
                 await c.exec(f"touch {marker}")
+            assert e.value.error == "tls_pin_mismatch" and "11" * 32 in str(e.value)
+            assert not await c.healthz()
 
     asyncio.run(main())
     assert not marker.exists()

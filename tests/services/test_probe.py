@@ -100,7 +100,8 @@ def test_script_shape():
     # Cheap on the host: files are read by bash itself, df runs once and skips pseudo
     # filesystems, nothing waits.
     assert "sleep" not in cmd.cmd and "cat " not in cmd.cmd and "grep" not in cmd.cmd
-    assert cmd.cmd.count("df -P -T -B1 -x ") == 1 and "-x tmpfs" in cmd.cmd
+    assert cmd.cmd.count("df -l -P -T -B1 -x ") == 1 and "-x tmpfs" in cmd.cmd
+    assert "timeout 10 df" not in cmd.cmd  # `-l` keeps network filesystems out instead
     with pytest.raises(InvalidName):
         probe_script(["x; reboot"])
 

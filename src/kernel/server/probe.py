@@ -62,10 +62,11 @@ kuname() {
   printf '@@kernel-probe uname@@\n%s %s %s\n\n@@kernel-probe-rc uname 0@@\n' "$s" "$r" "$m"
 }
 knproc() {
-  local line r n=0 IFS=,
-  { while read -r line; do
-      case $line in Cpus_allowed_list:*) line=${line#*:}; break ;; *) line= ;; esac
-    done </proc/self/status; } 2>/dev/null
+  local line r n=0 IFS=,; local -a l
+  { mapfile -t l </proc/self/status; } 2>/dev/null
+  for line in "${l[@]}"; do
+    case $line in Cpus_allowed_list:*) line=${line#*:}; break ;; *) line= ;; esac
+  done
   for r in ${line//[[:space:]]/}; do
     case $r in
       *[!0-9-]* | '' | -* | *- | *-*-*) n=0; break ;;
@@ -98,7 +99,7 @@ kcpu
 kr loadavg 0 /proc/loadavg
 kr meminfo 0 /proc/meminfo
 kr uptime 0 /proc/uptime
-kp df timeout 10 df -P -T -B1 {df_exclude}
+kp df df -l -P -T -B1 {df_exclude}
 """
 
 # When PID 1 is not systemd, `systemctl is-system-running` says "offline" (exit 1) and
