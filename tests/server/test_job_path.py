@@ -39,11 +39,13 @@ def test_create_answers_without_a_transaction_after_its_commit(app: Any, admin: 
     assert all(r["state"] == "queued" for r in job["runs"])
 
 
-def test_a_finished_run_does_not_make_the_runner_claim_again(
+def test_a_job_with_room_goes_straight_to_the_runner(
     app: Any, admin: Any, agents: Any, monkeypatch: Any
 ) -> None:
-    # With free slots left, nothing new can be claimable when a run ends: a claim there would
-    # only take the database (and, on SQLite, its write lock) from the next job's create.
+    # With free slots for every run, the create request writes them as sent and hands them to
+    # the runner: no claim at all, and a finished run does not make the runner look for work
+    # (a claim there would only take the database, on SQLite its write lock, from the next
+    # job's create).
     from kernel.server import runner as runner_mod
 
     monkeypatch.setattr(runner_mod, "IDLE_POLL", 60.0)  # only wake-ups count here
@@ -60,12 +62,58 @@ def test_a_finished_run_does_not_make_the_runner_claim_again(
     r.start()
     (a,) = agents(1)
     add_agent_server(admin, a, "alpha")
-    for i in range(2):
+    for _ in range(2):
         time.sleep(0.2)  # settled: no wake-up (adding the server wakes it too) still pending
         before = len(claims)
         job = admin.post("/api/v1/jobs", {"cmd": "true", "targets": {"all": True}}, expect=201)
+        assert job["state"] == "running" and job["runs"][0]["state"] == "running"
         done = wait_job(admin, job["id"])
         assert [run["state"] for run in done["runs"]] == ["ok"]
+        assert done["runs"][0]["sent_at"] is not None
         time.sleep(0.2)  # a wake-up after the store would have claimed by now
-        if i:  # the first job may share its claim with the server's wake-up
-            assert claims[before:] == [1], claims
+        assert claims[before:] == [], claims
+    assert r._reserved == 0
+
+
+def test_a_job_without_room_is_queued_and_claimed(
+    tmp_path: Any, db_url: str, agents: Any, monkeypatch: Any
+) -> None:
+    from kernel.server.app import create_app
+
+    from .conftest import Api, app_config
+    from .support import make_token
+
+    app = create_app(app_config(tmp_path, db_url, JOB_CONCURRENCY=2))
+    try:
+        admin = Api(app.test_client(), make_token(app, "admin1", "admin"))
+        r = app.extensions["kernel.runner"]
+        claims: list[int] = []
+        real_claim = r._claim
+
+        def counting_claim(limit: int) -> Any:
+            got = real_claim(limit)
+            claims.append(len(got))
+            return got
+
+        monkeypatch.setattr(r, "_claim", counting_claim)
+        r.start()
+        for i, a in enumerate(agents(3)):
+            add_agent_server(admin, a, f"h{i}")
+        time.sleep(0.2)
+        before = len(claims)
+        # 3 runs do not fit in 2 slots: all queued, then claimed 2 + 1
+        job = admin.post("/api/v1/jobs", {"cmd": "sleep 0.3", "targets": {"all": True}}, expect=201)
+        assert job["state"] == "queued" and {x["state"] for x in job["runs"]} == {"queued"}
+        done = wait_job(admin, job["id"])
+        assert [x["state"] for x in done["runs"]] == ["ok"] * 3
+        assert sorted(n for n in claims[before:] if n) == [1, 2], claims
+        # one run fits again: straight in
+        one = admin.post(
+            "/api/v1/jobs", {"cmd": "true", "targets": {"servers": ["h0"]}}, expect=201
+        )
+        assert one["runs"][0]["state"] == "running"
+        assert wait_job(admin, one["id"])["state"] == "finished"
+        assert r._reserved == 0
+    finally:
+        app.extensions["kernel.runner"].stop()
+        app.extensions["kernel.db"].dispose()

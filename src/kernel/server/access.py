@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from flask import Flask, current_app, g, request, session
 from flask_wtf.csrf import CSRFProtect
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from . import context
 from .db import utcnow
@@ -71,32 +71,38 @@ def source_address() -> str:
 
 
 def _resolve() -> tuple[User | None, str]:
-    # A short session of its own: the caller is known before the view starts, and no
-    # transaction (on SQLite: the write lock) is left open if the credentials are refused.
+    # A short reading session of its own: the caller is known before the view starts, and no
+    # write lock is taken for it (on SQLite every API call would otherwise queue behind the
+    # runner's writes just to be let in).
     header = request.headers.get("Authorization", "")
-    with context.db().session() as s:
+    db = context.db()
+    with db.reading() as s:
         if header:
             scheme, _, token = header.partition(" ")
             if scheme.lower() != "bearer" or not token.strip():
                 raise Unauthorized("the Authorization header must be 'Bearer <token>'")
-            row = s.scalars(
-                select(ApiToken).where(ApiToken.token_hash == token_hash(token.strip()))
+            row = s.execute(
+                select(ApiToken.id, ApiToken.last_used_at, User)
+                .join(User, ApiToken.user_id == User.id)
+                .where(ApiToken.token_hash == token_hash(token.strip()))
             ).first()
-            if row is None or row.user.disabled:
+            if row is None or row.User.disabled:
                 raise Unauthorized("unknown or revoked API token")
-            now = utcnow()
-            # Recorded to the minute: a write per request would serialise every API call.
-            if row.last_used_at is None or (now - row.last_used_at).total_seconds() > 60:
-                row.last_used_at = now
-            return row.user, "token"
-        uid = session.get("uid")
-        if isinstance(uid, int):
-            user = s.get(User, uid)
+            user, via = row.User, "token"
+            stale = row.last_used_at is None or (utcnow() - row.last_used_at).total_seconds() > 60
+        else:
+            uid = session.get("uid")
+            user = s.get(User, uid) if isinstance(uid, int) else None
             # A changed password (new hash) ends existing sessions.
             if user and not user.disabled and session.get("pw") == user.password_hash[-16:]:
                 return user, "session"
-            session.clear()
-    return None, "none"
+            if uid is not None:
+                session.clear()
+            return None, "none"
+    if stale:  # recorded to the minute: a write per request would serialise every API call
+        with db.session() as w:
+            w.execute(update(ApiToken).where(ApiToken.id == row.id).values(last_used_at=utcnow()))
+    return user, via
 
 
 def login_session(user: User) -> None:

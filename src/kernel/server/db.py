@@ -18,6 +18,7 @@ from sqlalchemy import DateTime, Engine, MetaData, create_engine, event
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
+READ_ONLY = "kernel_read_only"  # execution option: begin a deferred (reading) transaction
 NAMING = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -81,8 +82,13 @@ def _tune_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
         # IMMEDIATE takes the write lock up front: a deferred transaction that later writes can
-        # fail with SQLITE_BUSY without waiting, which busy_timeout cannot fix.
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # fail with SQLITE_BUSY without waiting, which busy_timeout cannot fix. Read-only
+        # sessions (Database.reading) begin deferred: in WAL mode they neither wait for nor
+        # hold up a writer.
+        if conn.get_execution_options().get(READ_ONLY):
+            conn.exec_driver_sql("BEGIN")
+        else:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 class Database:
@@ -92,11 +98,22 @@ class Database:
         self.url = url
         self.engine = make_engine(url)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._readers = sessionmaker(
+            self.engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False
+        )
 
     @contextmanager
     def session(self) -> Iterator[Session]:
         """A session whose transaction commits on success and rolls back on error."""
         with self.sessions() as s, s.begin():
+            yield s
+
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        """A session for reads only (on SQLite a deferred transaction that takes no write
+        lock; it must not write: a write there could fail at once with "database is locked").
+        Ends with a commit of nothing, which, unlike a rollback, leaves loaded objects usable."""
+        with self._readers() as s, s.begin():
             yield s
 
     def dispose(self) -> None:

@@ -64,18 +64,24 @@ def create_job(
     targets: dict[str, Any] | None = None,
     meta: dict[str, Any] | None = None,
     parent_id: int | None = None,
+    running: bool = False,
 ) -> Job:
-    """Queue a job and its runs (the caller commits, then wakes the runner)."""
+    """Queue a job and its runs (the caller commits, then launches them through its
+    `runner.Admission`). ``running``: the runner has reserved slots for every run, so they are
+    written as sent (``running``, ``sent_at``) — the claim's journal entry — not ``queued``."""
     # The runs hang off the job's relationship, so one flush inserts the job and its runs,
     # and ``job.runs`` is known (in the relationship's order) without reading it back: the
     # answer after commit then needs no new transaction, which on SQLite would take the write
     # lock just when the woken runner wants it to claim these runs.
+    now = utcnow() if running else None
+    state = "running" if running else "queued"
     runs = [
         Run(
             id=new_run_id(),
             server_id=srv.id,
             server_name=srv.name,
-            state="queued",
+            state=state,
+            sent_at=now,
             stdout="",
             stderr="",
             truncated=False,
@@ -94,7 +100,8 @@ def create_job(
         meta=meta or {},
         created_by=created_by,
         parent_id=parent_id,
-        state="queued",
+        state=state,
+        started_at=now,
         cancel_requested=False,
         runs=runs,
     )

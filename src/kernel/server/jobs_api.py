@@ -118,17 +118,20 @@ def create() -> tuple[Response, int]:
     spec = _parse_targets(data.get("targets"))
     s = context.session()
     servers, skipped = resolve_targets(s, spec)
-    job = create_job(s, command, servers, created_by=actor(), targets=spec)
-    audit.note(
-        "job.create",
-        target=f"job {job.id}",
-        hosts=[srv.name for srv in servers],
-        cmd=cmd[:1000],
-        has_stdin=command.stdin is not None,
-    )
-    audit.write_with(s)
-    s.commit()
-    context.runner().wake()
+    with context.runner().admission(len(servers)) as admission:
+        job = create_job(
+            s, command, servers, created_by=actor(), targets=spec, running=admission.direct
+        )
+        audit.note(
+            "job.create",
+            target=f"job {job.id}",
+            hosts=[srv.name for srv in servers],
+            cmd=cmd[:1000],
+            has_stdin=command.stdin is not None,
+        )
+        audit.write_with(s)
+        s.commit()
+    admission.launch(job, servers)
     return jsonify({**job_json(job, job.runs), "skipped": skipped}), 201
 
 
@@ -185,25 +188,27 @@ def rerun(job_id: int) -> tuple[Response, int]:
     servers = rerun_servers(s, job)
     if not servers:
         raise Conflict(f"job {job_id} has no failed run on a server that still exists")
-    new = create_job(
-        s,
-        command_of(job),
-        servers,
-        created_by=actor(),
-        kind=job.kind,
-        targets={"servers": [srv.name for srv in servers], "rerun_of": job.id},
-        meta=job.meta,
-        parent_id=job.id,
-    )
-    audit.note(
-        "job.rerun",
-        target=f"job {new.id}",
-        hosts=[srv.name for srv in servers],
-        rerun_of=job.id,
-        cmd=job.cmd[:1000],
-    )
-    s.commit()
-    context.runner().wake()
+    with context.runner().admission(len(servers)) as admission:
+        new = create_job(
+            s,
+            command_of(job),
+            servers,
+            created_by=actor(),
+            kind=job.kind,
+            targets={"servers": [srv.name for srv in servers], "rerun_of": job.id},
+            meta=job.meta,
+            parent_id=job.id,
+            running=admission.direct,
+        )
+        audit.note(
+            "job.rerun",
+            target=f"job {new.id}",
+            hosts=[srv.name for srv in servers],
+            rerun_of=job.id,
+            cmd=job.cmd[:1000],
+        )
+        s.commit()
+    admission.launch(new, servers)
     return jsonify(job_json(new, new.runs)), 201
 
 

@@ -42,6 +42,7 @@ from .probe import (
     probe_script,
     report_json,
 )
+from .probelimit import ProbeLimit
 from .shell import RemoteCommand
 from .status_models import HostStatus, MetricSample
 
@@ -55,7 +56,7 @@ T = TypeVar("T")
 
 DEFAULTS: dict[str, Any] = {
     "STATUS_INTERVAL": 30.0,  # seconds between probes of one host
-    "STATUS_CONCURRENCY": 64,  # probes in flight at once
+    "STATUS_CONCURRENCY": 64,  # most probes in flight at once (the adaptive limit's ceiling)
     "STATUS_PROBE_TIMEOUT": 20.0,  # a probe not answered by then (or 0.4 interval) failed
     "STATUS_OFFLINE_AFTER": DEFAULT_OFFLINE_AFTER,  # consecutive failed probes → offline
     "STATUS_PRUNE_INTERVAL": 300.0,  # seconds between history compactions
@@ -127,6 +128,8 @@ class Poller:
         self._clients: dict[int, tuple[Target, AsyncAgentClient]] = {}
         self._inflight: set[int] = set()
         self._done: list[Outcome] = []
+        # Probes in flight: adaptive up to STATUS_CONCURRENCY (probelimit.py; docs/status.md).
+        self.limit = ProbeLimit(ceiling=self.concurrency)
 
     # -- called from other threads -----------------------------------------------------------
     def start(self) -> None:
@@ -175,7 +178,7 @@ class Poller:
         self._loop = loop
         self._stopping = asyncio.Event()
         self._flush = asyncio.Event()
-        self._slots = asyncio.Semaphore(self.concurrency)
+        self._slots = _Gate(lambda: self.limit.current)
         self._tasks: set[asyncio.Task[Any]] = set()
         ready.set()
         try:
@@ -249,6 +252,7 @@ class Poller:
             "ok": sum(o.ok for o in outcomes),
             "failed": sum(not o.ok for o in outcomes),
             "duration": round(time.monotonic() - t0, 4),
+            "limit": self.limit.current,
             "probe_durations": sorted(o.duration for o in outcomes),
             "errors": sorted({o.error for o in outcomes if o.error})[:5],
         }
@@ -268,6 +272,8 @@ class Poller:
             self._inflight.discard(target.server_id)
         sid = target.server_id
         self._failures[sid] = 0 if outcome.ok else self._failures.get(sid, 0) + 1
+        if outcome.ok:  # a failure (timeout, refusal) says nothing about queueing
+            self.limit.sample(sid, outcome.duration)
         if 0 < self._failures[sid] < self.offline_after:  # confirm soon rather than next round
             asyncio.get_running_loop().call_later(
                 self.retry_after, lambda: self._spawn(self.poll([sid]), "retry")
@@ -312,6 +318,7 @@ class Poller:
     async def _close_clients(self, ids: set[int]) -> None:
         for sid in ids:
             entry = self._clients.pop(sid, None)
+            self.limit.forget(sid)
             if entry is not None:
                 with contextlib.suppress(Exception):
                     await entry[1].aclose()
@@ -446,6 +453,25 @@ def _when(ts: float | None) -> dt.datetime | None:
 
 def _point(row: MetricSample) -> MetricPoint:
     return MetricPoint(t=row.t, values=dict(row.values or {}), count=row.count)
+
+
+class _Gate:
+    """Like a semaphore, but its size (``size()``) may change between acquisitions."""
+
+    def __init__(self, size: Callable[[], int]) -> None:
+        self._size = size
+        self._held = 0
+        self._cond = asyncio.Condition()
+
+    async def __aenter__(self) -> None:
+        async with self._cond:
+            await self._cond.wait_for(lambda: self._held < self._size())
+            self._held += 1
+
+    async def __aexit__(self, *exc: object) -> None:
+        async with self._cond:
+            self._held -= 1
+            self._cond.notify(max(1, self._size() - self._held))
 
 
 def _log_failure(task: asyncio.Task[Any], what: str) -> None:

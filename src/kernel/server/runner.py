@@ -9,6 +9,12 @@ mean nothing runs twice, and a run no agent knows ends as ``lost`` with a reason
 
 Results are written in batches by one writer (one database thread), so 100 hosts answering at
 once cost a handful of transactions, not a hundred.
+
+Direct hand-off: when this process's runner has free slots for all of a new job's runs, the
+request that creates the job reserves them (`Runner.admission`), writes the runs ``running``
+with ``sent_at`` in its own transaction (the same journal entry a claim writes), and after
+its commit hands them to the loop — no wake-up, no claim transaction. Without free slots, or
+with no runner in this process, runs are queued and claimed as above.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import select
@@ -38,6 +45,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 IDLE_POLL = 1.0  # seconds between looks for work queued by another process (CLI, replica)
+LAST_SEEN_STEP = 5.0  # a server's last_seen is moved on by runs at most this often (seconds)
 
 
 class Runner:
@@ -63,6 +71,10 @@ class Runner:
         # useless claim transaction (SQLite write lock, the one database thread) right when
         # the next job's POST wants them.
         self._saturated = False
+        # Slots promised to requests that are creating runs as running (`admission`), not yet
+        # in `_active`: guarded by a lock, read by the loop when it counts its free slots.
+        self._reserve_lock = threading.Lock()
+        self._reserved = 0
 
     # -- called from other threads -----------------------------------------------------------
     def start(self) -> None:
@@ -100,6 +112,37 @@ class Runner:
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
+    def admission(self, runs: int) -> Admission:
+        """For a request about to create ``runs`` runs: reserves that many slots if free."""
+        return Admission(self, self._reserve(runs))
+
+    def _reserve(self, n: int) -> int:
+        if n <= 0 or self._loop is None or not self.running:
+            return 0
+        with self._reserve_lock:
+            if self.concurrency - len(self._active) - self._reserved < n:
+                return 0
+            self._reserved += n
+            return n
+
+    def _release(self, n: int) -> None:
+        with self._reserve_lock:
+            self._reserved -= n
+
+    def _submit(self, tasks: list[RunTask], reserved: int) -> None:
+        def accept() -> None:
+            for task in tasks:
+                self._start(task, reattach=False)
+            self._release(reserved)
+
+        loop = self._loop
+        try:
+            if loop is None:
+                raise RuntimeError("runner stopped")
+            loop.call_soon_threadsafe(accept)
+        except RuntimeError:  # stopped meanwhile: the runs are re-attached at the next start
+            self._release(reserved)
+
     # -- inside the loop -----------------------------------------------------------------------
     def _thread_main(self, ready: threading.Event) -> None:
         loop = asyncio.new_event_loop()
@@ -130,7 +173,7 @@ class Runner:
         try:
             recovered = False
             while not self._stopping.is_set():
-                free = self.concurrency - len(self._active)
+                free = self.concurrency - len(self._active) - self._reserved
                 self._wake.clear()  # before looking: a job queued meanwhile wakes us again
                 try:
                     if not recovered:
@@ -304,6 +347,47 @@ class Runner:
             self.wake()
 
 
+class Admission:
+    """A new job's way into the runner (see the module doc): ``direct`` says whether its runs
+    are to be created running; `launch` after the commit starts them (or wakes the claimer).
+    Leaving the ``with`` block by an exception gives the reserved slots back."""
+
+    def __init__(self, runner: Runner, reserved: int) -> None:
+        self.runner = runner
+        self.reserved = reserved
+
+    @property
+    def direct(self) -> bool:
+        return self.reserved > 0
+
+    def __enter__(self) -> Admission:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is not None and self.reserved:
+            self.runner._release(self.reserved)
+            self.reserved = 0
+
+    def launch(self, job: Job, servers: Sequence[Server]) -> None:
+        """After the commit: hand the job's runs to the loop, or wake the claimer."""
+        if not self.reserved:
+            self.runner.wake()
+            return
+        by_id = {srv.id: srv for srv in servers}
+        tasks = [RunTask.of(run, job, by_id[run.server_id]) for run in job.runs]
+        reserved, self.reserved = self.reserved, 0
+        self.runner._submit(tasks, reserved)
+        bus = self.runner.bus  # what a claim would have published
+        for run in job.runs:
+            bus.publish(job.id, "run", run=run_json(run))
+        bus.publish(job.id, "job", job=job_json(job))
+
+
 def _job_changed(
     s: Any, job: Job, changed: dict[str, str] | None = None, *, audit: bool = False
 ) -> list[tuple[int, str, dict[str, Any]]]:
@@ -338,7 +422,10 @@ def _note_server(srv: Server, final: Final) -> None:
             srv.state = "offline"
         srv.last_error = final.error
     elif final.state != "lost":
-        srv.last_seen = utcnow()
+        now = utcnow()
+        # To the few seconds: a server UPDATE per finished run would cost every result write.
+        if srv.last_seen is None or (now - srv.last_seen).total_seconds() >= LAST_SEEN_STEP:
+            srv.last_seen = now
         if srv.state == "offline":
             srv.state = "online"
             srv.last_error = None

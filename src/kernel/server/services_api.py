@@ -227,7 +227,7 @@ def operate(name: str, op: str) -> tuple[Response, int]:
     s = context.session()
     servers, skipped = resolve_targets(s, spec)
     audit.note(hosts=[srv.name for srv in servers])
-    with oplock.guard:
+    with oplock.guard, context.runner().admission(len(servers)) as admission:
         oplock.ensure_free(s, {srv.id: srv.name for srv in servers}, svc.name)
         job = create_job(
             s,
@@ -237,10 +237,11 @@ def operate(name: str, op: str) -> tuple[Response, int]:
             kind=oplock.KIND,
             targets=spec,
             meta={"service": svc.name, "op": op, "unit": svc.unit},
+            running=admission.direct,
         )
         audit.note(job=job.id)
         s.commit()
-    context.runner().wake()
+    admission.launch(job, servers)
     return jsonify({**job_json(job, job.runs), "skipped": skipped}), 201
 
 
