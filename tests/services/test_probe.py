@@ -315,3 +315,71 @@ def test_report_json():
         == data["metrics"]["mem_total"] - data["metrics"]["mem_available"]
     )
     assert data["metrics"]["disks"][0]["mount"] == "/"
+
+
+def _report_json_reference(report):
+    """report_json as it was first written (dataclasses.asdict): the hand-written one must
+    give exactly this, key order included."""
+    data = dataclasses.asdict(report)
+    data["metrics"]["mem_used"] = report.metrics.mem_used
+    data["metrics"]["swap_used"] = report.metrics.swap_used
+    for unit, state in report.units.items():
+        data["units"][unit].update(
+            installed=state.installed, active=state.active, failed=state.failed
+        )
+    data["warnings"] = list(report.warnings)
+    return data
+
+
+@pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])
+def test_report_json_matches_the_reference(path):
+    case = json.loads(path.read_text())
+    output = base64.b64decode(case["output_base64"]) if "output_base64" in case else case["output"]
+    report = parse_probe(output)
+    got, want = probe.report_json(report), _report_json_reference(report)
+    assert json.dumps(got) == json.dumps(want)
+
+
+def _os_release_reference(text):
+    import re
+    import shlex
+
+    out = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, raw = line.partition("=")
+        if not re.fullmatch(r"[A-Z0-9_]+", key):
+            continue
+        try:
+            words = shlex.split(raw)
+        except ValueError:
+            words = [raw.strip("\"'")]
+        out[key] = " ".join(words)
+    return out
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["ID", "NAME", "VERSION_ID", "PRETTY_NAME", "bad-key", "#X"]),
+            st.text(alphabet=" \t\"'\\$`#=ab-_.é()", max_size=12),
+        ),
+        max_size=6,
+    )
+)
+def test_os_release_fast_path_reads_like_shlex(pairs):
+    text = "\n".join(f"{k}={v}" for k, v in pairs)
+    assert probe.parse_os_release(text) == _os_release_reference(text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="ab \r\n@-_k0123456789", max_size=200))
+def test_split_reads_markers_anywhere(noise):
+    # Noise around real markers, including CRs and marker-like lines, never raises, and a
+    # clean section in the middle still reads right.
+    text = noise + "\n@@kernel-probe hostname@@\nh1\n\n@@kernel-probe-rc hostname 0@@\n" + noise
+    report = parse_probe(text)
+    assert report.facts.hostname == "h1"

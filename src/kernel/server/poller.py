@@ -434,8 +434,16 @@ def apply_outcome(st: HostStatus, srv: Server, o: Outcome, offline_after: int, s
         values = metric_values(o.report, cpu_percent=cpu)
         data["metrics"].pop("cpu_times", None)
         data["metrics"]["cpu_percent_interval"] = cpu
-        st.facts, st.metrics, st.units = data["facts"], data["metrics"], data["units"]
-        st.warnings = data["warnings"][:50]
+        # Facts, units and warnings rarely change: assigned only when they do, so the UPDATE
+        # does not carry (and encode) them every round.
+        st.metrics = data["metrics"]
+        for column, value in (
+            ("facts", data["facts"]),
+            ("units", data["units"]),
+            ("warnings", data["warnings"][:50]),
+        ):
+            if getattr(st, column) != value:
+                setattr(st, column, value)
         st.cpu_total = times.total if times else None
         st.cpu_idle = times.idle if times else None
         s.add(MetricSample(server_id=srv.id, t=o.at, count=1, values=values))

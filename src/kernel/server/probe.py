@@ -14,7 +14,6 @@ The format is documented in docs/status.md; tests/data/probe/ holds recorded out
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import re
 import shlex
@@ -240,15 +239,39 @@ class ProbeReport:
 
 def report_json(report: ProbeReport) -> dict[str, Any]:
     """The report as JSON-ready dicts, with the derived values (mem_used, swap_used, and each
-    unit's installed/active/failed) spelled out — for storage and the API."""
-    data = dataclasses.asdict(report)
-    data["metrics"]["mem_used"] = report.metrics.mem_used
-    data["metrics"]["swap_used"] = report.metrics.swap_used
-    for unit, st in report.units.items():
-        data["units"][unit].update(installed=st.installed, active=st.active, failed=st.failed)
-    data["warnings"] = list(report.warnings)
-    data["metrics"]["disks"] = [dataclasses.asdict(d) for d in report.metrics.disks]
-    return data
+    unit's installed/active/failed) spelled out — for storage and the API. (Written out by
+    hand, not `dataclasses.asdict`: this runs for every host in every round.)"""
+    m = report.metrics
+    times = m.cpu_times
+    return {
+        "facts": dict(report.facts.__dict__),
+        "metrics": {
+            "cpu_percent": m.cpu_percent,
+            "cpu_times": None if times is None else {"total": times.total, "idle": times.idle},
+            "load1": m.load1,
+            "load5": m.load5,
+            "load15": m.load15,
+            "mem_total": m.mem_total,
+            "mem_available": m.mem_available,
+            "swap_total": m.swap_total,
+            "swap_free": m.swap_free,
+            "uptime": m.uptime,
+            "disks": [dict(d.__dict__) for d in m.disks],
+            "mem_used": m.mem_used,
+            "swap_used": m.swap_used,
+        },
+        "units": {
+            name: {
+                **st.__dict__,
+                "installed": st.installed,
+                "active": st.active,
+                "failed": st.failed,
+            }
+            for name, st in report.units.items()
+        },
+        "warnings": list(report.warnings),
+        "complete": report.complete,
+    }
 
 
 # --- parsing -------------------------------------------------------------------------------
@@ -258,36 +281,55 @@ _MARK = re.compile(r"^@@kernel-probe(-rc|-stderr|-end)?(?: ([A-Za-z0-9_.-]+))?(?
 
 @dataclass
 class _Section:
-    lines: list[str] = field(default_factory=list)
+    chunks: list[str] = field(default_factory=list)  # the section's text, as found
     rc: int | None = None
-    stderr: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # its stderr text
 
     @property
     def text(self) -> str:
-        return "\n".join(self.lines).strip("\n")
+        return "".join(self.chunks).strip("\n")
+
+    @property
+    def lines(self) -> list[str]:
+        return self.text.split("\n") if self.chunks else []
 
     def why(self) -> str:
         """A one-line reason for a failed section, for warnings."""
-        err = next((s.strip() for s in self.stderr if s.strip()), "")
+        lines = "".join(self.errors).split("\n")
+        err = next((x.strip() for x in lines if x.strip()), "")
         code = f"exit {self.rc}" if self.rc is not None else "no exit code"
         return f"{code}: {err}" if err else code
 
 
+_MARK_LINE = re.compile(r"^@@kernel-probe.*$", re.M)
+_CR_AT_EOL = re.compile(r"\r+(?=\n|\Z)")
+
+
 def _split(text: str) -> tuple[dict[str, _Section], bool, list[str]]:
+    # Marker lines are found with one regex over the text and the text between them is
+    # sliced, not walked line by line: this runs for every host in every round.
+    if "\r" in text:
+        text = _CR_AT_EOL.sub("", text)
     sections: dict[str, _Section] = {}
     warnings: list[str] = []
     current: list[str] | None = None
     complete = False
     stray = 0
-    for line in text.split("\n"):
-        line = line.rstrip("\r")
-        m = _MARK.match(line) if line.startswith("@@kernel-probe") else None
-        if m is None:
-            if current is not None:
-                current.append(line)
-            elif line.strip():
-                stray += 1
+    pos = 0
+
+    def take(chunk: str) -> None:
+        nonlocal stray
+        if current is not None:
+            current.append(chunk)
+        else:
+            stray += sum(1 for x in chunk.split("\n") if x.strip())
+
+    for found in _MARK_LINE.finditer(text):
+        m = _MARK.match(found.group(0))
+        if m is None:  # looks like a marker but is not: plain text of the section
             continue
+        take(text[pos : found.start()])
+        pos = found.end() + 1
         kind, name, num = m.group(1), m.group(2), m.group(3)
         if kind == "-end":
             complete = True
@@ -295,12 +337,13 @@ def _split(text: str) -> tuple[dict[str, _Section], bool, list[str]]:
         elif name is None:
             current = None
         elif kind is None:
-            current = sections.setdefault(name, _Section()).lines
+            current = sections.setdefault(name, _Section()).chunks
         elif kind == "-rc":
             sections.setdefault(name, _Section()).rc = int(num) if num else None
             current = None
         else:
-            current = sections.setdefault(name, _Section()).stderr
+            current = sections.setdefault(name, _Section()).errors
+    take(text[pos:])
     if stray:
         warnings.append(f"{stray} line(s) outside any section ignored")
     return sections, complete, warnings
@@ -373,7 +416,11 @@ def parse_os_release(text: str) -> dict[str, str]:
         if not line or line.startswith("#") or "=" not in line:
             continue
         key, _, raw = line.partition("=")
-        if not re.fullmatch(r"[A-Z0-9_]+", key):
+        if not _OS_KEY.fullmatch(key):
+            continue
+        simple = _OS_SIMPLE.fullmatch(raw)
+        if simple:  # the usual case, without shlex (slow, and this runs every round)
+            out[key] = next(g for g in simple.groups() if g is not None)
             continue
         try:
             words = shlex.split(raw)
@@ -381,6 +428,12 @@ def parse_os_release(text: str) -> dict[str, str]:
             words = [raw.strip("\"'")]
         out[key] = " ".join(words)
     return out
+
+
+_OS_KEY = re.compile(r"[A-Z0-9_]+")
+# A value shlex would return unchanged but for its quotes: bare (no blanks, quotes or shell
+# specials), "double-quoted" without specials inside, or 'single-quoted'.
+_OS_SIMPLE = re.compile(r"""([^\s"'\\$`]*)|"([^"\\$`]*)"|'([^']*)'""")
 
 
 def _os_release(text: str, f: Facts, m: Metrics) -> tuple[Facts, Metrics]:

@@ -7,7 +7,8 @@ the way TCP Vegas does: each probe's time is compared with the best time *that h
 shown lately (its own network distance and probe cost), and the median of that ratio over a
 window of probes steers the limit:
 
-- ratio above ``high`` (probes take more than twice their host's best): shrink by ``backoff``;
+- ratio above ``high`` (probes take half as long again as their host's best): shrink by
+  ``backoff``;
 - ratio below ``low``: grow (doubling while it has never backed off — slow start — then by a
   quarter);
 - in between: hold.
@@ -34,8 +35,8 @@ class ProbeLimit:
     ceiling: int
     floor: int = 4
     start: int = 4
-    high: float = 2.0
-    low: float = 1.5
+    high: float = 1.5
+    low: float = 1.2
     backoff: float = 0.75
     drift: float = 1.02
     limit: float = field(init=False)
