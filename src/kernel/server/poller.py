@@ -54,6 +54,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+BATCH_WINDOW = 0.1  # seconds answers may wait to share the writer's transaction
+BATCH_MAX = 64  # answers that are written at once, window or not
 DEFAULTS: dict[str, Any] = {
     "STATUS_INTERVAL": 30.0,  # seconds between probes of one host
     "STATUS_CONCURRENCY": 64,  # most probes in flight at once (the adaptive limit's ceiling)
@@ -326,7 +328,12 @@ class Poller:
     async def _writer(self) -> None:
         while True:
             await self._flush.wait()
-            await asyncio.sleep(0.02)  # let answers arriving together share a transaction
+            # Let answers share a transaction: a write costs a few ms whatever its size, and
+            # with few probes in flight answers trickle in. Written at once when nothing more
+            # is coming (no probe in flight: the end of a round, a lone refresh).
+            deadline = time.monotonic() + BATCH_WINDOW
+            while self._inflight and len(self._done) < BATCH_MAX and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
             self._flush.clear()
             batch, self._done = self._done, []
             if not batch:
