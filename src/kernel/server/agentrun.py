@@ -105,16 +105,21 @@ class Final:
     stderr: str | None = None
     truncated: bool = False
 
-    def apply(self, run: Run, task: RunTask) -> None:
-        now = utcnow()
-        run.state = self.state
-        run.exit_code, run.signal, run.error = self.exit_code, self.signal, self.error
-        run.stdout = task.text("stdout") if self.stdout is None else self.stdout
-        run.stderr = task.text("stderr") if self.stderr is None else self.stderr
-        run.truncated = self.truncated or task.truncated
-        run.started_at = task.started_at or run.started_at
-        run.finished_at = now
-        run.duration = self.duration
+    def columns(self, task: RunTask, now: dt.datetime) -> dict[str, Any]:
+        """Parameters of the runner's UPDATE of the run's row (started_at None: keep it)."""
+        return {
+            "run_id": task.run_id,
+            "state": self.state,
+            "exit_code": self.exit_code,
+            "signal": self.signal,
+            "error": self.error,
+            "stdout": task.text("stdout") if self.stdout is None else self.stdout,
+            "stderr": task.text("stderr") if self.stderr is None else self.stderr,
+            "truncated": self.truncated or task.truncated,
+            "finished_at": now,
+            "duration": self.duration,
+            "started_at": task.started_at,
+        }
 
 
 def _int(value: Any) -> int | None:

@@ -21,19 +21,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from types import SimpleNamespace, TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, bindparam, case, func, null, or_, select, update
 
 from . import initflow
 from .agentrun import AgentRun, Final, RunTask
 from .audit import write as audit_write
-from .db import Database, utcnow
+from .db import Database, UTCDateTime, utcnow
 from .events import EventBus
 from .jobs import job_json, refresh_job_state, run_json
 from .jobstate import TERMINAL, summary
@@ -308,43 +309,140 @@ class Runner:
                         job.started_at = job.started_at or now
                         events.append((job.id, "job", {"job": job_json(job)}))
                 else:
-                    events += _job_changed(s, job)
+                    states = s.execute(
+                        select(Run.id, Run.server_name, Run.state).where(Run.job_id == job.id)
+                    ).all()
+                    events += _job_changed(s, job, [(i, n, st) for i, n, st in states])
         for job_id, type_, data in events:
             self.bus.publish(job_id, type_, **data)
         return tasks
 
     def _store(self, batch: list[tuple[RunTask, Final]]) -> None:
+        """Write finished runs, bring their jobs and servers up to date, publish the events.
+
+        On the hot path of every job, so written as a few prepared Core statements rather
+        than ORM loads and flushes (which cost a single-run job a few ms more): one UPDATE per
+        run that is not final yet (RETURNING the row for its event), one read of the jobs and
+        one of their runs' states, an UPDATE per job that changes, one per server with news."""
         events: list[tuple[int, str, dict[str, Any]]] = []
         follow_up = False
+        now = utcnow()
         with self.db.session() as s:
-            # One query for the whole batch (runs with their job and server), not three per run.
-            rows = s.execute(
-                select(Run, Job, Server)
-                .join(Job, Run.job_id == Job.id)
-                .join(Server, Run.server_id == Server.id)
-                .where(Run.id.in_([task.run_id for task, _ in batch]))
-            ).all()
-            found = {run.id: (run, job, srv) for run, job, srv in rows}
-            jobs: dict[int, Job] = {}
-            stored: dict[str, str] = {}  # run id → the state written now
+            conn = s.connection()
+            stored: list[Any] = []
+            servers: dict[int, Final] = {}
             for task, final in batch:
-                row = found.get(task.run_id)
-                if row is None or row[0].state in TERMINAL:
+                row = conn.execute(_SQL.finish_run, final.columns(task, now)).mappings().first()
+                if row is None:  # already final (e.g. cancelled meanwhile): first write wins
                     continue
-                run, job, srv = row
-                final.apply(run, task)
-                stored[run.id] = run.state
-                _note_server(srv, final)
-                jobs[job.id] = job
-                events.append((job.id, "run", {"run": run_json(run)}))
-                if job.kind == "init":
-                    follow_up |= initflow.after_run(s, self.app.config, job, run)
-            for job in jobs.values():
-                events += _job_changed(s, job, stored, audit=True)
+                stored.append(SimpleNamespace(**row))
+                servers[task.server_id] = final
+            if not stored:
+                return
+            for server_id, final in servers.items():
+                _note_server(conn, server_id, final, now)
+            job_ids = sorted({run.job_id for run in stored})
+            jobs = {
+                row["id"]: SimpleNamespace(**row)
+                for row in conn.execute(_SQL.jobs, {"ids": job_ids}).mappings()
+            }
+            runs_of: dict[int, list[tuple[str, str, str]]] = {}
+            for job_id, run_id, name, state in conn.execute(_SQL.run_states, {"ids": job_ids}):
+                runs_of.setdefault(job_id, []).append((run_id, name, state))
+            for run in stored:
+                events.append((run.job_id, "run", {"run": run_json(run)}))
+            for job_id, job in jobs.items():
+                before = (job.state, job.started_at, job.finished_at)
+                events += _job_changed(s, job, runs_of.get(job_id, []), audit=True)
+                if (job.state, job.started_at, job.finished_at) != before:
+                    conn.execute(
+                        _SQL.job_state,
+                        {
+                            "job_id": job_id,
+                            "state": job.state,
+                            "started_at": job.started_at,
+                            "finished_at": job.finished_at,
+                        },
+                    )
+            for run in stored:
+                if jobs[run.job_id].kind == "init":
+                    # The init chain's rules are ORM code: load what it needs (a rare path).
+                    orm_job, orm_run = s.get(Job, run.job_id), s.get(Run, run.id)
+                    if orm_job is not None and orm_run is not None:
+                        follow_up |= initflow.after_run(s, self.app.config, orm_job, orm_run)
         for job_id, type_, data in events:
             self.bus.publish(job_id, type_, **data)
         if follow_up:
             self.wake()
+
+
+class _Statements:
+    """The store's statements, built once: building a Core statement costs more than
+    running it on SQLite."""
+
+    def __init__(self) -> None:
+        runs, jobs, servers = (cast(Table, m.__table__) for m in (Run, Job, Server))
+        now, cut = bindparam("now", type_=UTCDateTime()), bindparam("cut", type_=UTCDateTime())
+        self.finish_run = (
+            update(runs)
+            .where(runs.c.id == bindparam("run_id"), runs.c.state.not_in(TERMINAL))
+            .values(
+                state=bindparam("state"),
+                exit_code=bindparam("exit_code"),
+                signal=bindparam("signal"),
+                error=bindparam("error"),
+                stdout=bindparam("stdout"),
+                stderr=bindparam("stderr"),
+                truncated=bindparam("truncated"),
+                started_at=func.coalesce(
+                    bindparam("started_at", type_=UTCDateTime()), runs.c.started_at
+                ),
+                finished_at=bindparam("finished_at", type_=UTCDateTime()),
+                duration=bindparam("duration"),
+            )
+            .returning(*(runs.c[name] for name in RUN_EVENT_COLUMNS))
+        )
+        self.jobs = select(jobs).where(jobs.c.id.in_(bindparam("ids", expanding=True)))
+        self.run_states = (
+            select(runs.c.job_id, runs.c.id, runs.c.server_name, runs.c.state)
+            .where(runs.c.job_id.in_(bindparam("ids", expanding=True)))
+            .order_by(runs.c.job_id, runs.c.server_name)
+        )
+        self.job_state = (
+            update(jobs)
+            .where(jobs.c.id == bindparam("job_id"))
+            .values(
+                state=bindparam("state"),
+                started_at=bindparam("started_at", type_=UTCDateTime()),
+                finished_at=bindparam("finished_at", type_=UTCDateTime()),
+            )
+        )
+        self.server_unreachable = (
+            update(servers)
+            .where(servers.c.id == bindparam("server_id"))
+            .values(
+                state=case((servers.c.state == "online", "offline"), else_=servers.c.state),
+                last_error=bindparam("error"),
+            )
+        )
+        stale = or_(servers.c.last_seen.is_(None), servers.c.last_seen < cut)
+        offline = servers.c.state == "offline"
+        self.server_answered = (
+            update(servers)
+            .where(servers.c.id == bindparam("server_id"), or_(stale, offline))
+            .values(
+                last_seen=case((stale, now), else_=servers.c.last_seen),
+                state=case((offline, "online"), else_=servers.c.state),
+                last_error=case((offline, null()), else_=servers.c.last_error),
+            )
+        )
+
+
+RUN_EVENT_COLUMNS = (
+    "id", "job_id", "server_id", "server_name", "state", "exit_code", "signal", "truncated",
+    "error", "sent_at", "started_at", "finished_at", "duration",
+)  # fmt: skip
+_SQL = _Statements()
 
 
 class Admission:
@@ -389,18 +487,11 @@ class Admission:
 
 
 def _job_changed(
-    s: Any, job: Job, changed: dict[str, str] | None = None, *, audit: bool = False
+    s: Any, job: Any, rows: Sequence[tuple[str, str, str]], *, audit: bool = False
 ) -> list[tuple[int, str, dict[str, Any]]]:
-    """Bring a job's state up to date with its runs (one query: their states and servers);
-    the events that says, and the audit line if it just ended (``audit``). ``changed``: new
-    states of runs changed in this session but not flushed yet; the query then reads around
-    them instead of flushing first (one flush at commit writes everything)."""
-    query = select(Run.id, Run.server_name, Run.state).where(Run.job_id == job.id)
-    if changed is None:
-        rows = s.execute(query).all()
-    else:
-        with s.no_autoflush:
-            rows = [(i, name, changed.get(i, st)) for i, name, st in s.execute(query)]
+    """Bring a job (a Job, or the store's plain copy of a row) up to date with its runs
+    (``rows``: id, server name and state of each, as they are now); the events that says,
+    and the audit line if it just ended (``audit``)."""
     states = [state for _, _, state in rows]
     was = job.state
     ended = refresh_job_state(s, job, states)
@@ -415,20 +506,17 @@ def _job_changed(
     return events
 
 
-def _note_server(srv: Server, final: Final) -> None:
-    """What a run tells about its server: it answered (online) or did not (offline)."""
+def _note_server(conn: Any, server_id: int, final: Final, now: dt.datetime) -> None:
+    """What a run tells about its server: it answered (online, and last_seen — to the few
+    seconds: an UPDATE per finished run would cost every result write) or did not
+    (offline, with the error). A lost run says neither."""
+    if final.state == "lost":
+        return
     if final.state == "unreachable":
-        if srv.state == "online":
-            srv.state = "offline"
-        srv.last_error = final.error
-    elif final.state != "lost":
-        now = utcnow()
-        # To the few seconds: a server UPDATE per finished run would cost every result write.
-        if srv.last_seen is None or (now - srv.last_seen).total_seconds() >= LAST_SEEN_STEP:
-            srv.last_seen = now
-        if srv.state == "offline":
-            srv.state = "online"
-            srv.last_error = None
+        conn.execute(_SQL.server_unreachable, {"server_id": server_id, "error": final.error})
+        return
+    cut = now - dt.timedelta(seconds=LAST_SEEN_STEP)
+    conn.execute(_SQL.server_answered, {"server_id": server_id, "now": now, "cut": cut})
 
 
 def _audit_end(s: Any, job: Job, hosts: Sequence[str], all_counts: dict[str, int]) -> None:
