@@ -1347,6 +1347,10 @@ class Request:
         self.body = b""
 
 
+def _chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
 class Connection(socketserver.BaseRequestHandler):
     """One client connection: requests in a keep-alive loop, each under a deadline."""
 
@@ -1509,16 +1513,19 @@ class Connection(socketserver.BaseRequestHandler):
             err.status, {"code": err.status, "error": err.slug, "msg": err.msg}, close=err.close
         )
 
-    def start_chunked(self, content_type: str) -> None:
+    def start_chunked(self, content_type: str, first: bytes = b"") -> None:
+        """The head of a chunked answer, and its ``first`` chunk in the same write."""
         head = "HTTP/1.1 200 OK\r\nContent-Type: %s\r\nTransfer-Encoding: chunked\r\n%s\r\n" % (
             content_type,
             "Connection: close\r\n" if self.close else "",
         )
         self.status = 200
-        self._write(head.encode("latin-1"))
+        self._write(head.encode("latin-1") + (_chunk(first) if first else b""))
 
-    def write_chunk(self, data: bytes) -> None:
-        self._write(b"%x\r\n%s\r\n" % (len(data), data) if data else b"0\r\n\r\n")
+    def write_chunk(self, data: bytes, last: bool = False) -> None:
+        """One chunk (none if ``data`` is empty); ``last`` ends the answer in the same write,
+        so a short run's end goes out as one segment, not several."""
+        self._write((_chunk(data) if data else b"") + (b"0\r\n\r\n" if last else b""))
 
     # the loop
 
@@ -1714,18 +1721,22 @@ class AgentServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
 
     def stream(self, conn: Connection, run: Run) -> None:
         store = self._store()
-        conn.start_chunked("application/x-ndjson")
 
         def event(data: Dict[str, Any]) -> bytes:
             return json.dumps(data, ensure_ascii=False).encode("utf-8") + b"\n"
 
-        conn.write_chunk(event({"event": "started", "id": run.id, "started_at": run.started_at}))
+        started = event({"event": "started", "id": run.id, "started_at": run.started_at})
+        conn.start_chunked("application/x-ndjson", started)
+
         cap = self.cfg.max_output_bytes
         # [name, open file or None (the keeper creates it at the first byte), decoder]
         streams: List[List[Any]] = [
             [name, None, codecs.getincrementaldecoder("utf-8")("replace")]
             for name in ("stdout", "stderr")
         ]
+        # Once the run has finished, what is left is sent with the exit event in one write
+        # (a short run's whole answer is then two segments: head+started, output+exit+end).
+        pending = b""
         try:
             while True:
                 finished = run.done.is_set()  # read after this: nothing can follow the exit
@@ -1748,10 +1759,15 @@ class AgentServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
                         text = decoder.decode(b"", final=True)
                         if text:
                             out += event({"event": name, "data": text})
+                if finished:
+                    pending += out
+                    if not got:
+                        break
+                    if len(pending) < 1 << 18:
+                        continue
+                    out, pending = pending, b""
                 if out:
                     conn.write_chunk(out)
-                if finished and not got:
-                    break
                 if not got:
                     run.done.wait(0.05)
         finally:
@@ -1760,8 +1776,7 @@ class AgentServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
                     f.close()
         final = {"event": "exit"}
         final.update(store.result(run, output=False))
-        conn.write_chunk(event(final))
-        conn.write_chunk(b"")
+        conn.write_chunk(pending + event(final), last=True)
 
     def exec_status(self, conn: Connection, req: Request) -> None:
         store = self._store()
