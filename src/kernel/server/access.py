@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from flask import Flask, current_app, g, request, session
 from flask_wtf.csrf import CSRFProtect
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 
 from . import context
 from .db import utcnow
@@ -81,28 +81,52 @@ def _resolve() -> tuple[User | None, str]:
             scheme, _, token = header.partition(" ")
             if scheme.lower() != "bearer" or not token.strip():
                 raise Unauthorized("the Authorization header must be 'Bearer <token>'")
-            row = s.execute(
-                select(ApiToken.id, ApiToken.last_used_at, User)
-                .join(User, ApiToken.user_id == User.id)
-                .where(ApiToken.token_hash == token_hash(token.strip()))
-            ).first()
-            if row is None or row.User.disabled:
+            row = s.execute(_TOKEN_USER, {"hash": token_hash(token.strip())}).first()
+            if row is None or row.disabled:
                 raise Unauthorized("unknown or revoked API token")
-            user, via = row.User, "token"
+            # A transient User (every API call comes through here; loading an ORM entity
+            # costs more than the query): the caller reads its fields, never saves it.
+            user = User(
+                id=row.user_id,
+                name=row.name,
+                role=row.role,
+                disabled=row.disabled,
+                password_hash=row.password_hash,
+                created_at=row.created_at,
+            )
+            via = "token"
             stale = row.last_used_at is None or (utcnow() - row.last_used_at).total_seconds() > 60
         else:
             uid = session.get("uid")
-            user = s.get(User, uid) if isinstance(uid, int) else None
+            known = s.get(User, uid) if isinstance(uid, int) else None
             # A changed password (new hash) ends existing sessions.
-            if user and not user.disabled and session.get("pw") == user.password_hash[-16:]:
-                return user, "session"
+            if known and not known.disabled and session.get("pw") == known.password_hash[-16:]:
+                return known, "session"
             if uid is not None:
                 session.clear()
             return None, "none"
     if stale:  # recorded to the minute: a write per request would serialise every API call
         with db.session() as w:
-            w.execute(update(ApiToken).where(ApiToken.id == row.id).values(last_used_at=utcnow()))
+            w.execute(
+                update(ApiToken).where(ApiToken.id == row.token_id).values(last_used_at=utcnow())
+            )
     return user, via
+
+
+_TOKEN_USER = (
+    select(
+        ApiToken.id.label("token_id"),
+        ApiToken.last_used_at,
+        User.id.label("user_id"),
+        User.name,
+        User.role,
+        User.disabled,
+        User.password_hash,
+        User.created_at,
+    )
+    .join(User, ApiToken.user_id == User.id)
+    .where(ApiToken.token_hash == bindparam("hash"))
+)
 
 
 def login_session(user: User) -> None:

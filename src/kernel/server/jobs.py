@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, insert, select
 from sqlalchemy.orm import Session
 
 from . import jobstate
@@ -24,7 +24,24 @@ def new_run_id() -> str:
 
 
 def live_servers(s: Session) -> list[Server]:
-    return list(s.scalars(select(Server).where(Server.removed_at.is_(None)).order_by(Server.name)))
+    """Servers not removed, by name, as transient copies with what a job needs (read with one
+    prepared query: no ORM entities, and not their facts)."""
+    return [Server(**row) for row in s.execute(_LIVE_SERVERS).mappings()]
+
+
+_LIVE_SERVERS = (
+    select(
+        Server.id,
+        Server.name,
+        Server.agent_url,
+        Server.agent_key,
+        Server.tls_fingerprint,
+        Server.tags,
+        Server.state,
+    )
+    .where(Server.removed_at.is_(None))
+    .order_by(Server.name)
+)
 
 
 def resolve_targets(s: Session, spec: dict[str, Any]) -> tuple[list[Server], list[str]]:
@@ -68,46 +85,61 @@ def create_job(
 ) -> Job:
     """Queue a job and its runs (the caller commits, then launches them through its
     `runner.Admission`). ``running``: the runner has reserved slots for every run, so they are
-    written as sent (``running``, ``sent_at``) — the claim's journal entry — not ``queued``."""
-    # The runs hang off the job's relationship, so one flush inserts the job and its runs,
-    # and ``job.runs`` is known (in the relationship's order) without reading it back: the
-    # answer after commit then needs no new transaction, which on SQLite would take the write
-    # lock just when the woken runner wants it to claim these runs.
-    now = utcnow() if running else None
+    written as sent (``running``, ``sent_at``) — the claim's journal entry — not ``queued``.
+
+    Written with two prepared INSERTs in the caller's transaction (the job, then its runs in
+    one executemany): every job starts here, and the ORM's unit of work cost more than the
+    inserts. The Job returned is a transient copy (not in the session) with its ``runs`` in
+    server-name order — what the answer and the runner need, with no read after the commit."""
+    now = utcnow()
+    sent = now if running else None
     state = "running" if running else "queued"
-    runs = [
-        Run(
-            id=new_run_id(),
-            server_id=srv.id,
-            server_name=srv.name,
-            state=state,
-            sent_at=now,
-            stdout="",
-            stderr="",
-            truncated=False,
-        )
+    job_values: dict[str, Any] = {
+        "kind": kind,
+        "title": command.title or command.cmd[:255],
+        "cmd": command.cmd,
+        "stdin": command.stdin,
+        "env": dict(command.env),
+        "cwd": command.cwd,
+        "timeout": command.timeout,
+        "targets": targets or {"servers": [srv.name for srv in servers]},
+        "meta": meta or {},
+        "created_by": created_by,
+        "created_at": now,
+        "parent_id": parent_id,
+        "state": state,
+        "started_at": sent,
+        "finished_at": None,
+        "cancel_requested": False,
+    }
+    conn = s.connection()
+    (job_id,) = conn.execute(_INSERT_JOB, job_values).inserted_primary_key or (None,)
+    run_values = [
+        {
+            "id": new_run_id(),
+            "job_id": job_id,
+            "server_id": srv.id,
+            "server_name": srv.name,
+            "state": state,
+            "exit_code": None,
+            "signal": None,
+            "stdout": "",
+            "stderr": "",
+            "truncated": False,
+            "error": None,
+            "sent_at": sent,
+            "started_at": None,
+            "finished_at": None,
+            "duration": None,
+        }
         for srv in sorted(servers, key=lambda srv: srv.name)
     ]
-    job = Job(
-        kind=kind,
-        title=command.title or command.cmd[:255],
-        cmd=command.cmd,
-        stdin=command.stdin,
-        env=dict(command.env),
-        cwd=command.cwd,
-        timeout=command.timeout,
-        targets=targets or {"servers": [srv.name for srv in servers]},
-        meta=meta or {},
-        created_by=created_by,
-        parent_id=parent_id,
-        state=state,
-        started_at=now,
-        cancel_requested=False,
-        runs=runs,
-    )
-    s.add(job)
-    s.flush()
-    return job
+    conn.execute(_INSERT_RUN, run_values)
+    return Job(id=job_id, **job_values, runs=[Run(**values) for values in run_values])
+
+
+_INSERT_JOB = insert(cast(Table, Job.__table__))
+_INSERT_RUN = insert(cast(Table, Run.__table__))
 
 
 def command_of(job: Job) -> RemoteCommand:
