@@ -81,3 +81,46 @@ def test_run_unknown_to_its_agent_ends_lost(app, admin, agents):
     run = wait_job(admin, job["id"])["runs"][0]
     assert run["state"] == "lost"
     assert "no record" in run["error"]
+
+
+def test_reattached_runs_count_against_the_concurrency(tmp_path, db_url, agents):
+    """After a restart, runs re-attached from the journal hold slots: queued work waits."""
+    from kernel.agent_client import AgentClient
+    from kernel.server.app import create_app
+    from kernel.server.db import utcnow
+    from kernel.server.models import Run
+
+    from .conftest import Api, add_agent_server, app_config, wait_job
+    from .support import make_token
+
+    app = create_app(app_config(tmp_path, db_url, JOB_CONCURRENCY=2))
+    try:
+        admin = Api(app.test_client(), make_token(app, "admin1", "admin"))
+        a, b = agents(2)
+        add_agent_server(admin, a, "alpha")
+        add_agent_server(admin, b, "beta")
+        # Two runs a previous process sent and journalled (still going on their agents) ...
+        old = admin.post("/api/v1/jobs", {"cmd": "sleep 1.5", "targets": {"all": True}}, expect=201)
+        db = app.extensions["kernel.db"]
+        with db.session() as s:
+            for r in old["runs"]:
+                run = s.get(Run, r["id"])
+                run.state, run.sent_at = "running", utcnow()
+        for agent, r in zip((a, b), old["runs"], strict=True):
+            with AgentClient(agent.url, agent.key) as c:
+                events = c.stream("sleep 1.5", id=r["id"])
+                assert next(events)["event"] == "started"  # then left running
+                events.close()
+        # ... and one queued after them.
+        new = admin.post(
+            "/api/v1/jobs", {"cmd": "true", "targets": {"servers": ["alpha"]}}, expect=201
+        )
+        assert new["runs"][0]["state"] == "queued"
+        app.extensions["kernel.runner"].start()
+        time.sleep(0.5)
+        assert admin.get(f"/api/v1/jobs/{new['id']}")["runs"][0]["state"] == "queued"
+        assert [r["state"] for r in wait_job(admin, old["id"])["runs"]] == ["ok", "ok"]
+        assert wait_job(admin, new["id"])["runs"][0]["state"] == "ok"
+    finally:
+        app.extensions["kernel.runner"].stop()
+        app.extensions["kernel.db"].dispose()

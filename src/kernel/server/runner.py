@@ -174,13 +174,15 @@ class Runner:
         try:
             recovered = False
             while not self._stopping.is_set():
-                free = self.concurrency - len(self._active) - self._reserved
                 self._wake.clear()  # before looking: a job queued meanwhile wakes us again
+                free = 0
                 try:
                     if not recovered:
                         for task in await self._db(self._recover):
                             self._start(task, reattach=True)
                         recovered = True
+                    # Counted after the recovery: re-attached runs hold slots too.
+                    free = self.concurrency - len(self._active) - self._reserved
                     claimed = await self._db(self._claim, free) if free > 0 else []
                 except Exception:  # e.g. the database is down: keep trying, loudly
                     log.exception("the job runner cannot read the database; retrying")
