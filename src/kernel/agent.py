@@ -1379,6 +1379,20 @@ class Connection(socketserver.BaseRequestHandler):
         except OSError:
             pass
 
+    def client_gone(self) -> bool:
+        """True when the client has already closed its side (an EOF waits after its request).
+        Plain TCP only: under TLS the close is inside the record layer, and this says False."""
+        if self.buf or self.server.tls is not None:
+            return False
+        try:
+            poller = select.poll()  # not select(): no limit on the descriptor's number
+            poller.register(self.sock.fileno(), select.POLLIN)
+            if not poller.poll(0):
+                return False
+            return self.sock.recv(1, socket.MSG_PEEK) == b""
+        except OSError:  # reset by the peer: gone as well
+            return True
+
     def _recv(self) -> None:
         remaining = self.deadline - time.monotonic()
         if remaining <= 0:
@@ -1713,6 +1727,18 @@ class AgentServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
     def exec_(self, conn: Connection, req: Request) -> None:
         spec = parse_exec_request(parse_json_body(req.body))
         store = self._store()
+        if conn.client_gone() and (spec.id is None or spec.id not in store.runs):
+            # The client hung up before the run could start: typically this host was frozen
+            # while the request waited in its socket, and the sender has already reported
+            # the run as not started. Starting it now would run a command nobody is waiting
+            # for and which its sender believes did not run; an id stays unknown (re-attach
+            # finds no record: never ran).
+            sys.stderr.write(
+                "kernel-agent: %s: client gone before the run started; not started\n"
+                % (spec.id or "exec",)
+            )
+            conn.close = True
+            raise _Closed()
         run, _created = store.submit(spec)
         if spec.stream:
             return self.stream(conn, run)

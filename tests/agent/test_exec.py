@@ -180,3 +180,38 @@ def test_background_child_holding_stdout_does_not_hang_the_run(agent: Agent, tmp
     pid = int(pidfile.read_text())
     assert pid_alive(pid)  # left alone: a command may start daemons
     os.kill(pid, signal.SIGKILL)
+
+
+def test_a_request_whose_client_left_before_it_started_is_not_run(
+    agent: Agent, tmp_path: Path
+) -> None:
+    # The agent is stopped (a frozen host) while a client sends a run and, tired of waiting,
+    # hangs up. When the agent wakes, the request and the hang-up are both in its socket: it
+    # must not start a command its sender has already given up on (and reported as not run).
+    import socket
+
+    marker = tmp_path / "ran"
+    assert agent.proc is not None
+    for run_id in ("gone1", None):  # with an id, and without one
+        body = json.dumps({"cmd": f"touch {marker}", **({"id": run_id} if run_id else {})})
+        raw = body.encode()
+        h = signed_headers(agent.key, "POST", "/api/v2/exec", raw)
+        head = "".join(f"{k}: {v}\r\n" for k, v in h.items())
+        request = (
+            f"POST /api/v2/exec HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(raw)}\r\n{head}\r\n"
+        ).encode() + raw
+        os.kill(agent.proc.pid, signal.SIGSTOP)
+        try:
+            with socket.create_connection(("127.0.0.1", agent.port), timeout=5) as s:
+                s.sendall(request)
+            time.sleep(0.2)  # the FIN is in the stopped agent's socket too
+        finally:
+            os.kill(agent.proc.pid, signal.SIGCONT)
+        time.sleep(0.5)
+        assert not marker.exists()
+        assert "client gone before the run started" in agent.log
+    r = agent.request("GET", "/api/v2/exec/gone1")
+    assert r.status_code == 404  # never journalled: a re-attach finds no record
+    # A client that stays gets its run as ever.
+    assert agent.exec(f"touch {marker}")["exit_code"] == 0 and marker.exists()

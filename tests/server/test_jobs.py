@@ -125,3 +125,25 @@ def test_output_is_capped(admin, app, runner, agents):
     assert run["state"] == "ok"
     assert run["truncated"] is True
     assert len(run["stdout"]) == 1000
+
+
+def test_a_frozen_host_does_not_run_a_command_reported_unreachable(admin, runner, agents, tmp_path):
+    # Frozen before it took the request: the run ends unreachable ("did not start"); when the
+    # host thaws, the request and the runner's hang-up are both waiting in its socket, and the
+    # agent must not run what Kernel has already reported as not run.
+    (frozen,) = agents(1)
+    add_agent_server(admin, frozen, "frozen")
+    marker = tmp_path / "ran-after-thaw"
+    frozen.freeze()
+    try:
+        job = admin.post(
+            "/api/v1/jobs", {"cmd": f"touch {marker}", "targets": {"all": True}}, expect=201
+        )
+        run = wait_job(admin, job["id"])["runs"][0]
+    finally:
+        frozen.thaw()
+    assert run["state"] == "unreachable" and "did not start" in run["error"]
+    time.sleep(1.0)
+    assert not marker.exists()
+    again = admin.post("/api/v1/jobs", {"cmd": "echo back", "targets": {"all": True}}, expect=201)
+    assert wait_job(admin, again["id"])["runs"][0]["stdout"] == "back\n"
