@@ -39,6 +39,20 @@ def test_create_answers_without_a_transaction_after_its_commit(app: Any, admin: 
     assert all(r["state"] == "queued" for r in job["runs"])
 
 
+def count_claims(runner: Any, monkeypatch: Any) -> list[int]:
+    """Record how many runs each of the runner's claims takes (the list fills as it runs)."""
+    claims: list[int] = []
+    real_claim = runner._claim
+
+    def counting_claim(limit: int) -> Any:
+        got = real_claim(limit)
+        claims.append(len(got))
+        return got
+
+    monkeypatch.setattr(runner, "_claim", counting_claim)
+    return claims
+
+
 def test_a_job_with_room_goes_straight_to_the_runner(
     app: Any, admin: Any, agents: Any, monkeypatch: Any
 ) -> None:
@@ -49,16 +63,8 @@ def test_a_job_with_room_goes_straight_to_the_runner(
     from kernel.server import runner as runner_mod
 
     monkeypatch.setattr(runner_mod, "IDLE_POLL", 60.0)  # only wake-ups count here
-    claims: list[int] = []
     r = app.extensions["kernel.runner"]
-    real_claim = r._claim
-
-    def counting_claim(limit: int) -> Any:
-        got = real_claim(limit)
-        claims.append(len(got))
-        return got
-
-    monkeypatch.setattr(r, "_claim", counting_claim)
+    claims = count_claims(r, monkeypatch)
     r.start()
     (a,) = agents(1)
     add_agent_server(admin, a, "alpha")
@@ -87,15 +93,7 @@ def test_a_job_without_room_is_queued_and_claimed(
     try:
         admin = Api(app.test_client(), make_token(app, "admin1", "admin"))
         r = app.extensions["kernel.runner"]
-        claims: list[int] = []
-        real_claim = r._claim
-
-        def counting_claim(limit: int) -> Any:
-            got = real_claim(limit)
-            claims.append(len(got))
-            return got
-
-        monkeypatch.setattr(r, "_claim", counting_claim)
+        claims = count_claims(r, monkeypatch)
         r.start()
         for i, a in enumerate(agents(3)):
             add_agent_server(admin, a, f"h{i}")

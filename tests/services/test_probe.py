@@ -13,15 +13,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kernel.server import probe
+from kernel.server import health, history, probe
+from kernel.server.health import HostHealth, next_health
+from kernel.server.history import MetricPoint, RetentionPolicy, compact
 from kernel.server.probe import (
     CpuTimes,
-    HostHealth,
-    MetricPoint,
-    RetentionPolicy,
     UnitState,
-    compact,
-    next_health,
     parse_probe,
     probe_script,
 )
@@ -181,11 +178,13 @@ def test_unit_state_flags():
 
 def test_metric_values():
     case = json.loads((DATA / "weird-mounts.json").read_text())
-    vals = probe.metric_values(parse_probe(case["output"]))
+    vals = history.metric_values(parse_probe(case["output"]))
     assert vals["disk_total"] == sum(d["total"] for d in case["expected"]["metrics"]["disks"])
     assert vals["mem_used"] == 25276510208 - 24733388800
-    assert probe.metric_values(parse_probe(case["output"]), cpu_percent=12.5)["cpu_percent"] == 12.5
-    assert probe.metric_values(parse_probe("")) == {}
+    assert (
+        history.metric_values(parse_probe(case["output"]), cpu_percent=12.5)["cpu_percent"] == 12.5
+    )
+    assert history.metric_values(parse_probe("")) == {}
 
 
 # --- retention ------------------------------------------------------------------------------
@@ -251,13 +250,13 @@ def test_compact_properties(samples):
 
 def test_downsample():
     pts = [pt(0, a=1.0), pt(299, a=3.0), pt(300, a=10.0, b=2.0), MetricPoint(600, {"a": 4.0}, 3)]
-    out = probe.downsample(pts, 300)
+    out = history.downsample(pts, 300)
     assert [(p.t, dict(p.values), p.count) for p in out] == [
         (0, {"a": 2.0}, 2),
         (300, {"a": 10.0, "b": 2.0}, 1),
         (600, {"a": 4.0}, 3),
     ]
-    assert probe.downsample([], 300) == []
+    assert history.downsample([], 300) == []
 
 
 def test_retention_policy_is_checked():
@@ -300,7 +299,7 @@ def test_service_spread():
         "c": {"sums.service": UnitState("sums.service", "not-found", "inactive")},
         "d": {},
     }
-    s = probe.service_spread("sums.service", states)
+    s = health.service_spread("sums.service", states)
     assert (s.installed, s.active, s.failed) == (("a", "b"), ("a",), ("b",))
 
 

@@ -5,7 +5,7 @@ Each host is probed on its own (a host whose previous probe is still in flight i
 one slow or dead host never holds up the others); answers are written in batches by one
 writer. What a probe yields — facts, unit states, a metrics sample, the host's health — goes
 to ``host_status`` and ``metric_samples`` (status_models.py); pages and API calls read only
-those, they never wait on a host. History is compacted every few minutes (probe.compact).
+those, they never wait on a host. History is compacted every few minutes (history.compact).
 """
 
 from __future__ import annotations
@@ -14,10 +14,8 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -26,22 +24,11 @@ from sqlalchemy import delete, select
 from kernel.agent_client import AgentError, AsyncAgentClient
 
 from .db import Database
+from .health import DEFAULT_OFFLINE_AFTER, HostHealth, next_health
+from .history import MetricPoint, RetentionPolicy, compact, metric_values
+from .loopthread import LoopThread
 from .models import Server
-from .probe import (
-    DEFAULT_OFFLINE_AFTER,
-    CpuTimes,
-    HostHealth,
-    MetricPoint,
-    ProbeReport,
-    RetentionPolicy,
-    compact,
-    cpu_usage,
-    metric_values,
-    next_health,
-    parse_probe,
-    probe_script,
-    report_json,
-)
+from .probe import CpuTimes, ProbeReport, cpu_usage, parse_probe, probe_script, report_json
 from .probelimit import ProbeLimit
 from .shell import RemoteCommand
 from .status_models import HostStatus, MetricSample
@@ -98,8 +85,11 @@ def setting(config: Any, name: str) -> Any:
     return DEFAULTS[name] if value is None else value
 
 
-class Poller:
+class Poller(LoopThread):
+    name = "kernel-poller"
+
     def __init__(self, app: Flask, catalogue: CatalogueCache) -> None:
+        super().__init__()
         cfg = app.config
         self.db: Database = app.extensions["kernel.db"]
         self.catalogue = catalogue
@@ -125,39 +115,13 @@ class Poller:
         self.last_round: dict[str, Any] = {}
         self.make_probe: Callable[[list[str]], RemoteCommand] = probe_script  # a seam for benches
         self._failures: dict[int, int] = {}  # consecutive, as seen by this process
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
         self._clients: dict[int, tuple[Target, AsyncAgentClient]] = {}
         self._inflight: set[int] = set()
         self._done: list[Outcome] = []
         # Probes in flight: adaptive up to STATUS_CONCURRENCY (probelimit.py; docs/status.md).
         self.limit = ProbeLimit(ceiling=self.concurrency)
 
-    # -- called from other threads -----------------------------------------------------------
-    def start(self) -> None:
-        if self._thread is not None:
-            return
-        self._dbx = ThreadPoolExecutor(1, thread_name_prefix="kernel-poller-db")
-        ready = threading.Event()
-        self._thread = threading.Thread(
-            target=self._thread_main, args=(ready,), name="kernel-poller", daemon=True
-        )
-        self._thread.start()
-        ready.wait(10)
-
-    def stop(self, timeout: float = 10.0) -> None:
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None:
-            return
-        loop.call_soon_threadsafe(self._stopping.set)
-        thread.join(timeout)
-        self._thread = None
-        self._dbx.shutdown(wait=True)
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
+    # -- called from other threads (start() / stop() / running: LoopThread) -------------------
     def refresh(self, server_ids: Iterable[int] | None = None) -> bool:
         """Probe these servers (None: all) now, without waiting; False if not running."""
         loop = self._loop
@@ -175,30 +139,12 @@ class Poller:
         return fut.result(timeout)
 
     # -- the loop --------------------------------------------------------------------------------
-    def _thread_main(self, ready: threading.Event) -> None:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        self._stopping = asyncio.Event()
+    def _prepare(self) -> None:
         self._flush = asyncio.Event()
         self._slots = _Gate(lambda: self.limit.current)
-        self._tasks: set[asyncio.Task[Any]] = set()
-        ready.set()
-        try:
-            loop.run_until_complete(self._main())
-        finally:
-            loop.run_until_complete(self._close_clients(set(self._clients)))
-            loop.close()
-            self._loop = None
 
-    async def _db(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._dbx, fn, *args)
-
-    def _spawn(self, coro: Any, what: str) -> asyncio.Task[Any]:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)  # kept so stop() can end them: no task outlives the loop
-        task.add_done_callback(self._tasks.discard)
-        task.add_done_callback(lambda t: _log_failure(t, what))
-        return task
+    async def _close(self) -> None:
+        await self._close_clients(set(self._clients))
 
     async def _main(self) -> None:
         writer = self._spawn(self._writer(), "writer")
@@ -383,7 +329,7 @@ class Poller:
                 apply_outcome(st, srv, o, self.offline_after, s)
 
     def _prune(self, now: float) -> int:
-        """Compact each host's history (probe.compact); returns rows removed."""
+        """Compact each host's history (history.compact); returns rows removed."""
         raw_cut = now - self.retention.raw_seconds
         removed = 0
         with self.db.session() as s:
@@ -487,8 +433,3 @@ class _Gate:
         async with self._cond:
             self._held -= 1
             self._cond.notify(max(1, self._size() - self._held))
-
-
-def _log_failure(task: asyncio.Task[Any], what: str) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("poller %s crashed", what, exc_info=task.exception())

@@ -24,8 +24,7 @@ import contextlib
 import datetime as dt
 import logging
 import threading
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from types import SimpleNamespace, TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -38,6 +37,7 @@ from .db import Database, UTCDateTime, utcnow
 from .events import EventBus
 from .jobs import job_json, refresh_job_state, run_json
 from .jobstate import TERMINAL, summary
+from .loopthread import LoopThread
 from .models import Job, Run, Server
 
 if TYPE_CHECKING:
@@ -49,8 +49,11 @@ IDLE_POLL = 1.0  # seconds between looks for work queued by another process (CLI
 LAST_SEEN_STEP = 5.0  # a server's last_seen is moved on by runs at most this often (seconds)
 
 
-class Runner:
+class Runner(LoopThread):
+    name = "kernel-runner"
+
     def __init__(self, app: Flask) -> None:
+        super().__init__()
         self.app = app
         self.db: Database = app.extensions["kernel.db"]
         self.bus: EventBus = app.extensions["kernel.events"]
@@ -62,11 +65,8 @@ class Runner:
             connect_timeout=float(cfg["AGENT_CONNECT_TIMEOUT"]),
             publish=self.bus.publish,
         )
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
         self._active: dict[str, tuple[RunTask, asyncio.Task[None]]] = {}
         self._done: list[tuple[RunTask, Final]] = []
-        self._dbx: ThreadPoolExecutor | None = None
         # True when the last claim filled every free slot, so more runs may be waiting: only
         # then does a finished run wake the claimer. Otherwise a finished run would cost a
         # useless claim transaction (SQLite write lock, the one database thread) right when
@@ -78,28 +78,8 @@ class Runner:
         self._reserved = 0
 
     # -- called from other threads -----------------------------------------------------------
-    def start(self) -> None:
-        if self._thread is not None:
-            return
-        self._dbx = ThreadPoolExecutor(1, thread_name_prefix="kernel-runner-db")
-        ready = threading.Event()
-        self._thread = threading.Thread(
-            target=self._thread_main, args=(ready,), name="kernel-runner", daemon=True
-        )
-        self._thread.start()
-        ready.wait(10)
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop without touching runs in flight: they stay ``running`` and are re-attached by
-        the next start, exactly as after a crash."""
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None:
-            return
-        loop.call_soon_threadsafe(self._stopping.set)
-        thread.join(timeout)
-        self._thread = None
-        if self._dbx is not None:
-            self._dbx.shutdown(wait=True)
+    # start() / stop() / running: LoopThread. Stopping does not touch runs in flight: they stay
+    # ``running`` and are re-attached by the next start, exactly as after a crash.
 
     def wake(self) -> None:
         if self._loop is not None:
@@ -108,10 +88,6 @@ class Runner:
     def cancel_runs(self, run_ids: list[str]) -> None:
         if self._loop is not None and run_ids:
             self._loop.call_soon_threadsafe(lambda: self._spawn(self._cancel(run_ids), "cancel"))
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
 
     def admission(self, runs: int) -> Admission:
         """For a request about to create ``runs`` runs: reserves that many slots if free."""
@@ -145,29 +121,12 @@ class Runner:
             self._release(reserved)
 
     # -- inside the loop -----------------------------------------------------------------------
-    def _thread_main(self, ready: threading.Event) -> None:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
+    def _prepare(self) -> None:
         self._wake = asyncio.Event()
-        self._stopping = asyncio.Event()
         self._flush = asyncio.Event()
-        ready.set()
-        try:
-            loop.run_until_complete(self._main())
-        finally:
-            loop.run_until_complete(self.agent.close())
-            loop.close()
-            self._loop = None
 
-    async def _db(self, fn: Callable[..., T], *args: Any) -> T:
-        loop = asyncio.get_running_loop()
-        assert self._dbx is not None
-        return await loop.run_in_executor(self._dbx, fn, *args)
-
-    def _spawn(self, coro: Any, what: str) -> asyncio.Task[Any]:
-        task = asyncio.get_running_loop().create_task(coro)
-        task.add_done_callback(lambda t: _log_failure(t, what))
-        return task
+    async def _close(self) -> None:
+        await self.agent.close()
 
     async def _main(self) -> None:
         writer = self._spawn(self._writer(), "writer")
@@ -533,8 +492,3 @@ def _audit_end(s: Any, job: Job, hosts: Sequence[str], all_counts: dict[str, int
         detail={"title": job.title[:200], "summary": counts},
         result=job.state + " " + ", ".join(f"{k}={v}" for k, v in counts.items()),
     )
-
-
-def _log_failure(task: asyncio.Task[Any], what: str) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("runner %s crashed", what, exc_info=task.exception())

@@ -22,11 +22,12 @@ from .access import actor, role
 from .artifacts import ArtifactConfigError, service_url_for
 from .config import public_url
 from .errors import BadRequest, NotFound
+from .health import service_spread
 from .jobs import create_job, job_json, resolve_targets
 from .jobs_api import _parse_targets
 from .models import Server
 from .params import get_number, json_body, reject_unknown
-from .probe import UnitState, service_spread
+from .probe import UnitState
 from .status_models import HostStatus
 
 bp = Blueprint("services", __name__, url_prefix="/api/v1/services")

@@ -15,7 +15,7 @@ from .models import iso
 
 class HostStatus(Base):
     """One row per probed server: what its last probe said, and its online/offline health
-    (``probe.next_health``). Rewritten by the poller each round."""
+    (``health.next_health``). Rewritten by the poller each round."""
 
     __tablename__ = "host_status"
 
