@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -109,6 +110,17 @@ def as_role(app: Any) -> Callable[[str], Api]:
         return made[role]
 
     return get
+
+
+def wait_for(pred: Callable[[], Any], timeout: float, step: float = 0.1) -> Any:
+    """Poll ``pred`` until it gives something true (returned), or fail after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = pred()
+        if got:
+            return got
+        time.sleep(step)
+    raise AssertionError(f"not within {timeout} s")
 
 
 def add_server(app: Any, name: str, url: str, key: str) -> int:

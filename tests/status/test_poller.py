@@ -10,7 +10,7 @@ import pytest
 
 from kernel.server.status_models import HostStatus, MetricSample
 
-from .conftest import Api, FlaskClient, add_server, close_app, make_app, make_token
+from .conftest import Api, FlaskClient, add_server, close_app, make_app, make_token, wait_for
 
 INTERVAL = 2.0
 
@@ -38,16 +38,6 @@ def polled(bed, tmp_path_factory):
     api = Api(FlaskClient(app), make_token(app, "op", "operator"))
     yield app, api, ids
     close_app(app)
-
-
-def wait_for(pred, timeout, step=0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = pred()
-        if got:
-            return got
-        time.sleep(step)
-    raise AssertionError(f"not within {timeout} s")
 
 
 def states(api):

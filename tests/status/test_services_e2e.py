@@ -5,7 +5,6 @@ services through the API as jobs, and its poller reports what systemd says."""
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import httpx
@@ -13,7 +12,7 @@ import pytest
 
 from kernel.server import catalog
 
-from .conftest import Served, close_app, make_app, make_token
+from .conftest import Served, close_app, make_app, make_token, wait_for
 
 pytestmark = pytest.mark.slow
 ORDER_SCRIPT = 'echo "{n}" >> /root/init-order\n'
@@ -62,22 +61,12 @@ def kernel(bed, tmp_path_factory):
     close_app(app)
 
 
-def wait_for(pred, timeout, step=0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = pred()
-        if got:
-            return got
-        time.sleep(step)
-    raise AssertionError(f"not within {timeout} s")
-
-
 def finished(api, job_id, timeout=120):
     def done():
         job = api.get(f"/api/v1/jobs/{job_id}?output=1")
         return job if job["state"] in ("finished", "cancelled") else None
 
-    return wait_for(done, timeout)
+    return wait_for(done, timeout, step=0.2)
 
 
 def operate(api, service, op, hosts, **extra):
@@ -102,7 +91,7 @@ def test_join_runs_init_scripts_in_numeric_order(kernel, bed):
                 return False
         return True
 
-    wait_for(all_ok, 60)
+    wait_for(all_ok, 60, step=0.2)
     for h in bed.hosts:
         assert h.run("cat /root/init-order").stdout.split() == ["5", "15", "100"]
         assert "managed by Kernel" in h.run("cat /etc/motd.d/50-kernel").stdout
