@@ -163,3 +163,23 @@ def test_prune_compacts_history(tmp_path: Path, db_url):
             assert s.query(HostStatus).count() == 0
     finally:
         close_app(app)
+
+
+def test_a_server_that_joins_is_probed_at_once(bed, tmp_path):
+    # Not at the next round: a newly added server's status is known within moments.
+    app = make_app(tmp_path / "data", STATUS_INTERVAL=3600.0, AGENT_NETWORKS=None)
+    try:
+        app.extensions["kernel.runner"].start()
+        poller = app.extensions["kernel.poller"]
+        wait_for(lambda: poller.last_round, 10)  # the (empty) first round is over
+        admin = Api(FlaskClient(app), make_token(app, "adm", "admin"))
+        h = bed.hosts[0]
+        body = {"name": h.name, "agent_url": h.agent_url, "agent_key": h.key}
+        sid = admin.post("/api/v1/servers", body, expect=201)["server"]["id"]
+        status = wait_for(
+            lambda: (st := admin.get(f"/api/v1/servers/{sid}/status"))["state"] == "online" and st,
+            5,
+        )
+        assert status["facts"]["hostname"]
+    finally:
+        close_app(app)

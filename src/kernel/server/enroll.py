@@ -231,7 +231,7 @@ def enroll() -> Response:
     srv2.state, srv2.last_error = "online", None
     job = initflow.start(s, srv2, current_app.config, created_by=f"enroll:{name}")
     s.commit()
-    context.runner().wake()
+    context.server_joined(srv2.id)
     return jsonify(
         {
             "server": name,

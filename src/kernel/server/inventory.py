@@ -136,7 +136,7 @@ def add_server() -> tuple[Response, int]:
     s.flush()
     initflow.start(s, srv, current_app.config, created_by=actor())
     commit_or_conflict(s, name)
-    context.runner().wake()
+    context.server_joined(srv.id)
     return jsonify({"server": srv.to_json()}), 201
 
 

@@ -21,7 +21,7 @@ from sqlalchemy import select
 
 import kernel.agent
 
-from . import initflow
+from . import context, initflow
 from .envcheck import check_agent
 from .errors import HTTPError
 from .models import Server
@@ -123,7 +123,8 @@ class LocalAgent:
                 log.warning("server %r exists with another agent; leaving it alone", self.name)
             else:
                 srv.facts = facts
-        self.app.extensions["kernel.runner"].wake()
+            server_id = srv.id
+        context.server_joined(server_id, self.app)
 
     def _supervise(self) -> None:
         pause = 1.0

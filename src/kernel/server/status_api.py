@@ -20,7 +20,7 @@ from .services_api import current_catalogue, host_rows
 from .status_models import HostStatus, MetricSample
 
 bp = Blueprint("status", __name__, url_prefix="/api/v1")
-EXTENSION = "kernel.poller"
+EXTENSION = context.POLLER
 MAX_POINTS = 20000  # per series answer; ask for a shorter range for more detail
 METRICS = (
     "cpu_percent",
