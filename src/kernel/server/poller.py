@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, select
 
@@ -39,7 +39,6 @@ if TYPE_CHECKING:
     from .services_api import CatalogueCache
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 BATCH_WINDOW = 0.1  # seconds answers may wait to share the writer's transaction
 BATCH_MAX = 64  # answers that are written at once, window or not

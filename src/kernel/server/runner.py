@@ -26,7 +26,7 @@ import logging
 import threading
 from collections.abc import Sequence
 from types import SimpleNamespace, TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import Table, bindparam, case, func, null, or_, select, update
 
@@ -44,7 +44,6 @@ if TYPE_CHECKING:
     from flask import Flask
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 IDLE_POLL = 1.0  # seconds between looks for work queued by another process (CLI, replica)
 LAST_SEEN_STEP = 5.0  # a server's last_seen is moved on by runs at most this often (seconds)
 
