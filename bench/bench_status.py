@@ -1,5 +1,6 @@
 """Status and service benchmarks (issue 5).
 
+    .venv/bin/python bench/bench_status.py                          # both, as below
     .venv/bin/python bench/bench_status.py status [HOSTS] [ROUNDS]  # 200 light hosts, 5 rounds
     .venv/bin/python bench/bench_status.py deploy [HOSTS]           # 10 full hosts
 
@@ -197,8 +198,11 @@ def bench_deploy(n: int) -> None:
 
 
 def main(argv: list[str]) -> None:
-    what = argv[1] if len(argv) > 1 else "status"
-    if what == "status":
+    what = argv[1] if len(argv) > 1 else "all"
+    if what == "all":  # what scripts/bench runs
+        bench_status(200, 5)
+        bench_deploy(10)
+    elif what == "status":
         bench_status(int(argv[2]) if len(argv) > 2 else 200, int(argv[3]) if len(argv) > 3 else 5)
     elif what == "deploy":
         bench_deploy(int(argv[2]) if len(argv) > 2 else 10)
