@@ -183,3 +183,42 @@ def test_a_server_that_joins_is_probed_at_once(bed, tmp_path):
         assert status["facts"]["hostname"]
     finally:
         close_app(app)
+
+
+def test_frozen_hosts_do_not_hold_up_a_rounds_live_ones(light_hosts, tmp_path):
+    # Six frozen hosts and a limit of 4 in flight: their probes wait on the network until the
+    # deadline, but give their slots back after STALL_AFTER, so the live hosts are probed at
+    # once instead of after the deadline.
+    from kernel.server import poller as poller_mod
+    from kernel.server.probelimit import ProbeLimit
+
+    bed = light_hosts(9)
+    frozen, live = bed.hosts[:6], bed.hosts[6:]  # frozen first: they take the slots first
+    app = make_app(tmp_path / "data", STATUS_INTERVAL=3600.0, STATUS_PROBE_TIMEOUT=8.0)
+    try:
+        ids = {h.name: add_server(app, h.name, h.agent_url, h.key) for h in bed.hosts}
+        app.extensions["kernel.runner"].start()
+        poller = app.extensions["kernel.poller"]
+        wait_for(lambda: poller.last_round, 20)
+        poller.limit = ProbeLimit(ceiling=4, floor=4, start=4)
+        for h in frozen:
+            h.freeze()
+        try:
+            t0 = time.time()
+            summary = poller.poll_now(list(ids.values()))
+        finally:
+            for h in frozen:
+                h.thaw()
+        assert summary["failed"] == len(frozen) and summary["ok"] == len(live)
+        api = Api(FlaskClient(app), make_token(app, "v", "viewer"))
+        for h in live:
+            st = api.get(f"/api/v1/servers/{ids[h.name]}/status")
+            assert st["state"] == "online"
+            # probed within a couple of stall periods of the round's start, not after 8 s
+            probed = st["probed_at"]
+            from datetime import datetime
+
+            started = datetime.fromisoformat(probed.replace("Z", "+00:00")).timestamp()
+            assert started - t0 < 2 * poller_mod.STALL_AFTER + 1.0, (h.name, started - t0)
+    finally:
+        close_app(app)

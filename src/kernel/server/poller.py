@@ -11,6 +11,7 @@ those, they never wait on a host. History is compacted every few minutes (histor
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import datetime as dt
 import logging
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+STALL_AFTER = 1.0  # seconds after which an unanswered probe stops counting as in flight
 BATCH_WINDOW = 0.1  # seconds answers may wait to share the writer's transaction
 BATCH_MAX = 64  # answers that are written at once, window or not
 DEFAULTS: dict[str, Any] = {
@@ -209,12 +211,30 @@ class Poller(LoopThread):
 
     async def _probe_one(self, target: Target, cmd: str) -> Outcome | None:
         self._inflight.add(target.server_id)
+        loop = asyncio.get_running_loop()
+        holding = False
+
+        def let_go() -> None:
+            nonlocal holding
+            if holding:
+                holding = False
+                self._slots.release()
+
         try:
-            async with self._slots:
-                at, t0 = time.time(), time.monotonic()
+            await self._slots.acquire()
+            holding = True
+            # A probe still unanswered after STALL_AFTER waits on the network (a frozen or
+            # cut-off host), not for a CPU: it gives its slot back, so a few dead hosts cannot
+            # hold up a round's live ones until the deadline.
+            timer = loop.call_later(STALL_AFTER, let_go)
+            at, t0 = time.time(), time.monotonic()
+            try:
                 report, error = await self._run_probe(target, cmd)
-                stored = asyncio.get_running_loop().create_future()
-                outcome = Outcome(target, at, time.monotonic() - t0, report, error, stored)
+            finally:
+                timer.cancel()
+                let_go()
+            stored = loop.create_future()
+            outcome = Outcome(target, at, time.monotonic() - t0, report, error, stored)
         finally:
             self._inflight.discard(target.server_id)
         sid = target.server_id
@@ -416,19 +436,35 @@ def _point(row: MetricSample) -> MetricPoint:
 
 
 class _Gate:
-    """Like a semaphore, but its size (``size()``) may change between acquisitions."""
+    """Like a semaphore, but its size (``size()``) may change between acquisitions, and a
+    holder may give its slot back before it is done (`release` once, from the loop)."""
 
     def __init__(self, size: Callable[[], int]) -> None:
         self._size = size
         self._held = 0
-        self._cond = asyncio.Condition()
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
 
-    async def __aenter__(self) -> None:
-        async with self._cond:
-            await self._cond.wait_for(lambda: self._held < self._size())
-            self._held += 1
+    async def acquire(self) -> None:
+        while self._held >= self._size():
+            fut = asyncio.get_running_loop().create_future()
+            self._waiters.append(fut)
+            try:
+                await fut
+            except asyncio.CancelledError:
+                if fut in self._waiters:
+                    self._waiters.remove(fut)
+                self._wake()  # a wake-up meant for it goes to the next in line
+                raise
+        self._held += 1
 
-    async def __aexit__(self, *exc: object) -> None:
-        async with self._cond:
-            self._held -= 1
-            self._cond.notify(max(1, self._size() - self._held))
+    def release(self) -> None:
+        self._held -= 1
+        self._wake()
+
+    def _wake(self) -> None:
+        free = self._size() - self._held
+        while free > 0 and self._waiters:
+            fut = self._waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                free -= 1
