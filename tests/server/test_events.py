@@ -92,7 +92,10 @@ def test_events_arrive_live_through_the_real_server(server_proc, agents):
             "/api/v1/servers", json={"name": "alpha", "agent_url": a.url, "agent_key": a.key}
         )
         assert r.status_code == 201
-        cmd = "echo first; sleep 1.5; echo second"
+        # The pause before the first line gives the stream time to open: a job whose runs go
+        # straight to the runner may otherwise print it before the snapshot is taken (then it
+        # is in the snapshot, correctly, but this test wants to see it arrive live).
+        cmd = "sleep 0.7; echo first; sleep 1.5; echo second"
         job_id = api.post("/api/v1/jobs", json={"cmd": cmd, "targets": {"all": True}}).json()["id"]
         seen = []
         with api.stream("GET", f"/api/v1/jobs/{job_id}/events", timeout=30) as resp:
