@@ -144,14 +144,18 @@ class _Base:
             return None
         return _PinMismatch(f"TLS certificate fingerprint {seen} is not the pinned {self.pin}")
 
+    def _signed(self, method: str, path: str, body: Any = None) -> tuple[dict[str, str], bytes]:
+        """The request's headers (signature, content type) and body, for either client."""
+        content = b"" if body is None else json.dumps(body).encode()
+        headers = signed_headers(self.key, method, self._base_path + path, content)
+        if content:
+            headers["Content-Type"] = "application/json"
+        return headers, content
+
     def _build(
         self, method: str, path: str, body: Any = None, read_timeout: float | None = None
     ) -> tuple[str, dict[str, str], bytes, httpx.Timeout]:
-        content = b"" if body is None else json.dumps(body).encode()
-        target = self._base_path + path
-        headers = signed_headers(self.key, method, target, content)
-        if content:
-            headers["Content-Type"] = "application/json"
+        headers, content = self._signed(method, path, body)
         timeout = httpx.Timeout(self.timeout, read=read_timeout or self.timeout)
         return self.url + path, headers, content, timeout
 
@@ -185,17 +189,18 @@ class _Base:
         return path if wait is None else f"{path}?wait={wait:g}"
 
     @staticmethod
-    def _answer(response: httpx.Response) -> Any:
+    def _answer(status: int, raw: bytes) -> Any:
+        """The JSON of an answer, or the AgentError it stands for."""
         try:
-            data = response.json()
+            data = json.loads(raw)
         except ValueError:
             data = None
-        if response.status_code >= 400:
+        if status >= 400:
             if isinstance(data, dict) and "error" in data:
-                raise AgentError(response.status_code, str(data["error"]), str(data.get("msg")))
-            raise AgentError(response.status_code, "bad_response", response.text[:200])
+                raise AgentError(status, str(data["error"]), str(data.get("msg")))
+            raise AgentError(status, "bad_response", raw.decode("utf-8", "replace")[:200])
         if data is None:
-            raise AgentError(response.status_code, "bad_response", "answer is not JSON")
+            raise AgentError(status, "bad_response", "answer is not JSON")
         return data
 
     def _unreachable(self, exc: Exception) -> AgentUnreachable:
@@ -238,7 +243,7 @@ class AgentClient(_Base):
             )  # fmt: skip
         except (httpx.TransportError, _PinMismatch) as e:
             raise self._unreachable(e) from e
-        return self._answer(response)
+        return self._answer(response.status_code, response.content)
 
     def exec(
         self,
@@ -276,8 +281,7 @@ class AgentClient(_Base):
                 "POST", url, content=content, headers=headers, timeout=tmo, extensions=self._ext
             ) as response:
                 if response.status_code >= 400:
-                    response.read()
-                    self._answer(response)
+                    self._answer(response.status_code, response.read())
                 for line in response.iter_lines():
                     if line.strip():
                         yield json.loads(line)
@@ -347,11 +351,7 @@ class AsyncAgentClient(_Base):
             self._session = None
 
     def _request(self, method: str, path: str, body: Any = None, read: float | None = None) -> Any:
-        content = b"" if body is None else json.dumps(body).encode()
-        target = self._base_path + path
-        headers = signed_headers(self.key, method, target, content)
-        if content:
-            headers["Content-Type"] = "application/json"
+        headers, content = self._signed(method, path, body)
         timeout = aiohttp.ClientTimeout(
             total=None, connect=self.timeout, sock_read=read or self.timeout
         )
@@ -372,20 +372,6 @@ class AsyncAgentClient(_Base):
             return AgentUnreachable(f"{self.url}: TimeoutError: no answer in time")
         return AgentUnreachable(f"{self.url}: {type(exc).__name__}: {exc}")
 
-    @staticmethod
-    def _a_answer(status: int, raw: bytes) -> Any:
-        try:
-            data = json.loads(raw)
-        except ValueError:
-            data = None
-        if status >= 400:
-            if isinstance(data, dict) and "error" in data:
-                raise AgentError(status, str(data["error"]), str(data.get("msg")))
-            raise AgentError(status, "bad_response", raw[:200].decode("utf-8", "replace"))
-        if data is None:
-            raise AgentError(status, "bad_response", "answer is not JSON")
-        return data
-
     async def _call(
         self, method: str, path: str, body: Any = None, read: float | None = None
     ) -> Any:
@@ -395,7 +381,7 @@ class AsyncAgentClient(_Base):
                 status = response.status
         except (aiohttp.ClientError, TimeoutError) as e:
             raise self._a_unreachable(e) from e
-        return self._a_answer(status, raw)
+        return self._answer(status, raw)
 
     async def exec(
         self,
@@ -427,7 +413,7 @@ class AsyncAgentClient(_Base):
                 "POST", "/api/v2/exec", body, self._run_wait(timeout)
             ) as response:
                 if response.status >= 400:
-                    self._a_answer(response.status, await response.read())
+                    self._answer(response.status, await response.read())
                 # NDJSON split here: aiohttp's own line iterator refuses lines over its
                 # buffer size, and an output event may be longer than that.
                 pending = b""

@@ -63,21 +63,21 @@ def check(config: Any) -> None:
         if isinstance(default, bool):
             ok = isinstance(value, bool)
             kind = "true or false"
-        elif isinstance(default, int):
-            ok = isinstance(value, int) and not isinstance(value, bool) and value > 0
+        elif isinstance(default, int) or name in OPTIONAL_COUNTS:
+            ok = _positive(value, int) or (default is None and value is None)
             kind = "a positive whole number"
         elif isinstance(default, float):
-            ok = isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+            ok = _positive(value, int | float)
             kind = "a positive number"
-        elif name in OPTIONAL_COUNTS:
-            ok = value is None or (
-                isinstance(value, int) and not isinstance(value, bool) and value > 0
-            )
-            kind = "a positive whole number"
         else:
             continue
         if not ok:
             raise ConfigError(f"setting {name} (KERNEL_{name}) must be {kind}, not {value!r}")
+
+
+def _positive(value: Any, kind: Any) -> bool:
+    """A number of ``kind`` above zero (a bool is not a number here)."""
+    return isinstance(value, kind) and not isinstance(value, bool) and value > 0
 
 
 def data_dir_from(overrides: dict[str, Any] | None) -> Path:
