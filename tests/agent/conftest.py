@@ -193,6 +193,17 @@ class Agent:
         return leftovers
 
 
+def self_signed_cert(directory: Path, name: str = "cert") -> tuple[str, str]:
+    """A throwaway self-signed certificate and key for an agent's TLS (paths as strings)."""
+    cert, key = directory / f"{name}.pem", directory / f"{name}.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+         "-subj", "/CN=kernel-agent", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return str(cert), str(key)
+
+
 @pytest.fixture
 def agent_factory(tmp_path: Path) -> Iterator[Callable[..., Agent]]:
     agents: list[Agent] = []

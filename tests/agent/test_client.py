@@ -18,7 +18,7 @@ from kernel.agent_client import (
     normalize_fingerprint,
 )
 
-from .conftest import Agent, free_port
+from .conftest import Agent, free_port, self_signed_cert
 
 
 def test_sync_client(agent: Agent, tmp_path: Path) -> None:
@@ -97,13 +97,7 @@ def test_async_client(agent: Agent) -> None:
 
 @pytest.fixture
 def tls_files(tmp_path: Path) -> tuple[str, str]:
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-         "-subj", "/CN=kernel-agent", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True, timeout=60,
-    )  # fmt: skip
-    return str(cert), str(key)
+    return self_signed_cert(tmp_path)
 
 
 def test_tls_with_pinned_fingerprint(agent_factory, tls_files, tmp_path: Path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from agent.conftest import self_signed_cert
+
 from .conftest import add_agent_server, wait_job
 
 
@@ -83,20 +85,8 @@ def test_edit_and_remove_keeps_history(admin, runner, agents):
     wait_job(admin, job2["id"])
 
 
-def _cert(tmp_path, name):
-    import subprocess
-
-    cert, key = tmp_path / f"{name}.pem", tmp_path / f"{name}.key"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-         "-subj", "/CN=kernel-agent", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True, timeout=60,
-    )  # fmt: skip
-    return str(cert), str(key)
-
-
 def test_https_agent_is_pinned_on_first_use(admin, runner, agents, tmp_path):
-    cert, key = _cert(tmp_path, "one")
+    cert, key = self_signed_cert(tmp_path, "one")
     (a,) = agents(1, "--tls-cert", cert, "--tls-key", key)
     srv = add_agent_server(admin, a, "tls1")
     assert srv["agent_url"].startswith("https://") and len(srv["tls_fingerprint"]) == 64
@@ -104,7 +94,7 @@ def test_https_agent_is_pinned_on_first_use(admin, runner, agents, tmp_path):
     assert wait_job(admin, job["id"])["runs"][0]["state"] == "ok"
     # The agent comes back with another certificate: runs refuse to talk to it.
     a.stop()
-    a.extra = ("--tls-cert", *_cert(tmp_path, "two"))
+    a.extra = ("--tls-cert", *self_signed_cert(tmp_path, "two"))
     a.extra = ("--tls-cert", a.extra[1], "--tls-key", a.extra[2])
     a.start()
     job = admin.post("/api/v1/jobs", {"cmd": "echo ok", "targets": {"all": True}}, expect=201)
