@@ -113,8 +113,16 @@ def test_sweep_removes_orphans_by_prefix_only():
 
 
 def test_not_root_is_a_clear_error():
+    as_nobody = [*NOBODY, sys.executable]
+    if subprocess.run([*as_nobody, "-c", "import kernel"], capture_output=True).returncode:
+        # The checkout (and its .venv) is not readable by nobody, e.g. cloned into a 0700
+        # mktemp dir: run as root with the effective uid the CLI sees made non-root instead.
+        as_nobody = [sys.executable, "-c", "import os, runpy; os.geteuid = lambda: 65534; "
+                     "runpy.run_module('kernel.testbed.cli', run_name='__main__')"]  # fmt: skip
+    else:
+        as_nobody += ["-m", "kernel.testbed.cli"]
     r = subprocess.run(
-        [*NOBODY, sys.executable, "-m", "kernel.testbed.cli", "up", "1"],
+        [*as_nobody, "up", "1"],
         capture_output=True,
         text=True,
         timeout=30,
