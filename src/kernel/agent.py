@@ -453,10 +453,27 @@ def _bad(field: str, msg: str) -> HttpError:
     return HttpError(400, "bad_field", "%s: %s" % (field, msg))
 
 
-def _no_nul(field: str, value: str) -> str:
+def _text(field: str, value: str) -> str:
+    """``value`` if it can be handed to a process: no NUL, and encodable as UTF-8 (JSON's
+    ``\\ud800`` escapes decode to lone surrogates, which no OS interface accepts)."""
     if "\0" in value:
         raise _bad(field, "must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise _bad(
+            field, "is not valid Unicode text (a lone surrogate at character %d)" % e.start
+        ) from None
     return value
+
+
+def json_bytes(data: Any) -> bytes:
+    """JSON as UTF-8; text that cannot be encoded (a lone surrogate echoed from a request)
+    goes out escaped instead of ending the answer with an exception."""
+    try:
+        return json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(data).encode("ascii")
 
 
 def parse_json_body(body: bytes) -> Any:
@@ -494,12 +511,12 @@ def parse_exec_request(data: Any) -> ExecSpec:
             raise _bad("env", "%r is not a valid variable name" % name[:80])
         if not isinstance(value, str):
             raise _bad("env", "value of %s must be a string" % name)
-        _no_nul("env", value)
+        _text("env", value)
     cwd = data.get("cwd")
     if cwd is not None:
         if not isinstance(cwd, str) or not cwd.startswith("/"):
             raise _bad("cwd", "must be an absolute path")
-        _no_nul("cwd", cwd)
+        _text("cwd", cwd)
         if not os.path.isdir(cwd):
             raise _bad("cwd", "%s is not a directory on this host" % cwd[:200])
     timeout = data.get("timeout")
@@ -516,7 +533,7 @@ def parse_exec_request(data: Any) -> ExecSpec:
     if not isinstance(stream, bool):
         raise _bad("stream", "must be true or false")
     return ExecSpec(
-        _no_nul("cmd", cmd), _no_nul("stdin", stdin), env, cwd, float(timeout), run_id, stream
+        _text("cmd", cmd), _text("stdin", stdin), env, cwd, float(timeout), run_id, stream
     )
 
 
@@ -584,7 +601,7 @@ class Keeper:
     def __init__(self, ctl: socket.socket, bash: str, env: Dict[str, str]):
         self.ctl = ctl
         self.bash = bash
-        self.env = env
+        self.envb = {os.fsencode(k): os.fsencode(v) for k, v in env.items()}
         self.runs: Dict[str, _KeeperRun] = {}
         self.by_pid: Dict[int, _KeeperRun] = {}
         self.by_fd: Dict[int, _KeeperRun] = {}
@@ -681,14 +698,32 @@ class Keeper:
         self.ctl_buf += data
         while b"\n" in self.ctl_buf:
             line, self.ctl_buf = self.ctl_buf.split(b"\n", 1)
+            self._control(line)
+
+    def _control(self, line: bytes) -> None:
+        """One control message. Nothing in it may end the keeper: every run on this host
+        depends on it, so a message it cannot carry out fails that one run only."""
+        try:
             msg = json.loads(line)
-            if msg.get("op") == "spawn":
-                try:
-                    self._spawn(msg)
-                except OSError as e:  # e.g. the state dir vanished or the disk is full
-                    self._fail(msg, "cannot start: %s" % e)
+        except ValueError as e:
+            os.write(2, ("kernel-agent keeper: bad control line: %s\n" % e).encode())
+            return
+        if not isinstance(msg, dict) or msg.get("op") != "spawn":
+            return
+        try:
+            self._spawn(msg)
+        except OSError as e:  # e.g. the state dir vanished or the disk is full
+            self._fail(msg, "cannot start: %s" % e)
+        except Exception as e:  # noqa: BLE001 - see the docstring
+            self._fail(msg, "cannot start: %s" % (e,))
 
     def _fail(self, msg: Dict[str, Any], error: str) -> None:
+        try:
+            self._fail_run(msg, error)
+        except Exception as e:  # noqa: BLE001 - a message too broken to answer: log it
+            os.write(2, ("kernel-agent keeper: cannot fail run: %r\n" % (e,)).encode())
+
+    def _fail_run(self, msg: Dict[str, Any], error: str) -> None:
         run = self.runs.get(msg["id"]) or _KeeperRun(msg, time.monotonic())
         self.runs[run.id] = run
         for fd in list(run.pipes):
@@ -710,6 +745,16 @@ class Keeper:
             self.agent_gone = True
 
     def _spawn(self, msg: Dict[str, Any]) -> None:
+        # Everything handed to the OS is bytes, made before a file is opened or a process
+        # started: text that cannot be encoded fails here (ValueError), and nothing leaks.
+        argv = [b"bash", b"-c", msg["cmd"].encode("utf-8")]
+        env = self.envb
+        if msg["env"]:
+            env = dict(env)
+            for name, value in msg["env"].items():
+                env[name.encode("utf-8")] = value.encode("utf-8")
+        cwd = (msg.get("cwd") or "/").encode("utf-8")
+        stdin_data = msg.get("stdin", "").encode("utf-8")
         now = time.monotonic()
         run = _KeeperRun(msg, now)
         self.runs[run.id] = run
@@ -721,13 +766,13 @@ class Keeper:
         try:
             # The keeper is single-threaded, so changing its own directory around the spawn
             # is safe; between runs it sits in /.
-            os.chdir(msg.get("cwd") or "/")
+            os.chdir(cwd)
             # posix_spawn (vfork) is several times cheaper than fork+exec of a Python child.
             # Signals the agent ignores (SIGPIPE, SIGXFSZ, ...) are reset for the command.
             run.pid = os.posix_spawn(
                 self.bash,
-                ["bash", "-c", msg["cmd"]],
-                dict(self.env, **msg["env"]) if msg["env"] else self.env,
+                argv,
+                env,
                 file_actions=[
                     (os.POSIX_SPAWN_DUP2, in_r, 0),
                     (os.POSIX_SPAWN_DUP2, out_w, 1),
@@ -766,7 +811,7 @@ class Keeper:
             run.pipes[read_fd] = name
             self.by_fd[read_fd] = run
             self.poller.register(read_fd, select.POLLIN)
-        run.stdin_data = msg.get("stdin", "").encode("utf-8")
+        run.stdin_data = stdin_data
         if run.stdin_data:
             os.set_blocking(in_w, False)
             run.stdin_fd = in_w
@@ -1520,7 +1565,7 @@ class Connection(socketserver.BaseRequestHandler):
         self._write(head.encode("latin-1") + (b"" if self.method == "HEAD" else body))
 
     def send_json(self, status: int, data: Any, close: bool = False) -> None:
-        self.send(status, json.dumps(data, ensure_ascii=False).encode("utf-8"), close=close)
+        self.send(status, json_bytes(data), close=close)
 
     def send_error(self, err: HttpError) -> None:
         self.send_json(
@@ -1749,7 +1794,7 @@ class AgentServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
         store = self._store()
 
         def event(data: Dict[str, Any]) -> bytes:
-            return json.dumps(data, ensure_ascii=False).encode("utf-8") + b"\n"
+            return json_bytes(data) + b"\n"
 
         started = event({"event": "started", "id": run.id, "started_at": run.started_at})
         conn.start_chunked("application/x-ndjson", started)
@@ -1867,9 +1912,12 @@ def legacy_command(req: Request) -> str:
             cmd = None
     if cmd is None:
         cmd = parse_query(req.query).get("cmd", [None])[0]
-    if not isinstance(cmd, str) or "\0" in cmd:
+    if not isinstance(cmd, str):
         return ""
-    return cmd
+    try:
+        return _text("cmd", cmd)
+    except HttpError:
+        return ""
 
 
 def legacy_reply(result: Dict[str, Any]) -> Dict[str, Any]:

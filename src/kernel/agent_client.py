@@ -28,6 +28,7 @@ import yarl
 
 from kernel.agent import KILL_GRACE, LINGER, signed_headers
 from kernel.exceptions import AgentError, AgentUnreachable
+from kernel.jsontext import loads_scrubbed
 
 __all__ = [
     "AgentClient",
@@ -192,8 +193,8 @@ class _Base:
     def _answer(status: int, raw: bytes) -> Any:
         """The JSON of an answer, or the AgentError it stands for."""
         try:
-            data = json.loads(raw)
-        except ValueError:
+            data = loads_scrubbed(raw)
+        except (ValueError, RecursionError):
             data = None
         if status >= 400:
             if isinstance(data, dict) and "error" in data:
@@ -284,7 +285,7 @@ class AgentClient(_Base):
                     self._answer(response.status_code, response.read())
                 for line in response.iter_lines():
                     if line.strip():
-                        yield json.loads(line)
+                        yield loads_scrubbed(line)
         except (httpx.TransportError, _PinMismatch) as e:
             raise self._unreachable(e) from e
 
@@ -424,9 +425,9 @@ class AsyncAgentClient(_Base):
                     *lines, pending = pending.split(b"\n")
                     for line in lines:
                         if line.strip():
-                            yield json.loads(line)
+                            yield loads_scrubbed(line)
                 if pending.strip():
-                    yield json.loads(pending)
+                    yield loads_scrubbed(pending)
         except (aiohttp.ClientError, TimeoutError) as e:
             raise self._a_unreachable(e) from e
 

@@ -110,6 +110,16 @@ def test_info_json_with_bom_and_not_utf8(tmp_path):
     assert cat.get("latin").problems == ("info.json is not valid UTF-8",)
 
 
+def test_info_json_with_lone_surrogates_or_deep_nesting(tmp_path):
+    make_service(tmp_path, "surr", '{"description": "a\\ud800b"}')
+    make_service(tmp_path, "key", '{"description": "d", "x": {"\\udc80": 1}}')
+    make_service(tmp_path, "deep", '{"description": "d", "x": ' + "[" * 30000 + "]" * 30000 + "}")
+    cat = scan(tmp_path)
+    assert cat.get("surr").problems == ("info.json: description is not valid Unicode text",)
+    assert cat.get("key").problems == ("info.json: x.\\udc80 is not valid Unicode text",)
+    assert cat.get("deep").problems == ("info.json is JSON nested too deeply",)
+
+
 def test_missing_scripts(tmp_path):
     make_service(tmp_path, "svc", {"description": "d"}, deploy=None, remove=None)
     cat = scan(tmp_path)

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kernel.jsontext import lone_surrogate_at
 from kernel.server.shell import InvalidName, is_valid_name, unit_name, validate_name
 
 SCRIPTS = ("deploy.sh", "remove.sh")
@@ -211,6 +212,13 @@ def _read_info(folder: Path, problems: list[str]) -> dict[str, object] | None:
         return None
     except json.JSONDecodeError as e:
         problems.append(f"{INFO} is not valid JSON: {e.msg} (line {e.lineno}, column {e.colno})")
+        return None
+    except RecursionError:
+        problems.append(f"{INFO} is JSON nested too deeply")
+        return None
+    where = lone_surrogate_at(info)
+    if where is not None:
+        problems.append(f"{INFO}: {where[2:] or 'the value'} is not valid Unicode text")
         return None
     if not isinstance(info, dict):
         problems.append(f"{INFO} must hold a JSON object, not {_json_type(info)}")

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
 from flask import request
+
+from kernel.jsontext import lone_surrogate_at, may_hold_surrogates
 
 from .errors import BadRequest
 
@@ -13,8 +16,28 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 
 
+def parse_json(raw: bytes) -> Any:
+    """A request body as JSON, or a BadRequest saying why not. Text that UTF-8 cannot carry
+    (a lone surrogate from a ``\\ud800`` escape) is refused here, where it first comes in:
+    stored or handed to an agent it fails later, as a 500 or worse."""
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise BadRequest("the body is not UTF-8") from None
+    except RecursionError:
+        raise BadRequest("the body is JSON nested too deeply") from None
+    except ValueError as e:
+        raise BadRequest(f"the body is not valid JSON: {e}") from None
+    if may_hold_surrogates(raw):
+        where = lone_surrogate_at(data)
+        if where is not None:
+            raise BadRequest(f"{where} is not valid Unicode text (a lone surrogate)")
+    return data
+
+
 def json_body() -> dict[str, Any]:
-    data = request.get_json(silent=True, force=True) if request.data else None
+    raw = request.get_data(cache=True)
+    data = parse_json(raw) if raw else None
     if not isinstance(data, dict):
         raise BadRequest("the body must be a JSON object")
     return data
