@@ -133,3 +133,13 @@ def test_postgres_url_selects_postgres(tmp_path, db_url):
     engine = app.extensions["kernel.db"].engine
     assert engine.dialect.name == ("sqlite" if db_url.startswith("sqlite") else "postgresql")
     app.extensions["kernel.db"].dispose()
+
+
+def test_root_sends_browsers_to_login_and_api_clients_to_the_api(app):
+    client = app.test_client()
+    browser = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+    r = client.get("/", headers={"Accept": browser})
+    assert r.status_code == 302 and r.headers["Location"] == "/login"
+    for accept in ("application/json", "*/*", None):
+        r = client.get("/", headers={"Accept": accept} if accept else {})
+        assert r.status_code == 200 and r.get_json()["api"] == "/api/v1", accept

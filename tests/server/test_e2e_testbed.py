@@ -4,6 +4,7 @@ killed (SIGKILL) mid-job."""
 
 from __future__ import annotations
 
+import shlex
 import time
 from pathlib import Path
 
@@ -50,14 +51,24 @@ def test_full_cycle(bed, tmp_path: Path, db_url):
         server.login()
         with server.api() as api:
             ids = {}
-            for h in bed.hosts:
+            for i, h in enumerate(bed.hosts):
                 r = api.post("/api/v1/servers", json={"name": h.name, "tags": ["e2e"]})
                 assert r.status_code == 201, r.text
                 ids[h.name] = r.json()["server"]["id"]
                 line = r.json()["enroll"]["command"]
                 assert line.startswith(f"curl -fsSL '{server.url}/agent/install.sh?token=")
-                # Test hosts run as root and have no sudo.
-                out = h.run(line.replace("| sudo bash", "| bash"), timeout=120)
+                assert line.endswith("' | bash")
+                if i == 0:  # a root shell on a host without sudo
+                    assert h.run("mv /usr/bin/sudo /usr/bin/sudo.hidden").returncode == 0
+                    out = h.run(line, timeout=120)
+                    h.run("mv /usr/bin/sudo.hidden /usr/bin/sudo")
+                else:  # a user who may sudo: the script elevates itself
+                    h.run(
+                        "useradd -m kop && echo 'kop ALL=(ALL) NOPASSWD:ALL' "
+                        "> /etc/sudoers.d/kop && chmod 0440 /etc/sudoers.d/kop"
+                    )
+                    out = h.run(f"su kop -c {shlex.quote(line)}", timeout=120)
+                    assert "running again with sudo" in out.stderr
                 assert out.returncode == 0, out.stdout + out.stderr
                 assert h.run("systemctl is-active kernel-agent").stdout.strip() == "active"
 

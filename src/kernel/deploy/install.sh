@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Install (or update) the Kernel agent on this host. Idempotent: run it again to update.
 #
-#   curl -fsSL '<KERNEL_URL>/agent/install.sh?token=<token>' | sudo bash
+#   curl -fsSL '<KERNEL_URL>/agent/install.sh?token=<token>' | bash
+#
+# Run it as root, or as a user who may sudo: it then runs itself again under sudo (the same
+# code and settings, from memory: it may have come on stdin).
 #
 # Settings (environment; the server serves this script with its own values as defaults):
 #   KERNEL_URL            server base URL (may be empty for a local install)
@@ -142,10 +145,27 @@ PY_EOF
         die "enrollment failed (the agent is installed and running; rerun with a new token)"
 }
 
+# As root already: nothing to do. Otherwise run this same script again under sudo: its
+# functions and settings are printed back as bash (declare -f / -p quote them), so nothing is
+# fetched twice and nothing the user set is lost on the way through sudo's clean environment.
+become_root() {
+    [ -n "$ROOT" ] && return 0
+    [ "$(id -u)" = 0 ] && return 0
+    command -v sudo >/dev/null 2>&1 ||
+        die "run this as root: it needs root to install a system service, and sudo is not installed"
+    say "not root: running again with sudo"
+    {
+        declare -p KERNEL_URL KERNEL_AGENT_SOURCE KERNEL_AGENT_SHA256 KERNEL_AGENT_KEY \
+            KERNEL_AGENT_LISTEN KERNEL_AGENT_CONF KERNEL_ENROLL_TOKEN KERNEL_AGENT_ROOT \
+            KERNEL_AGENT_NO_SYSTEMD ROOT LIB_DIR AGENT BIN ETC CONF KEY_FILE STATE UNIT
+        declare -f
+        printf 'set -eu\nmain "$@"\n'
+    } | sudo bash -s -- "$@"
+    exit $?
+}
+
 main() {
-    if [ -z "$ROOT" ] && [ "$(id -u)" != 0 ]; then
-        die "run as root (sudo bash)"
-    fi
+    become_root "$@"
     PYTHON="$(find_python)" || die "python3 (3.8 or newer) is required"
     case "$KERNEL_AGENT_LISTEN" in
     *:[0-9]*) ;;

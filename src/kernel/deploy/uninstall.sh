@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Remove the Kernel agent from this host: the reverse of install.sh. Idempotent.
 #
-#   curl -fsSL '<KERNEL_URL>/agent/uninstall.sh' | sudo bash
+#   curl -fsSL '<KERNEL_URL>/agent/uninstall.sh' | bash
+#
+# As root, or as a user who may sudo (it then runs itself again under sudo).
 #
 # Stops the service and the run keeper (running commands get SIGTERM, then SIGKILL after
 # 5 s), removes the unit, the agent file, its key and config, and its state dir.
@@ -20,10 +22,22 @@ UNIT="$ROOT/etc/systemd/system/kernel-agent.service"
 say() { printf 'kernel-agent uninstall: %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
 
+become_root() { # as in install.sh
+    [ -n "$ROOT" ] && return 0
+    [ "$(id -u)" = 0 ] && return 0
+    command -v sudo >/dev/null 2>&1 ||
+        die "run this as root: it removes a system service, and sudo is not installed"
+    say "not root: running again with sudo"
+    {
+        declare -p KERNEL_AGENT_ROOT KERNEL_AGENT_NO_SYSTEMD KERNEL_AGENT_KEEP_STATE ROOT UNIT
+        declare -f
+        printf 'set -eu\nmain "$@"\n'
+    } | sudo bash -s -- "$@"
+    exit $?
+}
+
 main() {
-    if [ -z "$ROOT" ] && [ "$(id -u)" != 0 ]; then
-        die "run as root (sudo bash)"
-    fi
+    become_root "$@"
     if [ "$KERNEL_AGENT_NO_SYSTEMD" != 1 ] && [ -d /run/systemd/system ]; then
         if systemctl cat kernel-agent.service >/dev/null 2>&1; then
             # KillMode=process spares the keeper on stop; signal every process of the unit

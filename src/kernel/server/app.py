@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Flask, Response
+from flask import Flask, Response, jsonify, redirect, request
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.routing import IntegerConverter
 
@@ -67,6 +67,25 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     @access.public
     def healthz() -> Response:
         return Response("ok\n", mimetype="text/plain")
+
+    @app.get("/")
+    @access.public
+    def root() -> Response:
+        """Until the console exists: a browser goes to the login page, an API client is told
+        where the API is."""
+        accept = request.accept_mimetypes
+        named = {value for value, _quality in accept}
+        if "text/html" in named and accept["text/html"] >= accept["application/json"]:
+            return redirect("/login")
+        return jsonify(
+            {
+                "name": "Kernel",
+                "api": "/api/v1",
+                "openapi": "/api/v1/openapi.json",
+                "login": "/login",
+                "message": "the REST API is under /api/v1 (docs/api.md)",
+            }
+        )
 
     return app
 
