@@ -22,16 +22,18 @@ from sqlalchemy import select
 
 from _report import table, write_section
 from kernel.server.app import create_app
-from kernel.server.db import Database
-from kernel.server.models import ApiToken, Job
-from kernel.server.security import new_token, token_hash
-from kernel.server.users import create_user
+from kernel.server.auth.credentials import new_token, token_hash
+from kernel.server.auth.users import create_user
+from kernel.server.components import components
+from kernel.server.core.db import Database
+from kernel.server.models.jobs import Job
+from kernel.server.models.users import ApiToken
 from kernel.testbed import Testbed, unsupported_reason
 
 
 def setup(bed: Testbed, data: Path):  # type: ignore[no-untyped-def]
     app = create_app({"DATA_DIR": str(data), "SECRET_KEY": "bench", "JOB_CONCURRENCY": 128})
-    db: Database = app.extensions["kernel.db"]
+    db: Database = components(app).db
     with db.session() as s:
         user = create_user(s, "bench", "admin", "bench-password")
         token = new_token()
@@ -45,9 +47,9 @@ def setup(bed: Testbed, data: Path):  # type: ignore[no-untyped-def]
             headers=headers,
         )
         assert r.status_code == 201, r.get_data(as_text=True)
-    app.extensions["kernel.runner"].start()
+    components(app).runner.start()
     # The status poller starts with the runner; here it would only compete for the CPUs.
-    from kernel.server import status_api
+    from kernel.server.status import api as status_api
 
     poller = app.extensions.get(status_api.EXTENSION)
     if poller is not None:
@@ -85,11 +87,11 @@ def measure(n: int, reps: int) -> dict[str, float]:
             app, client, headers, db = setup(bed, Path(tmp))
             try:
                 names = [h.name for h in bed.hosts]
-                bus = app.extensions["kernel.events"]
+                bus = components(app).bus
                 cold = one_job(client, headers, db, bus, names)
                 warm = [one_job(client, headers, db, bus, names) for _ in range(reps)]
             finally:
-                app.extensions["kernel.runner"].stop()
+                components(app).runner.stop()
                 db.dispose()
     finally:
         bed.down()

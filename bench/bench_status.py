@@ -24,8 +24,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from _report import table, write_section
-from kernel.server import catalog
-from kernel.server.probelimit import ProbeLimit
+from kernel.server.components import components
+from kernel.server.core.datadir import install_examples
+from kernel.server.status.probelimit import ProbeLimit
 from kernel.testbed import Testbed
 from status.conftest import Served, add_server, close_app, make_app, make_token
 
@@ -40,7 +41,7 @@ def ms(x: float) -> str:
 
 
 def status_rounds(app: Any, rounds: int, variant: str) -> dict[str, Any]:
-    poller = app.extensions["kernel.poller"]
+    poller = components(app).poller
     for _ in range(WARM_ROUNDS):  # connections made, each host's bar set, the limit settled
         poller.poll_now()
     walls, cpus, probes, limits, failed = [], [], [], [], 0
@@ -83,15 +84,15 @@ def bench_status(n: int, rounds: int) -> None:
         for variant, fixed in VARIANTS.items():
             with tempfile.TemporaryDirectory() as tmp:
                 data = Path(tmp) / "data"
-                catalog.install_examples(data)
+                install_examples(data)
                 app = make_app(data, STATUS_INTERVAL=3600.0)
                 try:
                     for h in bed.hosts:
                         add_server(app, h.name, h.agent_url, h.key)
-                    poller = app.extensions["kernel.poller"]
+                    poller = components(app).poller
                     if fixed is not None:
                         poller.limit = fixed
-                    app.extensions["kernel.runner"].start()
+                    components(app).start()
                     deadline = time.monotonic() + 60
                     while not poller.last_round and time.monotonic() < deadline:
                         time.sleep(0.2)  # the loop's own first round
@@ -137,14 +138,14 @@ def bench_deploy(n: int) -> None:
     load = load_average()
     with Testbed(n, "full") as bed, tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
-        catalog.install_examples(data)
+        install_examples(data)
         app = make_app(data, STATUS_INTERVAL=3600.0, RUN_START_TIMEOUT=10.0)
         served = Served(app, bed.gateway_ip)
         try:
             api = served.api(make_token(app, "bench", "operator"))
             for h in bed.hosts:
                 add_server(app, h.name, h.agent_url, h.key)
-            app.extensions["kernel.runner"].start()
+            components(app).start()
 
             def deploy(hosts: list[Any]) -> tuple[float, list[float]]:
                 t0 = time.monotonic()

@@ -27,12 +27,13 @@ import httpx
 import yarl
 
 from kernel.agent import KILL_GRACE, LINGER, signed_headers
-from kernel.exceptions import AgentError, AgentUnreachable
+from kernel.exceptions import AgentError, AgentRefused, AgentUnreachable
 from kernel.jsontext import loads_scrubbed
 
 __all__ = [
     "AgentClient",
     "AgentError",
+    "AgentRefused",
     "AgentUnreachable",
     "AsyncAgentClient",
     "ExecResult",
@@ -198,10 +199,10 @@ class _Base:
             data = None
         if status >= 400:
             if isinstance(data, dict) and "error" in data:
-                raise AgentError(status, str(data["error"]), str(data.get("msg")))
-            raise AgentError(status, "bad_response", raw.decode("utf-8", "replace")[:200])
+                raise AgentRefused(status, str(data["error"]), str(data.get("msg")))
+            raise AgentRefused(status, "bad_response", raw.decode("utf-8", "replace")[:200])
         if data is None:
-            raise AgentError(status, "bad_response", "answer is not JSON")
+            raise AgentRefused(status, "bad_response", "answer is not JSON")
         return data
 
     def _unreachable(self, exc: Exception) -> AgentUnreachable:

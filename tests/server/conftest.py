@@ -22,6 +22,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from kernel.server.app import create_app
+from kernel.server.components import components
 
 from .support import make_token
 
@@ -102,13 +103,13 @@ def app_config(tmp_path: Path, db_url: str, **extra: Any) -> dict[str, Any]:
 def app(tmp_path: Path, db_url: str) -> Iterator[Any]:
     app = create_app(app_config(tmp_path, db_url))
     yield app
-    app.extensions["kernel.runner"].stop()
-    app.extensions["kernel.db"].dispose()
+    components(app).runner.stop()
+    components(app).db.dispose()
 
 
 @pytest.fixture
 def runner(app: Any) -> Any:
-    r = app.extensions["kernel.runner"]
+    r = components(app).runner
     r.start()
     return r
 

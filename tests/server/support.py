@@ -7,14 +7,15 @@ from typing import Any
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
-from kernel.server.models import ApiToken
-from kernel.server.security import new_token, token_hash
-from kernel.server.users import create_user
+from kernel.server.auth.credentials import new_token, token_hash
+from kernel.server.auth.users import create_user
+from kernel.server.components import components
+from kernel.server.models.users import ApiToken
 
 
 def make_token(app: Any, name: str, role: str) -> str:
     """A user NAME with ROLE and an API token for it; returns the token."""
-    with app.extensions["kernel.db"].session() as s:
+    with components(app).db.session() as s:
         user = create_user(s, name, role, "password-" + name)
         secret = new_token()
         s.add(ApiToken(user_id=user.id, name="test", token_hash=token_hash(secret)))

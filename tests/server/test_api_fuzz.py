@@ -9,6 +9,7 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
 from kernel.server.app import create_app
+from kernel.server.components import components
 
 from .conftest import app_config
 from .support import check_operation, make_token
@@ -25,14 +26,14 @@ def fuzz_app(tmp_path_factory):
     app = create_app(app_config(tmp, f"sqlite:///{tmp / 'kernel.db'}"))
     token = make_token(app, "fuzzer", "admin")
     yield app, token
-    app.extensions["kernel.db"].dispose()
+    components(app).db.dispose()
 
 
 def _operations():
     app = create_app(app_config(_Tmp.path(), f"sqlite:///{_Tmp.path() / 'ops.db'}"))
     schema = schemathesis.openapi.from_wsgi("/api/v1/openapi.json", app)
     ops = [r.ok() for r in schema.get_all_operations()]
-    app.extensions["kernel.db"].dispose()
+    components(app).db.dispose()
     return [
         pytest.param(op.method.upper(), op.path, id=f"{op.method.upper()} {op.path}")
         for op in ops

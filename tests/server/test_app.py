@@ -11,9 +11,9 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from kernel.server.app import create_app
-from kernel.server.db import make_engine
-from kernel.server.migrate import alembic_config, current_revision, upgrade
-from kernel.server.models import Base
+from kernel.server.components import components
+from kernel.server.core.db import Base, make_engine
+from kernel.server.models.migrate import alembic_config, current_revision, upgrade
 
 from .conftest import app_config
 
@@ -27,13 +27,12 @@ def test_config_order_defaults_file_env_test(tmp_path, monkeypatch):
     app = create_app()
     assert app.config["JOB_CONCURRENCY"] == 7  # file over default
     assert app.config["URL"] == "https://env.example"  # env over file
-    assert app.config["KERNEL_URL"] == "https://env.example"
     assert (data / "kernel.db").exists() and (data / "secret_key").exists()
     app2 = create_app({"URL": "http://test"})
     assert app2.config["URL"] == "http://test"
     assert app.config["SECRET_KEY"] == app2.config["SECRET_KEY"]  # persisted once
     for a in (app, app2):
-        a.extensions["kernel.db"].dispose()
+        components(a).db.dispose()
 
 
 def test_sqlite_is_wal_with_foreign_keys(tmp_path):
@@ -91,7 +90,7 @@ def test_upgrade_from_first_migration_keeps_rows(empty_db_url):
 
 def test_audit_log_is_append_only(app, admin):
     admin.post("/api/v1/tokens", {"name": "x"}, expect=201)
-    engine = app.extensions["kernel.db"].engine
+    engine = components(app).db.engine
     for stmt in ("UPDATE audit_log SET result = 'forged'", "DELETE FROM audit_log"):
         with pytest.raises(DBAPIError, match="append-only"), engine.begin() as c:
             c.execute(text(stmt))
@@ -130,9 +129,9 @@ def test_healthz_and_openapi(app):
 
 def test_postgres_url_selects_postgres(tmp_path, db_url):
     app = create_app(app_config(tmp_path, db_url))
-    engine = app.extensions["kernel.db"].engine
+    engine = components(app).db.engine
     assert engine.dialect.name == ("sqlite" if db_url.startswith("sqlite") else "postgresql")
-    app.extensions["kernel.db"].dispose()
+    components(app).db.dispose()
 
 
 def test_root_sends_browsers_to_login_and_api_clients_to_the_api(app):

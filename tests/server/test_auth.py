@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import re
 
-from kernel.server.security import LoginLimiter, hash_password, role_allows, verify_password
+from kernel.server.auth.credentials import hash_password, verify_password
+from kernel.server.auth.limiter import LoginLimiter
+from kernel.server.auth.roles import role_allows
+from kernel.server.components import components
 
 
 def _csrf(client) -> str:
@@ -92,11 +95,11 @@ def test_limiter_window():
 
 
 def test_api_tokens_are_hashed_and_revocable(app, admin):
-    from kernel.server.models import ApiToken
+    from kernel.server.models.users import ApiToken
 
     made = admin.post("/api/v1/tokens", {"name": "ci"}, expect=201)
     secret = made["token"]
-    with app.extensions["kernel.db"].session() as s:
+    with components(app).db.session() as s:
         stored = [t.token_hash for t in s.query(ApiToken).all()]
     assert secret not in stored and all(len(h) == 64 for h in stored)
     client = app.test_client()
@@ -131,9 +134,9 @@ def test_users_admin(app, admin, as_role):
 
 
 def test_cli_create_user_and_first_admin(app):
-    from kernel.server.users import ensure_first_admin
+    from kernel.server.auth.users import ensure_first_admin
 
-    db = app.extensions["kernel.db"]
+    db = components(app).db
     with db.session() as s:
         pw = ensure_first_admin(s)
     assert pw and len(pw) >= 16

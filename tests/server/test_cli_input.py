@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from kernel.server.config import DEFAULTS, ConfigError, check
+from kernel.exceptions import ConfigError
+from kernel.server.core.settings import check, defaults
 
 KERNEL_SERVER = Path(sys.executable).with_name("kernel-server")
 
@@ -57,11 +58,17 @@ def test_garbage_is_one_clear_error(tmp_path, args, stdin, env, needle):
 
 
 def test_check_accepts_the_defaults_and_names_the_variable():
-    check(dict(DEFAULTS))
+    check(defaults())
     with pytest.raises(ConfigError, match="KERNEL_OUTPUT_CAP"):
-        check({**DEFAULTS, "OUTPUT_CAP": "lots"})
+        check({**defaults(), "OUTPUT_CAP": "lots"})
     with pytest.raises(ConfigError, match="KERNEL_SSE_MAX_STREAMS"):
-        check({**DEFAULTS, "SSE_MAX_STREAMS": 0})
+        check({**defaults(), "SSE_MAX_STREAMS": 0})
     with pytest.raises(ConfigError, match="KERNEL_RUN_START_TIMEOUT"):
-        check({**DEFAULTS, "RUN_START_TIMEOUT": True})
-    check({**DEFAULTS, "RUN_START_TIMEOUT": 3, "SSE_MAX_STREAMS": 4})
+        check({**defaults(), "RUN_START_TIMEOUT": True})
+    with pytest.raises(ConfigError, match="KERNEL_PUBLIC_ARTIFACTS"):
+        check({**defaults(), "PUBLIC_ARTIFACTS": "maybe"})
+    config = {**defaults(), "RUN_START_TIMEOUT": 3, "SSE_MAX_STREAMS": 4}
+    config.update(PUBLIC_ARTIFACTS="off", STATUS_INTERVAL="2.5", THREADS="8")
+    check(config)  # and each is now of its kind
+    assert config["RUN_START_TIMEOUT"] == 3.0 and config["PUBLIC_ARTIFACTS"] is False
+    assert config["STATUS_INTERVAL"] == 2.5 and config["THREADS"] == 8

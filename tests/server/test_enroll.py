@@ -8,7 +8,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from kernel.server.models import EnrollToken
+from kernel.server.components import components
+from kernel.server.models.servers import EnrollToken
 
 from .conftest import wait_job
 
@@ -19,9 +20,9 @@ def _pending(admin, name="new1"):
 
 
 def _set_key(app, server_id, key):
-    from kernel.server.models import Server
+    from kernel.server.models.servers import Server
 
-    with app.extensions["kernel.db"].session() as s:
+    with components(app).db.session() as s:
         s.get(Server, server_id).agent_key = key
 
 
@@ -139,7 +140,7 @@ def test_enroll_refusals_write_nothing(app, admin, agents):
     r = client.post("/agent/enroll", json={"token": "ke_unknown", "port": a.port})
     assert r.status_code == 403
     # Expired.
-    with app.extensions["kernel.db"].session() as s:
+    with components(app).db.session() as s:
         for t in s.query(EnrollToken).all():
             t.expires_at = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
     _set_key(app, srv["id"], a.key)

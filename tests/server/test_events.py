@@ -8,7 +8,7 @@ import threading
 
 import httpx
 
-from kernel.server.events import EventBus
+from kernel.server.core.events import EventBus
 
 from .conftest import add_agent_server, wait_job
 
@@ -38,7 +38,7 @@ def test_bus_sequence_wait_and_drop():
     assert [e.type for e in got] == ["end"]
     assert bus.parse_id(f"{bus.epoch}-2") == 2
     assert bus.parse_id("other-2") is None and bus.parse_id("garbage") is None
-    from kernel.server import events
+    from kernel.server.core import events
 
     events.MAX_EVENTS_PER_JOB, old = 2, events.MAX_EVENTS_PER_JOB
     try:

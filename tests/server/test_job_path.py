@@ -9,7 +9,8 @@ from typing import Any
 
 from sqlalchemy import event
 
-from kernel.server.models import Server
+from kernel.server.components import components
+from kernel.server.models.servers import Server
 
 from .conftest import add_agent_server, wait_job
 
@@ -18,11 +19,11 @@ def test_create_answers_without_a_transaction_after_its_commit(app: Any, admin: 
     # On SQLite every transaction takes the write lock (BEGIN IMMEDIATE): one opened after the
     # commit (e.g. lazy-loading the runs for the answer) would hold it just when the woken
     # runner wants to claim the new runs.
-    with app.extensions["kernel.db"].session() as s:
+    with components(app).db.session() as s:
         for name in ("web-b", "web-a", "db-1"):  # joined servers (no agent needed: no runner)
             s.add(Server(name=name, agent_url="http://127.0.0.1:1", agent_key="k" * 64, tags=[]))
     seen: list[str] = []
-    engine = app.extensions["kernel.db"].engine
+    engine = components(app).db.engine
     hooks = {name: (lambda *_a, n=name: seen.append(n)) for name in ("begin", "commit")}
     for name, fn in hooks.items():
         event.listen(engine, name, fn)
@@ -60,10 +61,10 @@ def test_a_job_with_room_goes_straight_to_the_runner(
     # the runner: no claim at all, and a finished run does not make the runner look for work
     # (a claim there would only take the database, on SQLite its write lock, from the next
     # job's create).
-    from kernel.server import runner as runner_mod
+    from kernel.server.jobs import runner as runner_mod
 
     monkeypatch.setattr(runner_mod, "IDLE_POLL", 60.0)  # only wake-ups count here
-    r = app.extensions["kernel.runner"]
+    r = components(app).runner
     claims = count_claims(r, monkeypatch)
     r.start()
     (a,) = agents(1)
@@ -92,7 +93,7 @@ def test_a_job_without_room_is_queued_and_claimed(
     app = create_app(app_config(tmp_path, db_url, JOB_CONCURRENCY=2))
     try:
         admin = Api(app.test_client(), make_token(app, "admin1", "admin"))
-        r = app.extensions["kernel.runner"]
+        r = components(app).runner
         claims = count_claims(r, monkeypatch)
         r.start()
         for i, a in enumerate(agents(3)):
@@ -113,5 +114,5 @@ def test_a_job_without_room_is_queued_and_claimed(
         assert wait_job(admin, one["id"])["state"] == "finished"
         assert r._reserved == 0
     finally:
-        app.extensions["kernel.runner"].stop()
-        app.extensions["kernel.db"].dispose()
+        components(app).runner.stop()
+        components(app).db.dispose()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+from kernel.server.components import components
+
 from .conftest import add_agent_server, wait_job
 
 
@@ -113,7 +115,7 @@ def test_cancel_and_rerun(admin, runner, agents):
 
 
 def test_output_is_capped(admin, app, runner, agents):
-    app.extensions["kernel.runner"].agent.cap = 1000
+    components(app).runner.agent.cap = 1000
     (a,) = agents(1)
     add_agent_server(admin, a, "alpha")
     job = admin.post(

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from kernel.server.components import components
+
 from .conftest import ServerProc
 
 pytestmark = pytest.mark.slow
@@ -63,21 +65,21 @@ def test_sigkill_mid_job_reattaches_and_runs_nothing_twice(tmp_path: Path, db_ur
 
 def test_run_unknown_to_its_agent_ends_lost(app, admin, agents):
     """A run journalled as sent that the agent never got (crash between journal and send)."""
-    from kernel.server.models import Run
+    from kernel.server.models.jobs import Run
 
     from .conftest import add_agent_server, wait_job
 
     (a,) = agents(1)
     add_agent_server(admin, a, "alpha")
     job = admin.post("/api/v1/jobs", {"cmd": "true", "targets": {"all": True}}, expect=201)
-    db = app.extensions["kernel.db"]
+    db = components(app).db
     with db.session() as s:
         run = s.get(Run, job["runs"][0]["id"])
         run.state = "running"
-        from kernel.server.db import utcnow
+        from kernel.server.core.db import utcnow
 
         run.sent_at = utcnow()
-    app.extensions["kernel.runner"].start()
+    components(app).runner.start()
     run = wait_job(admin, job["id"])["runs"][0]
     assert run["state"] == "lost"
     assert "no record" in run["error"]
@@ -87,8 +89,8 @@ def test_reattached_runs_count_against_the_concurrency(tmp_path, db_url, agents)
     """After a restart, runs re-attached from the journal hold slots: queued work waits."""
     from kernel.agent_client import AgentClient
     from kernel.server.app import create_app
-    from kernel.server.db import utcnow
-    from kernel.server.models import Run
+    from kernel.server.core.db import utcnow
+    from kernel.server.models.jobs import Run
 
     from .conftest import Api, add_agent_server, app_config, wait_job
     from .support import make_token
@@ -101,7 +103,7 @@ def test_reattached_runs_count_against_the_concurrency(tmp_path, db_url, agents)
         add_agent_server(admin, b, "beta")
         # Two runs a previous process sent and journalled (still going on their agents) ...
         old = admin.post("/api/v1/jobs", {"cmd": "sleep 1.5", "targets": {"all": True}}, expect=201)
-        db = app.extensions["kernel.db"]
+        db = components(app).db
         with db.session() as s:
             for r in old["runs"]:
                 run = s.get(Run, r["id"])
@@ -116,11 +118,11 @@ def test_reattached_runs_count_against_the_concurrency(tmp_path, db_url, agents)
             "/api/v1/jobs", {"cmd": "true", "targets": {"servers": ["alpha"]}}, expect=201
         )
         assert new["runs"][0]["state"] == "queued"
-        app.extensions["kernel.runner"].start()
+        components(app).runner.start()
         time.sleep(0.5)
         assert admin.get(f"/api/v1/jobs/{new['id']}")["runs"][0]["state"] == "queued"
         assert [r["state"] for r in wait_job(admin, old["id"])["runs"]] == ["ok", "ok"]
         assert wait_job(admin, new["id"])["runs"][0]["state"] == "ok"
     finally:
-        app.extensions["kernel.runner"].stop()
-        app.extensions["kernel.db"].dispose()
+        components(app).runner.stop()
+        components(app).db.dispose()

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from kernel.server.access import unguarded_endpoints
+from kernel.server.web.access import unguarded_endpoints
 
 # Public on purpose (docs/server.md): health, login, enrollment and the files it serves, the
 # API description, and the services area's signed artifact URLs (the signature is the check).
@@ -15,6 +15,7 @@ PUBLIC = {
     "auth.login",
     "auth.token_for_password",
     "openapi.openapi_json",
+    "root",
     "enroll.install_sh",
     "enroll.seed_install_sh",
     "enroll.uninstall_sh",

@@ -10,7 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kernel.jsontext import loads_scrubbed, lone_surrogate_at
-from kernel.server.models import Job
+from kernel.server.components import components
+from kernel.server.models.jobs import Job
 
 from .conftest import add_agent_server, wait_job
 
@@ -59,7 +60,7 @@ def test_a_spoiled_job_never_reaches_an_agent(admin, app, runner, agents) -> Non
     body = {"cmd": "true", "env": {"X": "\ud800"}, "targets": {"all": True}}
     admin.call("POST", "/api/v1/jobs", 400, data=json.dumps(body),
                headers={"Content-Type": "application/json"})  # fmt: skip
-    with app.extensions["kernel.db"].session() as s:
+    with components(app).db.session() as s:
         assert s.query(Job).count() == 0
     job = admin.post("/api/v1/jobs", {"cmd": "echo ok", "targets": {"all": True}}, expect=201)
     done = wait_job(admin, job["id"])

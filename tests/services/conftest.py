@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from kernel.agent_client import AgentClient, ExecResult
-from kernel.server.shell import RemoteCommand
+from kernel.server.core.shell import RemoteCommand
 
 AGENT_PY = Path(__file__).resolve().parents[2] / "src" / "kernel" / "agent.py"
 KEY = "5e" * 32

@@ -24,7 +24,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from kernel.server.probe import parse_probe, probe_script
+from kernel.server.status.probe import parse_probe, probe_script
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "probe"
 

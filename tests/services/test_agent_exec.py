@@ -4,14 +4,17 @@
 import json
 import socket
 import subprocess
-from pathlib import Path
 
 import pytest
 
-from kernel.server import catalog, service_ops, shell
-from kernel.server.probe import parse_probe, probe_script
+from kernel.server.core import shell
+from kernel.server.core.datadir import EXAMPLES_DIR
+from kernel.server.inventory import initscripts
+from kernel.server.services import catalog
+from kernel.server.services import operations as service_ops
+from kernel.server.status.probe import parse_probe, probe_script
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+EXAMPLES = EXAMPLES_DIR
 URL = "http://127.0.0.1:9"  # never contacted: these scripts only print it
 NO_UNIT = "kernel-test-no-such-unit"
 
@@ -79,8 +82,8 @@ def test_logs_of_an_unknown_unit(loopback_agent, services):
 
 def test_init_script_through_the_agent(loopback_agent, tmp_path):
     (tmp_path / "05-hello.sh").write_text('echo "init $KERNEL_INIT_SCRIPT from $KERNEL_URL"\n')
-    (script,) = catalog.scan_init(tmp_path).scripts
-    r = loopback_agent.run(service_ops.init_command(script, kernel_url=URL))
+    (script,) = initscripts.scan_init(tmp_path).scripts
+    r = loopback_agent.run(initscripts.init_command(script, kernel_url=URL))
     assert (r.exit_code, r.stdout) == (0, f"init 05-hello.sh from {URL}\n")
 
 

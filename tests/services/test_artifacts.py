@@ -10,8 +10,10 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.serving import make_server
 
-from kernel.server import artifacts
-from kernel.server.artifacts import ArtifactConfigError, sign, verify
+from kernel.exceptions import ConfigError
+from kernel.server.core.settings import check, defaults
+from kernel.server.services import artifacts, artifacts_api
+from kernel.server.services.artifacts import ArtifactConfigError, sign, verify
 
 KEY = b"k" * 32
 NOW = 1_700_000_000
@@ -66,20 +68,18 @@ def test_signing_key_from_config():
     derived = artifacts.signing_key({"SECRET_KEY": "s3cret"})
     assert derived != b"s3cret" and len(derived) == 32
     assert artifacts.signing_key({"SECRET_KEY": b"s3cret"}) == derived
-    assert artifacts.signing_key({"SECRET_KEY": "s", "KERNEL_ARTIFACT_KEY": "own"}) == b"own"
+    assert artifacts.signing_key({"SECRET_KEY": "s", "ARTIFACT_KEY": "own"}) == b"own"
     with pytest.raises(ArtifactConfigError, match="SECRET_KEY"):
         artifacts.signing_key({})
 
 
 def test_service_url_for():
-    cfg = {"SECRET_KEY": "s", "KERNEL_URL": "http://127.0.0.1:8002", "KERNEL_ARTIFACT_TTL": 60}
-    url = artifacts.service_url_for(cfg, "sums", now=NOW)
+    cfg = {"SECRET_KEY": "s", "ARTIFACT_TTL": 60.0}
+    url = artifacts.service_url_for(cfg, "sums", kernel_url="http://127.0.0.1:8002", now=NOW)
     assert url.startswith(f"http://127.0.0.1:8002/service-files/sums/{NOW + 60}/")
-    with pytest.raises(ArtifactConfigError, match="KERNEL_URL"):
-        artifacts.service_url_for({"SECRET_KEY": "s"}, "sums")
-    for ttl in (0, -5, "60", True):
-        with pytest.raises(ArtifactConfigError, match="KERNEL_ARTIFACT_TTL"):
-            artifacts.service_url_for({**cfg, "KERNEL_ARTIFACT_TTL": ttl}, "sums")
+    for ttl in (0, -5, "soon", True):  # refused with the other settings, at start-up
+        with pytest.raises(ConfigError, match="KERNEL_ARTIFACT_TTL"):
+            check({**defaults(), "ARTIFACT_TTL": ttl})
 
 
 # --- the blueprint --------------------------------------------------------------------------
@@ -119,14 +119,16 @@ def make_app(data_dir, **config):
     static = data_dir.parent / "static"
     static.mkdir(exist_ok=True)
     app = Flask(__name__, static_folder=str(static))
+    app.config.update(defaults())
     app.config.update(
         SECRET_KEY="test-secret",
-        KERNEL_DATA_DIR=str(data_dir),
-        KERNEL_URL="http://127.0.0.1:8002",
+        DATA_DIR=str(data_dir),
+        URL="http://127.0.0.1:8002",
         TESTING=True,
         **config,
     )
-    app.register_blueprint(artifacts.bp)
+    check(app.config)  # as create_app does: "yes" becomes True, and so on
+    app.register_blueprint(artifacts_api.bp)
     app.test_client_class = BufferedClient
     return app
 
@@ -137,8 +139,8 @@ def client(data_dir):
 
 
 def prefix(name="sums", ttl=60, now=None):
-    cfg = {"SECRET_KEY": "test-secret", "KERNEL_URL": "http://127.0.0.1:8002"}
-    url = artifacts.service_url_for({**cfg, "KERNEL_ARTIFACT_TTL": ttl}, name, now=now)
+    cfg = {"SECRET_KEY": "test-secret", "ARTIFACT_TTL": float(ttl)}
+    url = artifacts.service_url_for(cfg, name, kernel_url="http://127.0.0.1:8002", now=now)
     return url.removeprefix("http://127.0.0.1:8002")
 
 
@@ -209,7 +211,7 @@ def test_public_paths_are_off_by_default(client):
 
 @pytest.mark.parametrize("setting", [True, "true", "1", "yes", "on"])
 def test_public_paths_when_enabled(data_dir, setting):
-    client = make_app(data_dir, KERNEL_PUBLIC_ARTIFACTS=setting).test_client()
+    client = make_app(data_dir, PUBLIC_ARTIFACTS=setting).test_client()
     assert client.get("/static/service/sums/sums.tgz").status_code == 200
     assert client.get("/static/init/10-motd.sh").data == b"echo motd\n"
     for bad in ("/static/service/sums/outside", "/static/init/../service/sums/sums.tgz"):
@@ -217,9 +219,9 @@ def test_public_paths_when_enabled(data_dir, setting):
     assert client.get("/static/service/a%20b/x").status_code == 404
 
 
-@pytest.mark.parametrize("setting", [False, "false", "0", "", "off", None])
+@pytest.mark.parametrize("setting", [False, "false", "0", "", "off", "no"])
 def test_public_paths_stay_off(data_dir, setting):
-    client = make_app(data_dir, KERNEL_PUBLIC_ARTIFACTS=setting).test_client()
+    client = make_app(data_dir, PUBLIC_ARTIFACTS=setting).test_client()
     assert client.get("/static/service/sums/sums.tgz").status_code == 404
 
 
@@ -259,29 +261,9 @@ def test_download_with_real_clients(live_url, data_dir, tmp_path, tool):
     assert bad.returncode != 0
 
 
-def test_unprefixed_config_names_as_the_app_loads_them(data_dir):
-    # create_app loads KERNEL_* variables without the prefix (Config.from_prefixed_env).
-    app = Flask(__name__)
-    app.config.update(
-        SECRET_KEY="test-secret",
-        DATA_DIR=str(data_dir),
-        URL="http://127.0.0.1:8002",
-        PUBLIC_ARTIFACTS=True,
-        ARTIFACT_TTL=60,
-    )
-    app.register_blueprint(artifacts.bp)
-    app.test_client_class = BufferedClient
-    client = app.test_client()
-    url = artifacts.service_url_for(app.config, "sums")
-    assert url.startswith("http://127.0.0.1:8002/service-files/sums/")
-    assert client.get(url.removeprefix("http://127.0.0.1:8002") + "/sums.tgz").status_code == 200
-    assert client.get("/static/init/10-motd.sh").status_code == 200
-    assert artifacts.signing_key({"SECRET_KEY": "s", "ARTIFACT_KEY": "own"}) == b"own"
-
-
 def test_registered_in_the_real_app(tmp_path):
-    from kernel.server.access import unguarded_endpoints
     from kernel.server.app import create_app
+    from kernel.server.web.access import unguarded_endpoints
 
     data = tmp_path / "kdata"
     (data / "service" / "sums").mkdir(parents=True)
@@ -289,7 +271,7 @@ def test_registered_in_the_real_app(tmp_path):
     app = create_app({"DATA_DIR": str(data), "URL": "http://127.0.0.1:8002", "TESTING": True})
     app.test_client_class = BufferedClient
     assert not [e for e in unguarded_endpoints(app) if e.startswith("artifacts.")]
-    url = artifacts.service_url_for(app.config, "sums")
+    url = artifacts.service_url_for(app.config, "sums", kernel_url="http://127.0.0.1:8002")
     client = app.test_client()
     r = client.get(url.removeprefix("http://127.0.0.1:8002") + "/sums.tgz")
     assert (r.status_code, r.data) == (200, b"tgz")

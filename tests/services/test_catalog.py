@@ -8,9 +8,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kernel.server import catalog
-from kernel.server.catalog import order_init_names, scan, scan_init
-from kernel.server.shell import InvalidName
+from kernel.server.core import files
+from kernel.server.core.datadir import install_examples
+from kernel.server.core.shell import InvalidName
+from kernel.server.inventory import initscripts
+from kernel.server.inventory.initscripts import order_init_names, scan_init
+from kernel.server.services import catalog
+from kernel.server.services.catalog import scan
 
 
 def make_service(root, name, info=None, deploy="echo deploy\n", remove="echo remove\n", files=()):
@@ -143,7 +147,7 @@ def test_script_with_nul(tmp_path):
 
 
 def test_oversized_files(tmp_path, monkeypatch):
-    monkeypatch.setattr(catalog, "MAX_SCRIPT_BYTES", 10)
+    monkeypatch.setattr(files, "MAX_SCRIPT_BYTES", 10)
     monkeypatch.setattr(catalog, "MAX_ARTIFACT_BYTES", 5)
     make_service(
         tmp_path, "svc", {"description": "d"}, deploy="x" * 11, remove="x", files={"big": b"123456"}
@@ -280,14 +284,14 @@ def test_scan_init(tmp_path):
 
 
 def test_no_init_dir_means_no_scripts(tmp_path):
-    assert scan_init(tmp_path / "none") == catalog.InitScripts()
+    assert scan_init(tmp_path / "none") == initscripts.InitScripts()
 
 
 # --- examples ------------------------------------------------------------------------------
 
 
 def test_install_examples_into_a_new_data_dir(tmp_path):
-    copied = catalog.install_examples(tmp_path)
+    copied = install_examples(tmp_path)
     assert copied == [
         "service/hello-web",
         "service/sums",
@@ -302,14 +306,14 @@ def test_install_examples_into_a_new_data_dir(tmp_path):
         "20-sysctl.sh",
         "30-user.sh",
     ]
-    assert catalog.install_examples(tmp_path) == []  # never over an existing folder
+    assert install_examples(tmp_path) == []  # never over an existing folder
 
 
 def test_install_examples_with_test_only_and_existing_folders(tmp_path):
     (tmp_path / "init").mkdir()
     (tmp_path / "init" / "01-mine.sh").write_text("true\n")
-    copied = catalog.install_examples(tmp_path, test_only=True)
+    copied = install_examples(tmp_path, test_only=True)
     assert "service/broken-deploy" in copied
     assert not [c for c in copied if c.startswith("init/")]
     assert os.listdir(tmp_path / "init") == ["01-mine.sh"]
-    assert catalog.install_examples(tmp_path / "x", tmp_path / "no-examples") == []
+    assert install_examples(tmp_path / "x", tmp_path / "no-examples") == []

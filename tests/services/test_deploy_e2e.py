@@ -6,19 +6,22 @@ import json
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from flask import Flask
 from werkzeug.serving import make_server
 
 from kernel.agent_client import AgentClient
-from kernel.server import artifacts, catalog, service_ops, shell
-from kernel.server.probe import parse_probe, probe_script
-from kernel.server.shell import RemoteCommand
+from kernel.server.core import shell
+from kernel.server.core.datadir import EXAMPLES_DIR
+from kernel.server.core.shell import RemoteCommand
+from kernel.server.inventory import initscripts
+from kernel.server.services import artifacts, artifacts_api, catalog
+from kernel.server.services import operations as service_ops
+from kernel.server.status.probe import parse_probe, probe_script
 from kernel.testbed import Host
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+EXAMPLES = EXAMPLES_DIR
 SECRET = "e2e-secret"
 
 
@@ -31,8 +34,8 @@ def bed(full_hosts):
 def kernel_url(bed):
     """A real Flask app with the artifacts blueprint, where the test host can reach it."""
     app = Flask(__name__)
-    app.config.update(SECRET_KEY=SECRET, KERNEL_DATA_DIR=str(EXAMPLES))
-    app.register_blueprint(artifacts.bp)
+    app.config.update(SECRET_KEY=SECRET, DATA_DIR=str(EXAMPLES))
+    app.register_blueprint(artifacts_api.bp)
     server = make_server(bed.gateway_ip, 0, app, threaded=True)
     app.config["KERNEL_URL"] = f"http://{bed.gateway_ip}:{server.server_port}"
     t = threading.Thread(target=server.serve_forever, daemon=True)
@@ -77,8 +80,8 @@ def run(host, command: RemoteCommand):
 
 
 def op(host, cat, kernel_url, name, what, now=None, **kw):
-    cfg = {"SECRET_KEY": SECRET, "KERNEL_URL": kernel_url}
-    surl = artifacts.service_url_for(cfg, name, now=now)
+    cfg = {"SECRET_KEY": SECRET}
+    surl = artifacts.service_url_for(cfg, name, kernel_url=kernel_url, now=now)
     return run(
         host, service_ops.build(what, cat.get(name), kernel_url=kernel_url, service_url=surl, **kw)
     )
@@ -176,10 +179,10 @@ def test_remove_that_leaves_the_unit_fails(host, tmp_path, kernel_url):
 
 
 def test_init_scripts_run_in_order_and_twice(host, kernel_url):
-    init = catalog.scan_init(EXAMPLES / "init")
+    init = initscripts.scan_init(EXAMPLES / "init")
     for _ in range(2):  # idempotent: a retry runs them again
         for script in init.scripts:
-            r = run(host, service_ops.init_command(script, kernel_url=kernel_url))
+            r = run(host, initscripts.init_command(script, kernel_url=kernel_url))
             assert r.exit_code == 0, (script.name, r.stderr)
     assert kernel_url in host.run("cat /etc/motd.d/50-kernel").stdout
     assert host.run("sysctl -n net.core.somaxconn").stdout.strip() == "4096"
@@ -197,7 +200,7 @@ def test_sums_downloads_without_curl(host, cat, kernel_url, missing):
         f"-exec ln -sft {bindir} {{}} +",
         check=True,
     )
-    surl = artifacts.service_url_for({"SECRET_KEY": SECRET, "KERNEL_URL": kernel_url}, "sums")
+    surl = artifacts.service_url_for({"SECRET_KEY": SECRET}, "sums", kernel_url=kernel_url)
     cmd = service_ops.build("deploy", cat.get("sums"), kernel_url=kernel_url, service_url=surl)
     env = {**cmd.env, "PATH": f"{bindir}:/usr/sbin:/sbin"}
     r = host.agent.exec(cmd.cmd, stdin=cmd.stdin, env=env, timeout=cmd.timeout)

@@ -4,7 +4,10 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-MODULES = ["shell", "catalog", "probe", "artifacts", "service_ops"]
+MODULES = [
+    "core/shell", "services/catalog", "status/probe", "services/artifacts", "services/operations",
+    "inventory/initscripts",
+]  # fmt: skip
 
 
 def test_every_kernel_name_is_documented():

@@ -13,16 +13,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kernel.server import health, history, probe
-from kernel.server.health import HostHealth, next_health
-from kernel.server.history import MetricPoint, RetentionPolicy, compact
-from kernel.server.probe import (
-    CpuTimes,
-    UnitState,
-    parse_probe,
-    probe_script,
-)
-from kernel.server.shell import InvalidName
+from kernel.server.core.shell import InvalidName
+from kernel.server.status import health, history, probe
+from kernel.server.status.health import HostHealth, next_health
+from kernel.server.status.history import MetricPoint, RetentionPolicy, compact
+from kernel.server.status.probe import CpuTimes, UnitState, parse_probe, probe_script
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "probe"
 CASES = sorted(DATA.glob("*.json"))

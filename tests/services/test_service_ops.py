@@ -2,14 +2,17 @@
 
 import shlex
 import subprocess
-from pathlib import Path
 
 import pytest
 
-from kernel.server import catalog, service_ops, shell
-from kernel.server.service_ops import OperationRefused, build
+from kernel.server.core import shell
+from kernel.server.core.datadir import EXAMPLES_DIR
+from kernel.server.inventory import initscripts
+from kernel.server.services import catalog
+from kernel.server.services import operations as service_ops
+from kernel.server.services.operations import OperationRefused, build
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+EXAMPLES = EXAMPLES_DIR
 URL = "http://10.0.0.1:8002"
 SURL = URL + "/service-files/sums/1/abc"
 
@@ -92,10 +95,10 @@ def test_bad_names_are_never_built(tmp_path):
 
 
 def test_init_command():
-    init = catalog.scan_init(EXAMPLES / "init")
+    init = initscripts.scan_init(EXAMPLES / "init")
     assert [s.name for s in init.scripts] == ["10-motd.sh", "20-sysctl.sh", "30-user.sh"]
     assert init.problems == ()
-    c = service_ops.init_command(init.scripts[0], kernel_url=URL)
+    c = initscripts.init_command(init.scripts[0], kernel_url=URL)
     assert (c.cmd, c.stdin, c.title) == ("bash -s", init.scripts[0].text, "init 10-motd.sh")
     assert dict(c.env) == {"KERNEL_URL": URL, "KERNEL_INIT_SCRIPT": "10-motd.sh"}
 

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kernel.server import shell
-from kernel.server.shell import InvalidName, RemoteCommand
+from kernel.server.core import shell
+from kernel.server.core.shell import InvalidName, RemoteCommand
 
 GOOD = ["sums", "a", "A9", "x.y", "x_y-z", "foo@bar", "a" * 64, "9lives"]
 BAD = ["", "-x", ".x", "_x", "@x", "a b", "a/b", "..", "a;b", "a$(id)", "a\n", "a" * 65, "ä"]

@@ -1,6 +1,6 @@
-"""Fixtures for the services/status tests: an app from create_app with services_setup
-plugged in (as create_app will do), API clients per role, servers added straight into the
-inventory (no enrollment), and a cheroot server for e2e tests that hosts must reach."""
+"""Fixtures for the services/status tests: an app from create_app, API clients per role,
+servers added straight into the inventory (no enrollment), and a cheroot server for e2e tests
+that hosts must reach."""
 
 from __future__ import annotations
 
@@ -18,13 +18,14 @@ from cheroot import wsgi
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from kernel.server import services_setup
 from kernel.server.app import create_app
-from kernel.server.db import utcnow
-from kernel.server.models import Server
+from kernel.server.components import components
+from kernel.server.core.datadir import EXAMPLES_DIR
+from kernel.server.core.db import utcnow
+from kernel.server.models.servers import Server
 from server.support import make_token
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+EXAMPLES = EXAMPLES_DIR
 
 
 def make_app(data_dir: Path, **extra: Any) -> Any:
@@ -40,15 +41,13 @@ def make_app(data_dir: Path, **extra: Any) -> Any:
             **extra,
         }
     )
-    if "kernel.poller" not in app.extensions:  # until create_app calls it itself
-        services_setup.init_app(app)
     return app
 
 
 def close_app(app: Any) -> None:
-    app.extensions["kernel.runner"].stop()
-    app.extensions["kernel.poller"].stop()
-    app.extensions["kernel.db"].dispose()
+    components(app).runner.stop()
+    components(app).poller.stop()
+    components(app).db.dispose()
 
 
 @pytest.fixture
@@ -125,7 +124,7 @@ def wait_for(pred: Callable[[], Any], timeout: float, step: float = 0.1) -> Any:
 
 def add_server(app: Any, name: str, url: str, key: str) -> int:
     """A joined server, straight into the inventory (no environment check, no init)."""
-    with app.extensions["kernel.db"].session() as s:
+    with components(app).db.session() as s:
         srv = Server(
             name=name,
             agent_url=url,

@@ -10,20 +10,21 @@ import pytest
 import schemathesis
 from schemathesis import GenerationMode
 
-from kernel.server import catalog, services_setup
+from kernel.server.core.datadir import install_examples
+from kernel.server.web.openapi import services_and_status_paths
 from server.support import check_operation
 
 from .conftest import add_server, close_app, make_app, make_token
 
 pytestmark = pytest.mark.slow
 EXAMPLES = 12
-OURS = set(services_setup.openapi_paths())
+OURS = set(services_and_status_paths())
 
 
 @pytest.fixture(scope="module")
 def fuzz_app(tmp_path_factory):
     data = tmp_path_factory.mktemp("fuzz") / "data"
-    catalog.install_examples(data, test_only=True)
+    install_examples(data, test_only=True)
     app = make_app(data)
     add_server(app, "h1", "http://127.0.0.1:9", "ab" * 32)  # never contacted: runner is off
     yield app, make_token(app, "fuzzer", "admin")

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from kernel.server.status_models import HostStatus, MetricSample
+from kernel.server.components import components
+from kernel.server.models.status import HostStatus, MetricSample
 
 from .conftest import Api, FlaskClient, add_server, close_app, make_app, make_token, wait_for
 
@@ -33,8 +34,8 @@ def polled(bed, tmp_path_factory):
         AGENT_CONNECT_TIMEOUT=0.4,
     )
     ids = {h.name: add_server(app, h.name, h.agent_url, h.key) for h in bed.hosts}
-    app.extensions["kernel.runner"].start()
-    assert app.extensions["kernel.poller"].running
+    components(app).start()
+    assert components(app).poller.running
     api = Api(FlaskClient(app), make_token(app, "op", "operator"))
     yield app, api, ids
     close_app(app)
@@ -140,16 +141,16 @@ def test_prune_compacts_history(tmp_path: Path, db_url):
         sid = add_server(app, "old", "http://127.0.0.1:9", "ab" * 32)
         now = 1_800_000_000.0
         day = 86400
-        with app.extensions["kernel.db"].session() as s:
+        with components(app).db.session() as s:
             for i in range(60):  # 30 s samples 2 days ago: 30 minutes = 6 buckets
                 t = now - 2 * day + i * 30
                 s.add(MetricSample(server_id=sid, t=t, count=1, values={"load1": float(i)}))
             for i in range(10):  # recent: kept as they are
                 s.add(MetricSample(server_id=sid, t=now - 60 * i, count=1, values={"load1": 1.0}))
             s.add(MetricSample(server_id=sid, t=now - 8 * day, count=1, values={"load1": 9.0}))
-        poller = app.extensions["kernel.poller"]
+        poller = components(app).poller
         removed = poller._prune(now)
-        with app.extensions["kernel.db"].session() as s:
+        with components(app).db.session() as s:
             rows = s.query(MetricSample).order_by(MetricSample.t).all()
             old = [r for r in rows if r.t < now - day]
             assert [r.count for r in old] == [10] * 6 or sum(r.count for r in old) == 60
@@ -159,7 +160,7 @@ def test_prune_compacts_history(tmp_path: Path, db_url):
             assert not [r for r in rows if r.t < now - 7 * day]
         assert removed == 60 - len(old) + 1
         assert poller._prune(now) == 0  # idempotent
-        with app.extensions["kernel.db"].session() as s:
+        with components(app).db.session() as s:
             assert s.query(HostStatus).count() == 0
     finally:
         close_app(app)
@@ -169,8 +170,8 @@ def test_a_server_that_joins_is_probed_at_once(bed, tmp_path):
     # Not at the next round: a newly added server's status is known within moments.
     app = make_app(tmp_path / "data", STATUS_INTERVAL=3600.0, AGENT_NETWORKS=None)
     try:
-        app.extensions["kernel.runner"].start()
-        poller = app.extensions["kernel.poller"]
+        components(app).start()
+        poller = components(app).poller
         wait_for(lambda: poller.last_round, 10)  # the (empty) first round is over
         admin = Api(FlaskClient(app), make_token(app, "adm", "admin"))
         h = bed.hosts[0]
@@ -189,16 +190,16 @@ def test_frozen_hosts_do_not_hold_up_a_rounds_live_ones(light_hosts, tmp_path):
     # Six frozen hosts and a limit of 4 in flight: their probes wait on the network until the
     # deadline, but give their slots back after STALL_AFTER, so the live hosts are probed at
     # once instead of after the deadline.
-    from kernel.server import poller as poller_mod
-    from kernel.server.probelimit import ProbeLimit
+    from kernel.server.status import poller as poller_mod
+    from kernel.server.status.probelimit import ProbeLimit
 
     bed = light_hosts(9)
     frozen, live = bed.hosts[:6], bed.hosts[6:]  # frozen first: they take the slots first
     app = make_app(tmp_path / "data", STATUS_INTERVAL=3600.0, STATUS_PROBE_TIMEOUT=8.0)
     try:
         ids = {h.name: add_server(app, h.name, h.agent_url, h.key) for h in bed.hosts}
-        app.extensions["kernel.runner"].start()
-        poller = app.extensions["kernel.poller"]
+        components(app).start()
+        poller = components(app).poller
         wait_for(lambda: poller.last_round, 20)
         poller.limit = ProbeLimit(ceiling=4, floor=4, start=4)
         for h in frozen:

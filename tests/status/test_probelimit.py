@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from kernel.server.probelimit import ProbeLimit
+from kernel.server.status.probelimit import ProbeLimit
 
 
 def run_rounds(limit: ProbeLimit, hosts: int, rounds: int, probe_time) -> list[int]:  # type: ignore[no-untyped-def]

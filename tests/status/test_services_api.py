@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from kernel.server import catalog
-from kernel.server.models import Job
+from kernel.server.components import components
+from kernel.server.core.datadir import install_examples
+from kernel.server.models.jobs import Job
 
 from .conftest import EXAMPLES, add_server, close_app, make_app
 
@@ -18,7 +19,7 @@ from .conftest import EXAMPLES, add_server, close_app, make_app
 @pytest.fixture
 def app(tmp_path: Path, db_url):
     data = tmp_path / "data"
-    catalog.install_examples(data, test_only=True)
+    install_examples(data, test_only=True)
     app = make_app(data, URL="http://kernel.test:8002", DATABASE_URL=db_url)
     yield app
     close_app(app)
@@ -86,7 +87,7 @@ def test_bad_names_refused_before_any_shell(app, op, name):
         expect=400,
     )
     assert "is not allowed" in err["message"]
-    with app.extensions["kernel.db"].session() as s:
+    with components(app).db.session() as s:
         assert s.query(Job).count() == 0
 
 
@@ -98,7 +99,7 @@ def test_dotdot_path_refused(app, op):
         )
         assert resp.status_code in (400, 404), path
         assert resp.status_code != 201
-    with app.extensions["kernel.db"].session() as s:
+    with components(app).db.session() as s:
         assert s.query(Job).count() == 0
 
 
@@ -110,7 +111,7 @@ def test_deploy_job_carries_script_env_and_check(app, op):
     assert job["title"] == "deploy sums" and job["has_stdin"]
     assert job["env"] == ["KERNEL_SERVICE", "KERNEL_SERVICE_URL", "KERNEL_URL"]
     assert [r["server"] for r in job["runs"]] == ["h1", "h2"]
-    with app.extensions["kernel.db"].session() as s:
+    with components(app).db.session() as s:
         row = s.get(Job, job["id"])
         assert row.env["KERNEL_URL"] == "http://kernel.test:8002"
         assert row.env["KERNEL_SERVICE_URL"].startswith(

@@ -10,7 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from kernel.server import catalog
+from kernel.server.components import components
+from kernel.server.core.datadir import install_examples
 
 from .conftest import Served, close_app, make_app, make_token, wait_for
 
@@ -35,7 +36,7 @@ def write_service(root: Path, name: str, deploy: str, remove: str, **info: str) 
 def kernel(bed, tmp_path_factory):
     """The server with its runner and poller, reachable from the hosts; hosts joined."""
     data = tmp_path_factory.mktemp("e2e") / "data"
-    catalog.install_examples(data, test_only=True)
+    install_examples(data, test_only=True)
     for n in (100, 15, 5):  # numeric order, not file-name order: 5, 15, 100
         (data / "init" / f"{n}-order.sh").write_text(ORDER_SCRIPT.format(n=n))
     write_service(
@@ -49,7 +50,7 @@ def kernel(bed, tmp_path_factory):
     write_service(data, "nounit", "echo 'installed nothing'\n", "true\n")
     app = make_app(data, STATUS_INTERVAL=2.0, RUN_START_TIMEOUT=3.0)
     served = Served(app, bed.gateway_ip)
-    app.extensions["kernel.runner"].start()
+    components(app).start()
     admin = served.api(make_token(app, "admin1", "admin"))
     ids = {}
     for h in bed.hosts:

@@ -1,5 +1,6 @@
-"""services_setup.init_app: routes guarded and documented, migration in step with the models,
-one migration head, the poller started and stopped with the runner, examples copied."""
+"""The services and status areas in the app: routes guarded and documented, migration in step
+with the models, one migration head, the poller among the background services, examples
+copied."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from kernel.server.access import unguarded_endpoints
-from kernel.server.db import Base
-from kernel.server.migrate import alembic_config
+from kernel.server.components import components
+from kernel.server.core.db import Base
+from kernel.server.models.migrate import alembic_config
+from kernel.server.web.access import unguarded_endpoints
 
 from .conftest import close_app, make_app
 
@@ -33,7 +35,7 @@ def test_routes_are_guarded_and_in_openapi(app, as_role):
 
 def test_models_match_migrations(tmp_path: Path, db_url):
     app = make_app(tmp_path / "data", DATABASE_URL=db_url)
-    engine = app.extensions["kernel.db"].engine
+    engine = components(app).db.engine
     with engine.connect() as c:
         diff = compare_metadata(MigrationContext.configure(c), Base.metadata)
     assert diff == []
@@ -43,24 +45,25 @@ def test_models_match_migrations(tmp_path: Path, db_url):
 
 
 def test_single_migration_head(app):
-    cfg = alembic_config(app.extensions["kernel.db"].engine)
+    cfg = alembic_config(components(app).db.engine)
     assert len(ScriptDirectory.from_config(cfg).get_heads()) == 1
 
 
-def test_poller_follows_the_runner(app):
-    runner, poller = app.extensions["kernel.runner"], app.extensions["kernel.poller"]
-    assert not poller.running
-    runner.start()
+def test_the_poller_is_a_background_service(app):
+    parts = components(app)
+    runner, poller = parts.runner, parts.poller
+    assert parts.background == [runner, poller] and not poller.running
+    parts.start()
     assert poller.running and runner.running
-    runner.stop()
-    assert not poller.running
+    parts.stop()
+    assert not poller.running and not runner.running
 
 
 def test_poller_stays_off_under_testing_unless_asked(tmp_path: Path):
     app = make_app(tmp_path / "data", STATUS_POLLER=None)
     try:
-        app.extensions["kernel.runner"].start()
-        assert not app.extensions["kernel.poller"].running
+        components(app).start()
+        assert not components(app).poller.running
     finally:
         close_app(app)
 

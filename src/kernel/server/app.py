@@ -1,25 +1,43 @@
 """The app factory: ``create_app(test_config=None)``.
 
-Configuration: defaults (config.py) → ``<data dir>/kernel.cfg`` → ``KERNEL_*`` environment →
-``test_config``. The factory migrates the database; background work (job runner, local agent)
-is started by whoever serves the app (``kernel-server``, test fixtures), not here.
+Configuration: defaults (core/config.py) → ``<data dir>/kernel.cfg`` → ``KERNEL_*`` environment
+→ ``test_config``. The factory migrates the database and builds the process's components
+(components.py); the background services are started by whoever serves the app
+(``kernel-server``, test fixtures), never here.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from flask import Flask, Response, jsonify, redirect, request
+from flask.typing import ResponseReturnValue
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.routing import IntegerConverter
 
-from . import access, audit, errors
-from .config import CONFIG_FILE, DEFAULTS, ConfigError, check, data_dir_from, secret_key
-from .context import close_session
-from .db import Database, sqlite_url
-from .events import EventBus
-from .migrate import upgrade
-from .runner import Runner
+from kernel.exceptions import ConfigError
+from kernel.server.auth.limiter import LoginLimiter
+from kernel.server.components import KEY, Components
+from kernel.server.core.datadir import install_examples
+from kernel.server.core.db import Database, sqlite_url
+from kernel.server.core.events import EventBus
+from kernel.server.core.settings import (
+    CONFIG_FILE,
+    check,
+    data_dir_from,
+    defaults,
+    flag,
+    secret_key,
+)
+from kernel.server.inventory import initflow
+from kernel.server.inventory.local_agent import LocalAgent
+from kernel.server.jobs.runner import Runner
+from kernel.server.models.migrate import upgrade
+from kernel.server.services.cache import CatalogueCache
+from kernel.server.status.poller import Poller
+from kernel.server.web import access, audit, errors
+from kernel.server.web.context import close_session
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
@@ -28,7 +46,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app = Flask(
         __name__, instance_path=str(data_dir), instance_relative_config=True, static_folder=None
     )
-    app.config.from_mapping(DEFAULTS)
+    app.config.from_mapping(defaults())
     app.config.from_pyfile(CONFIG_FILE, silent=True)
     app.config.from_prefixed_env("KERNEL")
     if test_config:
@@ -38,9 +56,6 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         app.config["SECRET_KEY"] = secret_key(data_dir)
     if app.config.get("URL"):
         app.config["URL"] = str(app.config["URL"]).rstrip("/")
-    # The services area reads prefixed names (KERNEL_URL, …); keep one source of truth.
-    app.config["KERNEL_URL"] = app.config.get("URL")
-
     check(app.config)
 
     try:
@@ -51,9 +66,12 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         # A bad KERNEL_DATABASE_URL or a database that is down: one clear line, no traceback.
         reason = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
         raise ConfigError(f"cannot use the database (DATABASE_URL): {reason}") from e
-    app.extensions["kernel.db"] = database
-    app.extensions["kernel.events"] = EventBus()
-    app.extensions["kernel.runner"] = Runner(app)
+    # Not under TESTING: the example init scripts would run on whatever test agents join.
+    if flag(app.config, "INSTALL_EXAMPLES"):
+        install_examples(data_dir)
+    parts = _components(app, database, data_dir)
+    parts.runner.after_run["init"] = lambda s, job, run: initflow.after_run(s, app.config, job, run)
+    app.extensions[KEY] = parts
 
     # Ids in URLs are bounded to what an INTEGER column holds: bigger ones are simply 404.
     app.url_map.converters["int"] = DatabaseId
@@ -62,6 +80,51 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     audit.init_app(app)
     app.teardown_appcontext(close_session)
     _register_blueprints(app)
+    return app
+
+
+def _components(app: Flask, database: Database, data_dir: Path) -> Components:
+    bus = EventBus()
+    catalogue = CatalogueCache(data_dir / "service")
+    parts = Components(
+        db=database,
+        bus=bus,
+        catalogue=catalogue,
+        runner=Runner(app.config, database, bus),
+        poller=Poller(app.config, database, lambda: catalogue.get().units),
+        limiter=LoginLimiter(app.config["LOGIN_MAX_FAILURES"], app.config["LOGIN_WINDOW"]),
+        # Under TESTING only when asked: other areas' tests start the runner with their own
+        # agents and should not see probes arrive (nor servers marked offline by them).
+        poll=flag(app.config, "STATUS_POLLER"),
+    )
+    if app.config.get("LOCAL_AGENT"):
+        parts.local_agent = LocalAgent(app.config, database, parts.joined)
+    return parts
+
+
+class DatabaseId(IntegerConverter):
+    def __init__(self, url_map: Any, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("max", 2**31 - 1)
+        super().__init__(url_map, *args, **kwargs)
+
+
+def _register_blueprints(app: Flask) -> None:
+    from kernel.server.audit import api as audit_api
+    from kernel.server.auth import api as auth_api
+    from kernel.server.auth import users_api
+    from kernel.server.inventory import api as inventory_api
+    from kernel.server.inventory import enroll_api
+    from kernel.server.jobs import api as jobs_api
+    from kernel.server.services import api as services_api
+    from kernel.server.services import artifacts_api
+    from kernel.server.status import api as status_api
+    from kernel.server.web import openapi
+
+    for module in (
+        auth_api, users_api, audit_api, inventory_api, enroll_api, jobs_api, services_api,
+        status_api, artifacts_api, openapi,
+    ):  # fmt: skip
+        app.register_blueprint(module.bp)
 
     @app.get("/healthz")
     @access.public
@@ -70,7 +133,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     @app.get("/")
     @access.public
-    def root() -> Response:
+    def root() -> ResponseReturnValue:
         """Until the console exists: a browser goes to the login page, an API client is told
         where the API is."""
         accept = request.accept_mimetypes
@@ -86,23 +149,3 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
                 "message": "the REST API is under /api/v1 (docs/api.md)",
             }
         )
-
-    return app
-
-
-class DatabaseId(IntegerConverter):
-    def __init__(self, url_map: Any, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("max", 2**31 - 1)
-        super().__init__(url_map, *args, **kwargs)
-
-
-def _register_blueprints(app: Flask) -> None:
-    from . import artifacts, auth, enroll, inventory, jobs_api, openapi, users
-    from . import audit as audit_bp
-
-    for module in (auth, users, audit_bp, inventory, jobs_api, enroll, openapi, artifacts):
-        app.register_blueprint(module.bp)
-    # The services area (catalogue, operations, status poller) plugs in with one call.
-    from . import services_setup
-
-    services_setup.init_app(app)

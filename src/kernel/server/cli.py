@@ -8,8 +8,7 @@ import click
 from flask import Flask
 
 from kernel.exceptions import KernelError
-
-from .errors import HTTPError
+from kernel.server.components import components
 
 
 def _app(migrate: bool = True) -> Flask:
@@ -48,10 +47,10 @@ def db() -> None:
 @db.command("upgrade")
 def db_upgrade() -> None:
     """Apply all Alembic migrations (also done at every start)."""
-    from .migrate import current_revision
+    from kernel.server.models.migrate import current_revision
 
     app = _app(migrate=True)
-    rev = current_revision(app.extensions["kernel.db"].engine)
+    rev = current_revision(components(app).db.engine)
     click.echo(f"database is at revision {rev}")
 
 
@@ -65,9 +64,9 @@ def db_upgrade() -> None:
 )
 def create_user_cmd(name: str, role: str, password_stdin: bool) -> None:
     """Add a user."""
-    from .params import NAME_RE
-    from .security import new_password
-    from .users import create_user
+    from kernel.server.auth.credentials import new_password
+    from kernel.server.auth.users import create_user
+    from kernel.server.web.params import NAME_RE
 
     if not NAME_RE.fullmatch(name):
         raise click.BadParameter("letters, digits, '_', '.', '@', '-' (max 64)", param_hint="NAME")
@@ -78,9 +77,9 @@ def create_user_cmd(name: str, role: str, password_stdin: bool) -> None:
         raise click.ClickException("the password on stdin is not valid UTF-8") from None
     app = _app()
     try:
-        with app.extensions["kernel.db"].session() as s:
+        with components(app).db.session() as s:
             create_user(s, name, role, password)
-    except HTTPError as e:
+    except KernelError as e:
         raise click.ClickException(e.message) from None
     click.echo(f"created {role} {name!r}")
     if not password_stdin:

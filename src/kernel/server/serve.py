@@ -1,6 +1,6 @@
 """Serving the app in production: cheroot (a threaded WSGI server that writes each chunk of a
-streamed response as it comes, so live events reach clients at once), the job runner, the
-first admin, and optionally a local agent."""
+streamed response as it comes, so live events reach clients at once), the first admin, and
+the background services (components.py) started and stopped around it."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from typing import Any
 from cheroot import wsgi
 from flask import Flask
 
-from .errors import BadRequest
-from .local_agent import LocalAgent
-from .users import ensure_first_admin
+from kernel.exceptions import InvalidInput
+from kernel.server.auth.users import ensure_first_admin
+from kernel.server.components import components
 
 log = logging.getLogger("kernel.server")
 
@@ -22,7 +22,7 @@ log = logging.getLogger("kernel.server")
 def parse_listen(value: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
     if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        raise BadRequest(f"listen address {value!r} must be HOST:PORT")
+        raise InvalidInput(f"listen address {value!r} must be HOST:PORT")
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
@@ -36,8 +36,8 @@ def serve(app: Flask, listen: str) -> int:
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)
     host, port = parse_listen(listen)
-    database = app.extensions["kernel.db"]
-    with database.session() as s:
+    parts = components(app)
+    with parts.db.session() as s:
         password = ensure_first_admin(s)
     url = app.config.get("URL") or f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}"
     if password:
@@ -46,12 +46,7 @@ def serve(app: Flask, listen: str) -> int:
             "  (shown only this once; change it with the API)\n",
             flush=True,
         )
-    runner = app.extensions["kernel.runner"]
-    runner.start()
-    local: LocalAgent | None = None
-    if app.config.get("LOCAL_AGENT"):
-        local = LocalAgent(app)
-        local.start()
+    parts.start()  # the background services: job runner, status poller, local agent
     server: Any = wsgi.Server(
         (host, port), app, numthreads=int(app.config["THREADS"]), server_name="kernel-server"
     )
@@ -67,8 +62,5 @@ def serve(app: Flask, listen: str) -> int:
         pass
     finally:
         server.stop()
-        runner.stop()
-        if local is not None:
-            local.stop()
-        database.dispose()
+        parts.close()
     return 0

@@ -1,0 +1,163 @@
+"""Logging in and out (session cookie for the web UI), API tokens for the CLI."""
+
+from __future__ import annotations
+
+import html
+
+from flask import Blueprint, Response, g, jsonify, redirect, request, session
+from flask.typing import ResponseReturnValue
+from flask_wtf.csrf import generate_csrf
+from sqlalchemy import func, select
+
+from kernel.exceptions import NotAuthenticated, NotFound, RateLimited
+from kernel.server.auth.credentials import new_token, token_hash, verify_password
+from kernel.server.models.users import ApiToken, User
+from kernel.server.web import audit, context
+from kernel.server.web.access import csrf, current_user, login_session, public, role, source_address
+from kernel.server.web.errors import status_of
+from kernel.server.web.params import get_str, json_body, reject_unknown
+
+bp = Blueprint("auth", __name__)
+
+LOGIN_PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>Kernel — log in</title></head>
+<body><main><h1>Kernel</h1>{error}
+<form method="post" action="/login">
+<input type="hidden" name="csrf_token" value="{csrf}">
+<input type="hidden" name="next" value="{next}">
+<label>User <input name="username" autocomplete="username" required></label>
+<label>Password <input name="password" type="password" autocomplete="current-password"
+ required></label>
+<button type="submit">Log in</button>
+</form></main></body></html>"""
+
+
+def check_credentials(name: str, password: str) -> User:
+    """The user, or NotAuthenticated/RateLimited; failures count towards the rate limit."""
+    source = source_address()
+    g.audit_actor = name[:64] or "-"
+    audit.note("auth.login", target=name[:64])
+    wait = context.components().limiter.retry_after(name, source)
+    if wait > 0:
+        raise RateLimited(
+            f"too many failed logins; try again in {int(wait) + 1} s",
+            retry_after=int(wait) + 1,
+        )
+    user = context.session().scalars(select(User).where(User.name == name)).first()
+    if user is None or user.disabled or not verify_password(user.password_hash, password):
+        context.components().limiter.failed(name, source)
+        raise NotAuthenticated("wrong user name or password")
+    context.components().limiter.succeeded(name, source)
+    return user
+
+
+def _safe_next(target: str | None) -> str:
+    # Only same-site paths: never redirect a fresh login to another host.
+    if target and target.startswith("/") and not target.startswith("//"):
+        return target
+    return "/"
+
+
+@bp.route("/login", methods=["GET", "POST"])
+@public
+def login() -> ResponseReturnValue:
+    if request.method == "GET":
+        page = LOGIN_PAGE.format(
+            error="", csrf=generate_csrf(), next=html.escape(request.args.get("next", "/"))
+        )
+        return page, 200
+    csrf.protect()
+    name = request.form.get("username", "")[:64]
+    try:
+        user = check_credentials(name, request.form.get("password", ""))
+    except (NotAuthenticated, RateLimited) as err:
+        page = LOGIN_PAGE.format(
+            error=f"<p role='alert'>{html.escape(err.message)}</p>",
+            csrf=generate_csrf(),
+            next=html.escape(request.form.get("next", "/")),
+        )
+        return page, status_of(err)[0]
+    login_session(user)
+    return redirect(_safe_next(request.form.get("next")))
+
+
+@bp.post("/logout")
+@role("viewer")
+def logout() -> Response:
+    audit.note("auth.logout")
+    session.clear()
+    return jsonify({"ok": True})
+
+
+@bp.post("/api/v1/auth/token")
+@public
+@csrf.exempt
+def token_for_password() -> tuple[Response, int]:
+    """Trade a user name and password for a new API token (how the CLI logs in)."""
+    data = json_body()
+    reject_unknown(data, {"username", "password", "name"})
+    name = get_str(data, "username", required=True, max_len=64) or ""
+    password = get_str(data, "password", required=True, max_len=1024) or ""
+    label = get_str(data, "name", max_len=64) or "cli"
+    user = check_credentials(name, password)
+    audit.note("token.create", target=name, token_name=label)
+    return jsonify(_issue(user, label)), 201
+
+
+def _issue(user: User, label: str) -> dict[str, object]:
+    s = context.session()
+    secret = new_token()
+    row = ApiToken(user_id=user.id, name=label, token_hash=token_hash(secret))
+    s.add(row)
+    s.commit()
+    return {**row.to_json(), "token": secret, "role": user.role}
+
+
+@bp.get("/api/v1/me")
+@role("viewer")
+def me() -> Response:
+    user = current_user()
+    assert user is not None
+    return jsonify({**user.to_json(), "csrf_token": generate_csrf()})
+
+
+@bp.get("/api/v1/tokens")
+@role("viewer")
+def list_tokens() -> Response:
+    user = current_user()
+    assert user is not None
+    q = select(ApiToken).order_by(ApiToken.id)
+    if user.role != "admin":
+        q = q.where(ApiToken.user_id == user.id)
+    return jsonify({"tokens": [t.to_json() for t in context.session().scalars(q)]})
+
+
+@bp.post("/api/v1/tokens")
+@role("viewer")
+def create_token() -> tuple[Response, int]:
+    data = json_body()
+    reject_unknown(data, {"name"})
+    label = get_str(data, "name", max_len=64) or "cli"
+    user = current_user()
+    assert user is not None
+    audit.note("token.create", target=user.name, token_name=label)
+    return jsonify(_issue(user, label)), 201
+
+
+@bp.delete("/api/v1/tokens/<int:token_id>")
+@role("viewer")
+def revoke_token(token_id: int) -> Response:
+    user = current_user()
+    assert user is not None
+    s = context.session()
+    row = s.get(ApiToken, token_id)
+    if row is None or (user.role != "admin" and row.user_id != user.id):
+        raise NotFound(f"no token {token_id}")
+    audit.note("token.revoke", target=row.user.name, token_name=row.name)
+    s.delete(row)
+    s.commit()
+    return jsonify({"ok": True})
+
+
+def count_users() -> int:
+    return int(context.session().scalar(select(func.count()).select_from(User)) or 0)

@@ -1,0 +1,82 @@
+"""What one server process is made of, in one place: the database, the live event bus, the
+catalogue, and the background services — the job runner, the status poller and, with
+LOCAL_AGENT, the local agent — listed in the order they start.
+
+`create_app` builds them (`app.extensions["kernel"]`); whoever serves the app (kernel-server,
+a test fixture, a benchmark) starts and stops the background with `start()` / `stop()`.
+Nothing starts on its own, and nothing is patched in: the list is the contract."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+from flask import Flask, current_app
+
+if TYPE_CHECKING:
+    from kernel.server.auth.limiter import LoginLimiter
+    from kernel.server.core.db import Database
+    from kernel.server.core.events import EventBus
+    from kernel.server.inventory.local_agent import LocalAgent
+    from kernel.server.jobs.runner import Runner
+    from kernel.server.services.cache import CatalogueCache
+    from kernel.server.status.poller import Poller
+
+KEY = "kernel"
+
+
+class Background(Protocol):
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+@dataclass
+class Components:
+    db: Database
+    bus: EventBus
+    catalogue: CatalogueCache
+    runner: Runner
+    poller: Poller
+    limiter: LoginLimiter
+    local_agent: LocalAgent | None = None
+    poll: bool = True  # the poller runs with the others (STATUS_POLLER)
+    _started: list[Background] = field(default_factory=list, repr=False)
+
+    @property
+    def background(self) -> list[Background]:
+        """The background services in start order (stopped in reverse)."""
+        services: list[Background] = [self.runner]
+        if self.poll:
+            services.append(self.poller)
+        if self.local_agent is not None:
+            services.append(self.local_agent)
+        return services
+
+    def start(self) -> None:
+        for service in self.background:
+            if service not in self._started:
+                service.start()
+                self._started.append(service)
+
+    def stop(self) -> None:
+        while self._started:
+            self._started.pop().stop()
+
+    def joined(self, server_id: int) -> None:
+        """A server has (new) agent details, committed: its queued init scripts start (the
+        runner is woken) and its status is probed now rather than at the next round, so a new
+        server does not show "unknown" for an interval."""
+        self.runner.wake()
+        if self.poll:
+            self.poller.refresh([server_id])
+
+    def close(self) -> None:
+        """Stop the background and close the database (the end of a process or a test)."""
+        self.stop()
+        self.db.dispose()
+
+
+def components(app: Flask | None = None) -> Components:
+    found: Components = (app or current_app).extensions[KEY]
+    return found

@@ -1,0 +1,246 @@
+"""Servers: the inventory (/api/v1/servers) — add, edit, remove, check, init scripts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from kernel.exceptions import Conflict, InvalidInput
+from kernel.server.auth.credentials import new_agent_key
+from kernel.server.core.db import utcnow
+from kernel.server.core.settings import public_url
+from kernel.server.inventory import enrollment, initflow
+from kernel.server.inventory.envcheck import check_agent, check_key, check_url
+from kernel.server.inventory.servers import commit_or_conflict, get_server, name_taken, pin_for
+from kernel.server.models.jobs import Run
+from kernel.server.models.servers import Server
+from kernel.server.web import audit, context
+from kernel.server.web.access import actor, role
+from kernel.server.web.params import get_name, get_str, get_tags, json_body, reject_unknown, str_arg
+
+bp = Blueprint("inventory", __name__, url_prefix="/api/v1/servers")
+FIELDS = {"name", "description", "tags", "agent_url", "agent_key", "tls_fingerprint"}
+
+
+def _new_enroll_token(s: Session, srv: Server) -> dict[str, Any]:
+    """A fresh one-time token for ``srv`` and the install line that carries it."""
+    ttl = float(current_app.config["ENROLL_TOKEN_TTL"])
+    token, expires = enrollment.issue_token(s, srv, ttl)
+    return enrollment.enroll_info(public_url(current_app.config, request.host_url), token, expires)
+
+
+def agent_timeout() -> float:
+    return float(current_app.config["AGENT_CONNECT_TIMEOUT"]) * 2
+
+
+@bp.get("")
+@role("viewer")
+def list_servers() -> Response:
+    q = select(Server).order_by(Server.name)
+    if request.args.get("removed") not in ("1", "true"):
+        q = q.where(Server.removed_at.is_(None))
+    rows = context.session().scalars(q).all()
+    if tag := str_arg("tag"):
+        rows = [r for r in rows if tag in (r.tags or [])]
+    return jsonify({"servers": [r.to_json() for r in rows]})
+
+
+@bp.post("")
+@role("admin")
+def add_server() -> tuple[Response, int]:
+    """With agent_url + agent_key: join now (checked first). Without: a pending record and a
+    one-time install command."""
+    data = json_body()
+    reject_unknown(data, FIELDS)
+    name = get_name(data) or ""
+    description = get_str(data, "description", max_len=4000) or ""
+    tags = get_tags(data) or []
+    url = get_str(data, "agent_url", max_len=255)
+    audit.note("server.create", target=name, hosts=[name], agent_url=url, tags=tags)
+    s = context.session()
+    if name_taken(s, name):
+        raise Conflict(f"a server named {name!r} exists")
+    if url is None:
+        if "agent_key" in data:
+            raise InvalidInput("'agent_key' needs 'agent_url' (or leave both out to enroll)")
+        srv = Server(
+            name=name,
+            description=description,
+            tags=tags,
+            agent_key=new_agent_key(),
+            state="pending",
+            facts={},
+        )
+        s.add(srv)
+        s.flush()
+        enroll = _new_enroll_token(s, srv)
+        commit_or_conflict(s, name)
+        return jsonify({"server": srv.to_json(), "enroll": enroll}), 201
+    url = check_url(url, current_app.config.get("AGENT_NETWORKS"))
+    key = check_key(data.get("agent_key"))
+    context.close_session()  # no transaction held while we wait on the agent
+    fp = pin_for(url, data.get("tls_fingerprint"), agent_timeout())
+    facts = check_agent(url, key, fingerprint=fp, timeout=agent_timeout())
+    s = context.session()
+    if name_taken(s, name):
+        raise Conflict(f"a server named {name!r} exists")
+    srv = Server(
+        name=name,
+        description=description,
+        tags=tags,
+        agent_url=url,
+        agent_key=key,
+        tls_fingerprint=fp,
+        state="online",
+        facts=facts,
+        last_seen=utcnow(),
+    )
+    s.add(srv)
+    s.flush()
+    initflow.start(s, srv, current_app.config, created_by=actor())
+    commit_or_conflict(s, name)
+    context.server_joined(srv.id)
+    return jsonify({"server": srv.to_json()}), 201
+
+
+@bp.get("/<int:server_id>")
+@role("viewer")
+def show(server_id: int) -> Response:
+    srv = get_server(context.session(), server_id, live=False)
+    return jsonify(srv.to_json())
+
+
+@bp.patch("/<int:server_id>")
+@role("admin")
+def edit(server_id: int) -> Response:
+    data = json_body()
+    reject_unknown(data, FIELDS)
+    s = context.session()
+    srv = get_server(s, server_id)
+    changes: dict[str, Any] = {}
+    if "name" in data:
+        name = get_name(data) or ""
+        if name != srv.name and name_taken(s, name, but=srv.id):
+            raise Conflict(f"a server named {name!r} exists")
+        changes["name"] = name
+    if "description" in data:
+        changes["description"] = get_str(data, "description", max_len=4000) or ""
+    if "tags" in data:
+        changes["tags"] = get_tags(data) or []
+    url, key = srv.agent_url, srv.agent_key
+    if "agent_url" in data:
+        url = check_url(
+            get_str(data, "agent_url", required=True, max_len=255) or "",
+            current_app.config.get("AGENT_NETWORKS"),
+        )
+    if "agent_key" in data:
+        key = check_key(data["agent_key"])
+    audit.note(
+        "server.edit",
+        target=srv.name,
+        hosts=[srv.name],
+        **{k: v for k, v in changes.items()},
+        agent_url=url,
+    )
+    if (url, key) != (srv.agent_url, srv.agent_key) or "tls_fingerprint" in data:
+        if url is None:
+            raise InvalidInput("'agent_key' needs 'agent_url' on a server that has not joined")
+        context.close_session()
+        # A new URL is a new certificate to pin; the same URL keeps its pin unless given one.
+        given = data.get("tls_fingerprint")
+        fp = srv.tls_fingerprint
+        if url != srv.agent_url or given:
+            fp = pin_for(url, given, agent_timeout())
+        facts = check_agent(url, key, fingerprint=fp, timeout=agent_timeout())
+        s = context.session()
+        srv = get_server(s, server_id)
+        changes.update(
+            agent_url=url, agent_key=key, tls_fingerprint=fp, facts=facts, last_seen=utcnow()
+        )
+        if srv.state in ("pending", "offline"):
+            changes["state"] = "online"
+    for k, v in changes.items():
+        setattr(srv, k, v)
+    commit_or_conflict(s, srv.name)
+    return jsonify(srv.to_json())
+
+
+@bp.delete("/<int:server_id>")
+@role("admin")
+def remove(server_id: int) -> Response:
+    """Stops future jobs on the server (queued runs are cancelled); history stays."""
+    s = context.session()
+    srv = get_server(s, server_id)
+    audit.note("server.remove", target=srv.name, hosts=[srv.name])
+    now = utcnow()
+    srv.removed_at, srv.state = now, "offline"
+    enrollment.revoke_tokens(s, srv)
+    for run in s.scalars(select(Run).where(Run.server_id == srv.id, Run.state == "queued")):
+        run.state, run.finished_at, run.error = "cancelled", now, "server removed"
+    s.commit()
+    return jsonify(srv.to_json())
+
+
+@bp.post("/<int:server_id>/enroll-token")
+@role("admin")
+def new_enroll_token(server_id: int) -> tuple[Response, int]:
+    """A fresh one-time install command (earlier tokens of this server stop working)."""
+    s = context.session()
+    srv = get_server(s, server_id)
+    audit.note("server.enroll_token", target=srv.name, hosts=[srv.name])
+    enroll = _new_enroll_token(s, srv)
+    s.commit()
+    return jsonify({"server": srv.to_json(), "enroll": enroll}), 201
+
+
+@bp.post("/<int:server_id>/check")
+@role("operator")
+def recheck(server_id: int) -> Response:
+    """Run the environment check again and store its facts."""
+    s = context.session()
+    srv = get_server(s, server_id)
+    if not srv.agent_url:
+        raise Conflict(f"server {srv.name} has not joined yet")
+    url, key, fp = srv.agent_url, srv.agent_key, srv.tls_fingerprint
+    audit.note("server.check", target=srv.name, hosts=[srv.name])
+    context.close_session()
+    facts = check_agent(url, key, fingerprint=fp, timeout=agent_timeout())
+    s = context.session()
+    srv = get_server(s, server_id)
+    srv.facts, srv.last_seen, srv.last_error = facts, utcnow(), None
+    if srv.state == "offline":
+        srv.state = "online"
+    s.commit()
+    return jsonify(srv.to_json())
+
+
+@bp.get("/<int:server_id>/init")
+@role("viewer")
+def init_status(server_id: int) -> Response:
+    s = context.session()
+    srv = get_server(s, server_id, live=False)
+    return jsonify({"server": srv.name, "scripts": initflow.status(s, srv, current_app.config)})
+
+
+@bp.post("/<int:server_id>/init")
+@role("operator")
+def run_init(server_id: int) -> tuple[Response, int]:
+    """``{}``: continue from the first script not yet ok (retry); ``{"script": name}``: run
+    that one script now (e.g. one added after the server joined)."""
+    data = json_body() if request.data else {}
+    reject_unknown(data, {"script"})
+    only = get_str(data, "script", max_len=255)
+    s = context.session()
+    srv = get_server(s, server_id)
+    if not srv.agent_url:
+        raise Conflict(f"server {srv.name} has not joined yet")
+    audit.note("server.init", target=srv.name, hosts=[srv.name], script=only or "(pending)")
+    job = initflow.start(s, srv, current_app.config, created_by=actor(), only=only)
+    if job is None:
+        raise Conflict(f"every init script has already run successfully on {srv.name}")
+    s.commit()
+    context.runner().wake()
+    return jsonify({"job_id": job.id, "script": job.meta.get("script")}), 202

@@ -1,0 +1,114 @@
+"""Errors as HTTP: the one table from domain error kinds (kernel.exceptions) to statuses, and
+the one handler that renders every error — JSON ``{"error": slug, "message": text, …extra}``
+to API clients, an HTML page to browsers. An unexpected exception is logged and answered as a
+500 with no traceback."""
+
+from __future__ import annotations
+
+import html
+import logging
+from typing import Any
+
+from flask import Flask, Response, jsonify, request
+from sqlalchemy.exc import OperationalError
+from werkzeug.exceptions import HTTPException
+
+from kernel.exceptions import (
+    AgentFailed,
+    ConfigError,
+    Conflict,
+    Expired,
+    InvalidInput,
+    KernelError,
+    NotAllowed,
+    NotAuthenticated,
+    NotFound,
+    RateLimited,
+    StorageFull,
+)
+
+log = logging.getLogger(__name__)
+
+# Looked up along the error's class hierarchy: the most specific kind listed wins.
+STATUS: dict[type[KernelError], tuple[int, str]] = {
+    InvalidInput: (400, "bad_request"),
+    NotAuthenticated: (401, "unauthorized"),
+    NotAllowed: (403, "forbidden"),
+    NotFound: (404, "not_found"),
+    Conflict: (409, "conflict"),
+    Expired: (410, "gone"),
+    RateLimited: (429, "rate_limited"),
+    AgentFailed: (502, "agent_unreachable"),
+    StorageFull: (507, "storage_full"),
+    ConfigError: (500, "config"),
+}
+
+
+def status_of(err: KernelError) -> tuple[int, str]:
+    for kind in type(err).__mro__:
+        if kind in STATUS:
+            return STATUS[kind]
+    return 500, "internal"
+
+
+def wants_html() -> bool:
+    """A browser asking for a page (not an API client, not fetch() of JSON)."""
+    if request.path.startswith(("/api/", "/agent/")):
+        return False
+    accept = request.accept_mimetypes
+    named = {value for value, _quality in accept}
+    return "text/html" in named and accept["text/html"] >= accept["application/json"]
+
+
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{status} — Kernel</title></head>
+<body><main><h1>{status}</h1><p>{message}</p><p><a href="/">Kernel</a></p></main></body></html>
+"""
+
+
+def error_response(status: int, slug: str, message: str, **extra: Any) -> Response:
+    if wants_html():
+        page = PAGE.format(status=status, message=html.escape(message))
+        resp = Response(page, status=status, mimetype="text/html")
+    else:
+        resp = jsonify({"error": slug, "message": message, **extra})
+        resp.status_code = status
+    if "retry_after" in extra:
+        resp.headers["Retry-After"] = str(extra["retry_after"])
+    return resp
+
+
+def register(app: Flask) -> None:
+    @app.errorhandler(KernelError)
+    def _ours(err: KernelError) -> Response:
+        status, slug = status_of(err)
+        if status >= 500:
+            log.error("%s: %s", type(err).__name__, err.message)
+        return error_response(status, slug, err.message or slug, **err.extra)
+
+    @app.errorhandler(HTTPException)
+    def _werkzeug(err: HTTPException) -> Response:
+        status = err.code or 500
+        slug = (err.name or "error").lower().replace(" ", "_")
+        resp = error_response(status, slug, err.description or err.name)
+        if status == 405 and err.response is None:
+            allowed = getattr(err, "valid_methods", None)
+            if allowed:
+                resp.headers["Allow"] = ", ".join(allowed)
+        return resp
+
+    @app.errorhandler(OperationalError)
+    def _database(err: OperationalError) -> Response:
+        # A full disk is the one database failure an operator can act on from the message.
+        if "full" in str(err.orig).lower() or "No space left" in str(err.orig):
+            log.error("the database refused a write: %s", err.orig)
+            return error_response(
+                507, "storage_full", "the server's disk is full: the change was not saved"
+            )
+        log.exception("database error")
+        return error_response(503, "unavailable", "the database is not available; try again")
+
+    @app.errorhandler(Exception)
+    def _unexpected(err: Exception) -> Response:
+        log.exception("unhandled error")
+        return error_response(500, "internal", "internal server error (logged on the server)")
