@@ -29,6 +29,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from kernel.names import NAME_PATTERN
+
 
 class KernelError(Exception):
     """Root of every error Kernel raises on purpose."""
@@ -53,7 +55,7 @@ class InvalidName(InvalidInput):
     def __init__(self, kind: str, value: object, reason: str | None = None) -> None:
         self.kind = kind
         self.value = value
-        self.reason = reason or "names must match ^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$"
+        self.reason = reason or f"names must match {NAME_PATTERN}"
         super().__init__(f"{kind} name {_show(value)} is not allowed: {self.reason}")
 
 

@@ -12,6 +12,13 @@ from kernel.server.auth.users import create_user
 from kernel.server.components import components
 from kernel.server.models.users import ApiToken
 
+CONFORMANCE = [
+    schemathesis.checks.not_a_server_error,
+    schemathesis.checks.status_code_conformance,
+    schemathesis.checks.content_type_conformance,
+    schemathesis.checks.response_schema_conformance,
+]
+
 
 def make_token(app: Any, name: str, role: str) -> str:
     """A user NAME with ROLE and an API token for it; returns the token."""
@@ -24,7 +31,8 @@ def make_token(app: Any, name: str, role: str) -> str:
 
 def check_operation(app: Any, token: str, method: str, path: str, mode: Any, examples: int) -> None:
     """Generated input for one OpenAPI operation: never a 500, errors always
-    ``{"error", "message"}``. Raises hypothesis' Unsatisfiable when no input can be made."""
+    ``{"error", "message"}``, and every answer as its schema says (status, content type,
+    body). Raises hypothesis' Unsatisfiable when no input can be made."""
     schema = schemathesis.openapi.from_wsgi("/api/v1/openapi.json", app)
     op = schema[path][method.lower()]
     headers = {"Authorization": f"Bearer {token}"}
@@ -39,6 +47,7 @@ def check_operation(app: Any, token: str, method: str, path: str, mode: Any, exa
     def check(case: Any) -> None:
         resp = case.call(headers={**headers, **(case.headers or {})})
         assert resp.status_code < 500, (case.body, case.query, case.path_parameters, resp.text)
+        case.validate_response(resp, checks=CONFORMANCE)
         if resp.status_code >= 400 and path != "/healthz":
             body = resp.json()
             assert set(body) >= {"error", "message"}, body

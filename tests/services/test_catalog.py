@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from kernel.exceptions import InvalidName
 from kernel.server.core import files
 from kernel.server.core.datadir import install_examples
-from kernel.server.core.shell import InvalidName
 from kernel.server.inventory import initscripts
 from kernel.server.inventory.initscripts import order_init_names, scan_init
 from kernel.server.services import catalog

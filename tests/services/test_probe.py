@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kernel.server.core.shell import InvalidName
+from kernel.exceptions import InvalidName
 from kernel.server.status import health, history, probe
 from kernel.server.status.health import HostHealth, next_health
 from kernel.server.status.history import MetricPoint, RetentionPolicy, compact

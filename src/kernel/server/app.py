@@ -38,6 +38,7 @@ from kernel.server.services.cache import CatalogueCache
 from kernel.server.status.poller import Poller
 from kernel.server.web import access, audit, errors
 from kernel.server.web.context import close_session
+from kernel.server.web.endpoint import endpoint
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
@@ -115,19 +116,22 @@ def _register_blueprints(app: Flask) -> None:
     from kernel.server.inventory import api as inventory_api
     from kernel.server.inventory import enroll_api
     from kernel.server.jobs import api as jobs_api
+    from kernel.server.jobs import stream as job_events
     from kernel.server.services import api as services_api
     from kernel.server.services import artifacts_api
     from kernel.server.status import api as status_api
     from kernel.server.web import openapi
 
     for module in (
-        auth_api, users_api, audit_api, inventory_api, enroll_api, jobs_api, services_api,
+        auth_api, users_api, audit_api, inventory_api, enroll_api, jobs_api, job_events,
+        services_api,
         status_api, artifacts_api, openapi,
     ):  # fmt: skip
         app.register_blueprint(module.bp)
 
     @app.get("/healthz")
     @access.public
+    @endpoint("liveness (no login, no details)", produces="text/plain")
     def healthz() -> Response:
         return Response("ok\n", mimetype="text/plain")
 

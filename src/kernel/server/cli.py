@@ -64,9 +64,9 @@ def db_upgrade() -> None:
 )
 def create_user_cmd(name: str, role: str, password_stdin: bool) -> None:
     """Add a user."""
+    from kernel.names import NAME_RE
     from kernel.server.auth.credentials import new_password
     from kernel.server.auth.users import create_user
-    from kernel.server.web.params import NAME_RE
 
     if not NAME_RE.fullmatch(name):
         raise click.BadParameter("letters, digits, '_', '.', '@', '-' (max 64)", param_hint="NAME")

@@ -11,11 +11,19 @@ from sqlalchemy import func, select
 
 from kernel.exceptions import NotAuthenticated, NotFound, RateLimited
 from kernel.server.auth.credentials import new_token, token_hash, verify_password
+from kernel.server.auth.schemas import (
+    MeAnswer,
+    Ok,
+    TokenCreate,
+    TokenIssued,
+    TokenListAnswer,
+    TokenRequest,
+)
 from kernel.server.models.users import ApiToken, User
 from kernel.server.web import audit, context
 from kernel.server.web.access import csrf, current_user, login_session, public, role, source_address
+from kernel.server.web.endpoint import endpoint
 from kernel.server.web.errors import status_of
-from kernel.server.web.params import get_str, json_body, reject_unknown
 
 bp = Blueprint("auth", __name__)
 
@@ -92,16 +100,13 @@ def logout() -> Response:
 @bp.post("/api/v1/auth/token")
 @public
 @csrf.exempt
-def token_for_password() -> tuple[Response, int]:
-    """Trade a user name and password for a new API token (how the CLI logs in)."""
-    data = json_body()
-    reject_unknown(data, {"username", "password", "name"})
-    name = get_str(data, "username", required=True, max_len=64) or ""
-    password = get_str(data, "password", required=True, max_len=1024) or ""
-    label = get_str(data, "name", max_len=64) or "cli"
-    user = check_credentials(name, password)
-    audit.note("token.create", target=name, token_name=label)
-    return jsonify(_issue(user, label)), 201
+@endpoint("trade a user name and password for an API token", body=TokenRequest,
+          answers={201: TokenIssued})  # fmt: skip
+def token_for_password(body: TokenRequest) -> tuple[Response, int]:
+    """How the CLI logs in; failed attempts count towards the login rate limit."""
+    user = check_credentials(body.username, body.password)
+    audit.note("token.create", target=body.username, token_name=body.name)
+    return jsonify(_issue(user, body.name)), 201
 
 
 def _issue(user: User, label: str) -> dict[str, object]:
@@ -115,6 +120,7 @@ def _issue(user: User, label: str) -> dict[str, object]:
 
 @bp.get("/api/v1/me")
 @role("viewer")
+@endpoint("the calling user (and a CSRF token for cookie sessions)", answers={200: MeAnswer})
 def me() -> Response:
     user = current_user()
     assert user is not None
@@ -123,6 +129,7 @@ def me() -> Response:
 
 @bp.get("/api/v1/tokens")
 @role("viewer")
+@endpoint("API tokens (yours; every user's for admins)", answers={200: TokenListAnswer})
 def list_tokens() -> Response:
     user = current_user()
     assert user is not None
@@ -134,18 +141,18 @@ def list_tokens() -> Response:
 
 @bp.post("/api/v1/tokens")
 @role("viewer")
-def create_token() -> tuple[Response, int]:
-    data = json_body()
-    reject_unknown(data, {"name"})
-    label = get_str(data, "name", max_len=64) or "cli"
+@endpoint("a new API token for yourself", body=TokenCreate, body_required=False,
+          answers={201: TokenIssued})  # fmt: skip
+def create_token(body: TokenCreate) -> tuple[Response, int]:
     user = current_user()
     assert user is not None
-    audit.note("token.create", target=user.name, token_name=label)
-    return jsonify(_issue(user, label)), 201
+    audit.note("token.create", target=user.name, token_name=body.name)
+    return jsonify(_issue(user, body.name)), 201
 
 
 @bp.delete("/api/v1/tokens/<int:token_id>")
 @role("viewer")
+@endpoint("revoke a token", answers={200: Ok})
 def revoke_token(token_id: int) -> Response:
     user = current_user()
     assert user is not None

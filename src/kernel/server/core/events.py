@@ -8,13 +8,14 @@ The event JSON is documented in docs/api.md.
 
 from __future__ import annotations
 
-import json
 import secrets
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
+
+from kernel.server.core.sse import frame
 
 MAX_EVENTS_PER_JOB = 20000
 MAX_BYTES_PER_JOB = 8 * 1024 * 1024
@@ -28,8 +29,7 @@ class Event:
     data: dict[str, Any]
 
     def sse(self, epoch: str) -> str:
-        body = json.dumps({"type": self.type, **self.data}, separators=(",", ":"))
-        return f"id: {epoch}-{self.seq}\nevent: {self.type}\ndata: {body}\n\n"
+        return frame(epoch, self.seq, self.type, self.data)
 
 
 @dataclass
@@ -115,12 +115,12 @@ class EventBus:
         self._collect()
 
     def output_so_far(self, job_id: int) -> tuple[int, dict[str, dict[str, str]] | None]:
-        """The last seq and every run's output up to it, or None if some output events were
-        dropped (then the database has to fill in)."""
+        """The last seq and every run's output up to it; None when the bus does not hold all
+        of it (events dropped, or none kept for this job): then the database has to fill in."""
         with self._cond:
             st = self._streams.get(job_id)
-            if st is None:
-                return 0, {}
+            if st is None:  # none kept (finished long ago, or before a restart): read the DB
+                return 0, None
             if st.first_seq != 1:
                 return st.next_seq - 1, None
             out: dict[str, dict[str, str]] = {}

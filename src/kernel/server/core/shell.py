@@ -14,16 +14,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from kernel.exceptions import InvalidName
+from kernel.names import NAME_RE
 
 __all__ = [
     "EXIT_UNIT_NOT_GONE",
     "EXIT_UNIT_UNKNOWN",
     "MAX_LOG_LINES",
-    "NAME_PATTERN",
     "SYSTEMCTL_ACTIONS",
     "InvalidName",
     "RemoteCommand",
-    "is_valid_name",
     "join",
     "journal_tail",
     "quote",
@@ -37,8 +36,6 @@ __all__ = [
     "validate_name",
 ]
 
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$"
-_NAME_RE = re.compile(NAME_PATTERN)
 
 # Unit types a catalogue entry may name explicitly; a bare name means `<name>.service`,
 # which is also what systemctl itself assumes.
@@ -69,10 +66,6 @@ class RemoteCommand:
     title: str = ""  # what the UI/audit shows, e.g. "deploy sums"
 
 
-def is_valid_name(value: object) -> bool:
-    return isinstance(value, str) and _NAME_RE.fullmatch(value) is not None
-
-
 def validate_name(kind: str, value: object) -> str:
     """Return `value` if it is an allowed name (ARCHITECTURE §4), else raise InvalidName.
 
@@ -81,7 +74,7 @@ def validate_name(kind: str, value: object) -> str:
     """
     if not isinstance(value, str):
         raise InvalidName(kind, value, f"expected a string, got {type(value).__name__}")
-    if not _NAME_RE.fullmatch(value):
+    if not NAME_RE.fullmatch(value):
         raise InvalidName(kind, value)
     return value
 

@@ -14,15 +14,25 @@ from kernel.server.core.db import utcnow
 from kernel.server.core.settings import public_url
 from kernel.server.inventory import enrollment, initflow
 from kernel.server.inventory.envcheck import check_agent, check_key, check_url
+from kernel.server.inventory.schemas import (
+    InitRun,
+    InitStarted,
+    InitStatusAnswer,
+    ServerAnswer,
+    ServerCreate,
+    ServerCreated,
+    ServerEdit,
+    ServerList,
+    ServerListAnswer,
+)
 from kernel.server.inventory.servers import commit_or_conflict, get_server, name_taken, pin_for
 from kernel.server.models.jobs import Run
 from kernel.server.models.servers import Server
 from kernel.server.web import audit, context
 from kernel.server.web.access import actor, role
-from kernel.server.web.params import get_name, get_str, get_tags, json_body, reject_unknown, str_arg
+from kernel.server.web.endpoint import endpoint
 
 bp = Blueprint("inventory", __name__, url_prefix="/api/v1/servers")
-FIELDS = {"name", "description", "tags", "agent_url", "agent_key", "tls_fingerprint"}
 
 
 def _new_enroll_token(s: Session, srv: Server) -> dict[str, Any]:
@@ -38,33 +48,36 @@ def agent_timeout() -> float:
 
 @bp.get("")
 @role("viewer")
-def list_servers() -> Response:
+@endpoint("servers", query=ServerList, answers={200: ServerListAnswer})
+def list_servers(query: ServerList) -> Response:
     q = select(Server).order_by(Server.name)
-    if request.args.get("removed") not in ("1", "true"):
+    if not query.removed:
         q = q.where(Server.removed_at.is_(None))
     rows = context.session().scalars(q).all()
-    if tag := str_arg("tag"):
-        rows = [r for r in rows if tag in (r.tags or [])]
+    if query.tag:
+        rows = [r for r in rows if query.tag in (r.tags or [])]
     return jsonify({"servers": [r.to_json() for r in rows]})
 
 
 @bp.post("")
 @role("admin")
-def add_server() -> tuple[Response, int]:
+@endpoint("add a server: by agent URL + key, or pending with an install command",
+          body=ServerCreate, answers={201: ServerCreated})  # fmt: skip
+def add_server(body: ServerCreate) -> tuple[Response, int]:
     """With agent_url + agent_key: join now (checked first). Without: a pending record and a
     one-time install command."""
-    data = json_body()
-    reject_unknown(data, FIELDS)
-    name = get_name(data) or ""
-    description = get_str(data, "description", max_len=4000) or ""
-    tags = get_tags(data) or []
-    url = get_str(data, "agent_url", max_len=255)
+    name, description, tags, url = (
+        body.name,
+        body.description,
+        sorted(set(body.tags)),
+        body.agent_url,
+    )
     audit.note("server.create", target=name, hosts=[name], agent_url=url, tags=tags)
     s = context.session()
     if name_taken(s, name):
         raise Conflict(f"a server named {name!r} exists")
     if url is None:
-        if "agent_key" in data:
+        if body.agent_key is not None:
             raise InvalidInput("'agent_key' needs 'agent_url' (or leave both out to enroll)")
         srv = Server(
             name=name,
@@ -80,9 +93,9 @@ def add_server() -> tuple[Response, int]:
         commit_or_conflict(s, name)
         return jsonify({"server": srv.to_json(), "enroll": enroll}), 201
     url = check_url(url, current_app.config.get("AGENT_NETWORKS"))
-    key = check_key(data.get("agent_key"))
+    key = check_key(body.agent_key)
     context.close_session()  # no transaction held while we wait on the agent
-    fp = pin_for(url, data.get("tls_fingerprint"), agent_timeout())
+    fp = pin_for(url, body.tls_fingerprint, agent_timeout())
     facts = check_agent(url, key, fingerprint=fp, timeout=agent_timeout())
     s = context.session()
     if name_taken(s, name):
@@ -108,6 +121,7 @@ def add_server() -> tuple[Response, int]:
 
 @bp.get("/<int:server_id>")
 @role("viewer")
+@endpoint("one server (removed ones too)", answers={200: ServerAnswer})
 def show(server_id: int) -> Response:
     srv = get_server(context.session(), server_id, live=False)
     return jsonify(srv.to_json())
@@ -115,29 +129,27 @@ def show(server_id: int) -> Response:
 
 @bp.patch("/<int:server_id>")
 @role("admin")
-def edit(server_id: int) -> Response:
-    data = json_body()
-    reject_unknown(data, FIELDS)
+@endpoint("edit name, URL, key, description, tags", body=ServerEdit, answers={200: ServerAnswer})
+def edit(server_id: int, body: ServerEdit) -> Response:
+    given = body.model_fields_set
     s = context.session()
     srv = get_server(s, server_id)
     changes: dict[str, Any] = {}
-    if "name" in data:
-        name = get_name(data) or ""
-        if name != srv.name and name_taken(s, name, but=srv.id):
-            raise Conflict(f"a server named {name!r} exists")
-        changes["name"] = name
-    if "description" in data:
-        changes["description"] = get_str(data, "description", max_len=4000) or ""
-    if "tags" in data:
-        changes["tags"] = get_tags(data) or []
+    if body.name is not None:
+        if body.name != srv.name and name_taken(s, body.name, but=srv.id):
+            raise Conflict(f"a server named {body.name!r} exists")
+        changes["name"] = body.name
+    if "description" in given:
+        changes["description"] = body.description or ""
+    if "tags" in given:
+        changes["tags"] = sorted(set(body.tags or []))
     url, key = srv.agent_url, srv.agent_key
-    if "agent_url" in data:
-        url = check_url(
-            get_str(data, "agent_url", required=True, max_len=255) or "",
-            current_app.config.get("AGENT_NETWORKS"),
-        )
-    if "agent_key" in data:
-        key = check_key(data["agent_key"])
+    if "agent_url" in given:
+        if body.agent_url is None:
+            raise InvalidInput("'agent_url' must be a string")
+        url = check_url(body.agent_url, current_app.config.get("AGENT_NETWORKS"))
+    if "agent_key" in given:
+        key = check_key(body.agent_key)
     audit.note(
         "server.edit",
         target=srv.name,
@@ -145,15 +157,15 @@ def edit(server_id: int) -> Response:
         **{k: v for k, v in changes.items()},
         agent_url=url,
     )
-    if (url, key) != (srv.agent_url, srv.agent_key) or "tls_fingerprint" in data:
+    if (url, key) != (srv.agent_url, srv.agent_key) or "tls_fingerprint" in given:
         if url is None:
             raise InvalidInput("'agent_key' needs 'agent_url' on a server that has not joined")
         context.close_session()
         # A new URL is a new certificate to pin; the same URL keeps its pin unless given one.
-        given = data.get("tls_fingerprint")
+        pin = body.tls_fingerprint
         fp = srv.tls_fingerprint
-        if url != srv.agent_url or given:
-            fp = pin_for(url, given, agent_timeout())
+        if url != srv.agent_url or pin:
+            fp = pin_for(url, pin, agent_timeout())
         facts = check_agent(url, key, fingerprint=fp, timeout=agent_timeout())
         s = context.session()
         srv = get_server(s, server_id)
@@ -170,6 +182,7 @@ def edit(server_id: int) -> Response:
 
 @bp.delete("/<int:server_id>")
 @role("admin")
+@endpoint("remove (stops future jobs, keeps history)", answers={200: ServerAnswer})
 def remove(server_id: int) -> Response:
     """Stops future jobs on the server (queued runs are cancelled); history stays."""
     s = context.session()
@@ -186,6 +199,7 @@ def remove(server_id: int) -> Response:
 
 @bp.post("/<int:server_id>/enroll-token")
 @role("admin")
+@endpoint("a fresh one-time install command", answers={201: ServerCreated})
 def new_enroll_token(server_id: int) -> tuple[Response, int]:
     """A fresh one-time install command (earlier tokens of this server stop working)."""
     s = context.session()
@@ -198,6 +212,7 @@ def new_enroll_token(server_id: int) -> tuple[Response, int]:
 
 @bp.post("/<int:server_id>/check")
 @role("operator")
+@endpoint("run the environment check again", answers={200: ServerAnswer})
 def recheck(server_id: int) -> Response:
     """Run the environment check again and store its facts."""
     s = context.session()
@@ -219,6 +234,7 @@ def recheck(server_id: int) -> Response:
 
 @bp.get("/<int:server_id>/init")
 @role("viewer")
+@endpoint("init scripts and their records on this server", answers={200: InitStatusAnswer})
 def init_status(server_id: int) -> Response:
     s = context.session()
     srv = get_server(s, server_id, live=False)
@@ -227,12 +243,12 @@ def init_status(server_id: int) -> Response:
 
 @bp.post("/<int:server_id>/init")
 @role("operator")
-def run_init(server_id: int) -> tuple[Response, int]:
+@endpoint("continue pending init scripts, or run one by name", body=InitRun,
+          body_required=False, answers={202: InitStarted})  # fmt: skip
+def run_init(server_id: int, body: InitRun) -> tuple[Response, int]:
     """``{}``: continue from the first script not yet ok (retry); ``{"script": name}``: run
     that one script now (e.g. one added after the server joined)."""
-    data = json_body() if request.data else {}
-    reject_unknown(data, {"script"})
-    only = get_str(data, "script", max_len=255)
+    only = body.script
     s = context.session()
     srv = get_server(s, server_id)
     if not srv.agent_url:

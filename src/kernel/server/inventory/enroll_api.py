@@ -6,15 +6,16 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, jsonify, request
 from sqlalchemy import update
 
-from kernel.exceptions import Conflict, InvalidInput, NotFound
+from kernel.exceptions import Conflict, NotFound
 from kernel.server.core.db import utcnow
 from kernel.server.core.settings import public_url
 from kernel.server.inventory import enrollment, initflow
 from kernel.server.inventory.envcheck import check_agent
+from kernel.server.inventory.schemas import Enroll, Enrolled
 from kernel.server.models.servers import EnrollToken, Server
 from kernel.server.web import audit, context
 from kernel.server.web.access import public
-from kernel.server.web.params import get_name, get_str, json_body, reject_unknown
+from kernel.server.web.endpoint import endpoint
 
 bp = Blueprint("enroll", __name__)
 
@@ -77,17 +78,12 @@ def seed_agent() -> Response:
 
 @bp.post("/agent/enroll")
 @public
-def enroll() -> Response:
-    data = json_body()
-    reject_unknown(data, {"token", "port", "hostname", "server"})
-    token = get_str(data, "token", required=True, max_len=200) or ""
-    port = data.get("port", 8001)
-    if isinstance(port, str) and port.isdigit():
-        port = int(port)
-    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
-        raise InvalidInput("'port' must be an integer 1-65535")
-    hostname = get_str(data, "hostname", max_len=255)
-    claimed = get_name(data, "server", required=False)
+@endpoint("an installed agent joins with its one-time token", body=Enroll,
+          answers={200: Enrolled})  # fmt: skip
+def enroll(body: Enroll) -> Response:
+    """Called by install.sh on the host: the agent answers on the address the request came
+    from, at ``port``; the token is spent only once the agent has answered the check."""
+    token, port, hostname, claimed = body.token, body.port, body.hostname, body.server
     audit.note("server.enroll", target=claimed or "", hostname=hostname)
     with context.db().session() as s:
         row, srv = enrollment.live_token(s, token)

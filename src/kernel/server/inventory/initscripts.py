@@ -5,16 +5,15 @@ command that runs one script."""
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from kernel.names import INIT_SCRIPT_RE
 from kernel.server.core import shell
 from kernel.server.core.files import is_hidden, read_script
 from kernel.server.core.shell import RemoteCommand
 
-INIT_RE = re.compile(r"^(\d{1,6})-([A-Za-z0-9][A-Za-z0-9_.@-]{0,63})\.sh$")
 INIT_TIMEOUT = 1800.0
 
 
@@ -40,7 +39,7 @@ def order_init_names(names: Iterable[str]) -> tuple[list[str], list[str]]:
     good: list[tuple[int, str]] = []
     bad: list[str] = []
     for n in names:
-        m = INIT_RE.fullmatch(n)
+        m = INIT_SCRIPT_RE.fullmatch(n)
         if m:
             good.append((int(m.group(1)), n))
         else:
@@ -67,7 +66,7 @@ def scan_init(init_dir: str | os.PathLike[str]) -> InitScripts:
     for n in ordered:
         s = read_script(root, n, problems, "init folder")
         if s is not None:
-            m = INIT_RE.fullmatch(n)
+            m = INIT_SCRIPT_RE.fullmatch(n)
             assert m is not None  # ordered names all matched
             scripts.append(InitScript(name=n, order=int(m.group(1)), text=s.text, sha256=s.sha256))
     return InitScripts(scripts=tuple(scripts), problems=tuple(problems))

@@ -36,7 +36,8 @@ from kernel.server.core.db import Database, UTCDateTime, utcnow
 from kernel.server.core.events import EventBus
 from kernel.server.core.loopthread import LoopThread
 from kernel.server.jobs.conversation import AgentRun, Final, RunTask
-from kernel.server.jobs.service import job_json, refresh_job_state, run_json
+from kernel.server.jobs.service import refresh_job_state
+from kernel.server.jobs.shapes import job_json, run_json
 from kernel.server.jobs.states import TERMINAL, summary
 from kernel.server.models.jobs import Job, Run
 from kernel.server.models.servers import Server

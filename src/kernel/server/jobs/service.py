@@ -4,7 +4,7 @@ and rerunning them; the runner (runner.py) executes them."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any, cast
 
 from sqlalchemy import Table, insert, select
@@ -14,8 +14,8 @@ from kernel.exceptions import InvalidInput
 from kernel.server.core.db import utcnow
 from kernel.server.core.events import EventBus
 from kernel.server.core.shell import RemoteCommand
-from kernel.server.core.text import iso
-from kernel.server.jobs import states as jobstate
+from kernel.server.jobs import states
+from kernel.server.jobs.shapes import run_json
 from kernel.server.models.jobs import Job, Run
 from kernel.server.models.servers import Server
 
@@ -155,63 +155,12 @@ def command_of(job: Job) -> RemoteCommand:
     )
 
 
-def run_json(run: Run, *, output: bool = False) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "id": run.id,
-        "job_id": run.job_id,
-        "server_id": run.server_id,
-        "server": run.server_name,
-        "state": run.state,
-        "exit_code": run.exit_code,
-        "signal": run.signal,
-        "truncated": run.truncated,
-        "error": run.error,
-        "sent_at": iso(run.sent_at),
-        "started_at": iso(run.started_at),
-        "finished_at": iso(run.finished_at),
-        "duration": run.duration,
-    }
-    if output:
-        out["stdout"] = run.stdout
-        out["stderr"] = run.stderr
-    return out
-
-
-def job_json(
-    job: Job, runs: Iterable[Run] | None = None, *, output: bool = False
-) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "id": job.id,
-        "kind": job.kind,
-        "title": job.title,
-        "cmd": job.cmd,
-        "has_stdin": job.stdin is not None,
-        "env": sorted((job.env or {}).keys()),  # values may be secrets: names only
-        "cwd": job.cwd,
-        "timeout": job.timeout,
-        "targets": job.targets,
-        "meta": job.meta,
-        "state": job.state,
-        "cancel_requested": job.cancel_requested,
-        "created_by": job.created_by,
-        "created_at": iso(job.created_at),
-        "started_at": iso(job.started_at),
-        "finished_at": iso(job.finished_at),
-        "parent_id": job.parent_id,
-    }
-    if runs is not None:
-        runs = list(runs)
-        out["summary"] = jobstate.summary(r.state for r in runs)
-        out["runs"] = [run_json(r, output=output) for r in runs]
-    return out
-
-
-def refresh_job_state(s: Session, job: Job, states: Sequence[str] | None = None) -> bool:
-    """Recompute a job's state from its runs' ``states`` (read here if not given; a caller
-    that needs them too passes what it read after its changes); True if it just ended."""
-    if states is None:
-        states = s.scalars(select(Run.state).where(Run.job_id == job.id)).all()
-    new = jobstate.job_state(states, job.cancel_requested)
+def refresh_job_state(s: Session, job: Job, run_states: Sequence[str] | None = None) -> bool:
+    """Recompute a job's state from its runs' states (read here if not given; a caller that
+    needs them too passes what it read after its changes); True if it just ended."""
+    if run_states is None:
+        run_states = s.scalars(select(Run.state).where(Run.job_id == job.id)).all()
+    new = states.job_state(run_states, job.cancel_requested)
     if new == job.state:
         return False
     ended = new in ("finished", "cancelled") and job.state not in ("finished", "cancelled")
@@ -241,11 +190,11 @@ def cancel_job(s: Session, job: Job, bus: EventBus) -> list[str]:
 
 
 def _summary(s: Session, job: Job) -> dict[str, int]:
-    return jobstate.summary(s.scalars(select(Run.state).where(Run.job_id == job.id)).all())
+    return states.summary(s.scalars(select(Run.state).where(Run.job_id == job.id)).all())
 
 
 def rerun_servers(s: Session, job: Job) -> list[Server]:
     """The live servers whose run of ``job`` did not succeed."""
     runs = s.scalars(select(Run).where(Run.job_id == job.id)).all()
-    ids = {r.server_id for r in runs if jobstate.needs_rerun(r.state)}
+    ids = {r.server_id for r in runs if states.needs_rerun(r.state)}
     return [srv for srv in live_servers(s) if srv.id in ids and srv.agent_url]

@@ -9,23 +9,30 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from kernel.exceptions import InvalidInput, NotFound
+from kernel.names import NAME_RULE, is_valid_name
 from kernel.server.core import shell
 from kernel.server.core.settings import public_url
-from kernel.server.jobs.api import _parse_targets
-from kernel.server.jobs.service import create_job, job_json, resolve_targets
+from kernel.server.jobs.schemas import JobAnswer
+from kernel.server.jobs.service import create_job, resolve_targets
+from kernel.server.jobs.shapes import job_json
 from kernel.server.services import catalog, oplock
 from kernel.server.services import operations as service_ops
-from kernel.server.services.artifacts import ArtifactConfigError, service_url_for
+from kernel.server.services.artifacts import service_url_for
 from kernel.server.services.hosts import catalogue_json, service_hosts, service_json
+from kernel.server.services.schemas import (
+    CatalogueAnswer,
+    Operate,
+    ServiceDetailAnswer,
+    ServiceHostsAnswer,
+)
 from kernel.server.status.queries import host_rows
 from kernel.server.web import audit, context
 from kernel.server.web.access import actor, role
-from kernel.server.web.params import get_number, json_body, reject_unknown
+from kernel.server.web.endpoint import endpoint
 
 bp = Blueprint("services", __name__, url_prefix="/api/v1/services")
 
@@ -33,10 +40,8 @@ bp = Blueprint("services", __name__, url_prefix="/api/v1/services")
 def _lookup(name: str) -> catalog.Service:
     """The service folder as it is on disk now. A name that is not allowed is refused before
     anything else (it never reaches a path or a shell line)."""
-    if not shell.is_valid_name(name):
-        raise InvalidInput(
-            f"service name {name[:80]!r} is not allowed: names must match {shell.NAME_PATTERN}"
-        )
+    if not is_valid_name(name):
+        raise InvalidInput(f"service name {name[:80]!r} is not allowed: names {NAME_RULE}")
     folder = Path(current_app.config["DATA_DIR"]) / "service" / name
     if not folder.is_dir():
         raise NotFound(f"no service {name!r} in the catalogue")
@@ -46,6 +51,7 @@ def _lookup(name: str) -> catalog.Service:
 # -- views ------------------------------------------------------------------------------------
 @bp.get("")
 @role("viewer")
+@endpoint("the services catalogue, each with its problems", answers={200: CatalogueAnswer})
 def list_services() -> Response:
     cache = context.catalogue()
     return jsonify(catalogue_json(cache.get(), host_rows(context.session()), cache.scanned_at))
@@ -53,6 +59,7 @@ def list_services() -> Response:
 
 @bp.post("/refresh")
 @role("operator")
+@endpoint("rescan the service folder", answers={200: CatalogueAnswer})
 def refresh() -> Response:
     """Rescan the service folder ("Refresh services")."""
     cache = context.catalogue()
@@ -64,6 +71,7 @@ def refresh() -> Response:
 
 @bp.get("/<path:name>/hosts")
 @role("viewer")
+@endpoint("where the service is installed / active / failed", answers={200: ServiceHostsAnswer})
 def hosts_of(name: str) -> Response:
     svc = _lookup(name)
     return jsonify(
@@ -77,6 +85,7 @@ def hosts_of(name: str) -> Response:
 
 @bp.get("/<path:name>")
 @role("viewer")
+@endpoint("one service: scripts, artifacts, hosts", answers={200: ServiceDetailAnswer})
 def get_service(name: str) -> Response:
     svc = _lookup(name)
     return jsonify(
@@ -86,19 +95,19 @@ def get_service(name: str) -> Response:
 
 @bp.post("/<path:name>/<op>")
 @role("operator")
-def operate(name: str, op: str) -> tuple[Response, int]:
+@endpoint("run an operation as a job (409 while another runs on a server)", body=Operate,
+          answers={201: JobAnswer})  # fmt: skip
+def operate(name: str, op: str, body: Operate) -> tuple[Response, int]:
     """deploy/remove/start/stop/restart/enable/disable/status/logs on the chosen servers."""
     if op not in service_ops.OPERATIONS:
         raise NotFound(f"unknown operation {op[:40]!r}; known: {', '.join(service_ops.OPERATIONS)}")
     svc = _lookup(name)
-    data = json_body()
-    reject_unknown(data, {"targets", "lines", "timeout"})
-    lines = _lines(data, op)
-    spec = _parse_targets(data.get("targets"))
-    command = _command(op, svc, lines)
-    if "timeout" in data:
-        timeout = get_number(data, "timeout", command.timeout, 1, 7 * 86400)
-        command = _with_timeout(command, timeout)
+    if body.lines is not None and op != "logs":
+        raise InvalidInput("'lines' is only for logs")
+    command = _command(op, svc, body.lines or service_ops.DEFAULT_LOG_LINES)
+    if body.timeout is not None:
+        command = replace(command, timeout=body.timeout)
+    spec = body.targets.spec()
     audit.note(f"service.{op}", target=f"service {svc.name}", service=svc.name, op=op)
     s = context.session()
     servers, skipped = resolve_targets(s, spec)
@@ -126,28 +135,5 @@ def _command(op: str, svc: catalog.Service, lines: int) -> shell.RemoteCommand:
     kernel_url = public_url(config, request.url_root)
     service_url = ""
     if op in ("deploy", "remove"):
-        try:
-            service_url = service_url_for(config, svc.name, kernel_url=kernel_url)
-        except ArtifactConfigError as e:
-            raise InvalidInput(str(e)) from None
-    try:
-        return service_ops.build(
-            op, svc, kernel_url=kernel_url, service_url=service_url, lines=lines
-        )
-    except service_ops.OperationRefused as e:
-        raise InvalidInput(str(e)) from None
-
-
-def _lines(data: dict[str, Any], op: str) -> int:
-    value = data.get("lines", service_ops.DEFAULT_LOG_LINES)
-    if "lines" in data and op != "logs":
-        raise InvalidInput("'lines' is only for logs")
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidInput("'lines' must be an integer")
-    if not 1 <= value <= shell.MAX_LOG_LINES:
-        raise InvalidInput(f"'lines' must be between 1 and {shell.MAX_LOG_LINES}")
-    return value
-
-
-def _with_timeout(command: shell.RemoteCommand, timeout: float) -> shell.RemoteCommand:
-    return replace(command, timeout=timeout)
+        service_url = service_url_for(config, svc.name, kernel_url=kernel_url)
+    return service_ops.build(op, svc, kernel_url=kernel_url, service_url=service_url, lines=lines)

@@ -27,7 +27,7 @@ from pathlib import Path
 from flask import Blueprint
 
 from kernel.exceptions import ConfigError
-from kernel.server.core.shell import is_valid_name
+from kernel.names import is_valid_name
 
 bp = Blueprint("artifacts", __name__)
 

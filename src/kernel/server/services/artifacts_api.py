@@ -8,7 +8,7 @@ from pathlib import Path
 
 from flask import Blueprint, Response, current_app, send_file
 
-from kernel.server.core.shell import is_valid_name
+from kernel.names import is_valid_name
 from kernel.server.services.artifacts import URL_PREFIX, mimetype_of, resolve, signing_key, verify
 from kernel.server.web.access import public
 

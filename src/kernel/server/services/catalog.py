@@ -15,9 +15,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kernel.exceptions import InvalidName
 from kernel.jsontext import lone_surrogate_at
+from kernel.names import is_valid_name
 from kernel.server.core.files import Script, inside, is_hidden, read_script, regular_file
-from kernel.server.core.shell import InvalidName, is_valid_name, unit_name, validate_name
+from kernel.server.core.shell import unit_name, validate_name
 
 SCRIPTS = ("deploy.sh", "remove.sh")
 INFO = "info.json"

@@ -17,6 +17,7 @@ Scripts see KERNEL_URL, KERNEL_SERVICE and KERNEL_SERVICE_URL (the signed artifa
 from __future__ import annotations
 
 from kernel.exceptions import OperationRefused
+from kernel.names import is_valid_name
 from kernel.server.core import shell
 from kernel.server.core.shell import RemoteCommand
 from kernel.server.services.catalog import Service
@@ -80,7 +81,7 @@ def build(
             title=f"{op} {service.name}",
         )
 
-    if not shell.is_valid_name(service.name) or not service.unit:
+    if not is_valid_name(service.name) or not service.unit:
         raise OperationRefused(
             f"service {service.name!r} has no valid unit: " + "; ".join(service.problems)
         )

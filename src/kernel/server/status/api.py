@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, jsonify
 from sqlalchemy import select
 
 from kernel.exceptions import InvalidInput
@@ -13,29 +13,26 @@ from kernel.server.inventory.servers import get_server
 from kernel.server.models.servers import Server
 from kernel.server.models.status import HostStatus, MetricSample
 from kernel.server.status.queries import host_json, host_rows
+from kernel.server.status.schemas import (
+    HostAnswer,
+    HostServicesAnswer,
+    MetricsAnswer,
+    MetricsQuery,
+    Refresh,
+    Refreshing,
+    StatusAnswer,
+)
 from kernel.server.web import audit, context
 from kernel.server.web.access import role
-from kernel.server.web.params import json_body, reject_unknown, str_arg
+from kernel.server.web.endpoint import endpoint
 
 bp = Blueprint("status", __name__, url_prefix="/api/v1")
 MAX_POINTS = 20000  # per series answer; ask for a shorter range for more detail
-METRICS = (
-    "cpu_percent",
-    "load1",
-    "load5",
-    "load15",
-    "mem_total",
-    "mem_used",
-    "swap_total",
-    "swap_used",
-    "uptime",
-    "disk_total",
-    "disk_used",
-)
 
 
 @bp.get("/status")
 @role("viewer")
+@endpoint("every host's health, facts and last metrics", answers={200: StatusAnswer})
 def all_hosts() -> Response:
     rows = host_rows(context.session())
     p = context.poller()
@@ -54,6 +51,7 @@ def all_hosts() -> Response:
 
 @bp.get("/servers/<int:server_id>/status")
 @role("viewer")
+@endpoint("one host's health, facts, metrics and unit states", answers={200: HostAnswer})
 def one_host(server_id: int) -> Response:
     s = context.session()
     srv = get_server(s, server_id)
@@ -62,6 +60,7 @@ def one_host(server_id: int) -> Response:
 
 @bp.get("/servers/<int:server_id>/services")
 @role("viewer")
+@endpoint("each catalogue service's state on this host", answers={200: HostServicesAnswer})
 def host_services(server_id: int) -> Response:
     """Each catalogue service's unit state on this host, as of the last successful probe."""
     s = context.session()
@@ -93,18 +92,19 @@ def host_services(server_id: int) -> Response:
 
 @bp.get("/servers/<int:server_id>/metrics")
 @role("viewer")
-def metrics(server_id: int) -> Response:
+@endpoint("metrics series", query=MetricsQuery, answers={200: MetricsAnswer})
+def metrics(server_id: int, query: MetricsQuery) -> Response:
     """Series ``{name: [[t, value], …]}``: ``?since=&until=`` (Unix seconds; default the last
     hour), ``?names=cpu_percent,load1`` (default all). Points older than a day are 5-minute
     means; ``counts`` says how many samples each point stands for."""
     s = context.session()
     srv = get_server(s, server_id)
     now = time.time()
-    until = _time_arg("until", now)
-    since = _time_arg("since", until - 3600)
+    until = now if query.until is None else query.until
+    since = until - 3600 if query.since is None else query.since
     if since > until:
         raise InvalidInput("'since' must not be after 'until'")
-    names = _names_arg()
+    names = query.metric_names()
     rows = s.execute(
         select(MetricSample.t, MetricSample.count, MetricSample.values)
         .where(MetricSample.server_id == srv.id, MetricSample.t >= since, MetricSample.t <= until)
@@ -134,15 +134,13 @@ def metrics(server_id: int) -> Response:
 
 @bp.post("/status/refresh")
 @role("operator")
-def refresh_all() -> tuple[Response, int]:
+@endpoint("probe all hosts (or the named ones) now; answers at once", body=Refresh,
+          body_required=False, answers={202: Refreshing})  # fmt: skip
+def refresh_all(body: Refresh) -> tuple[Response, int]:
     """Probe now (all hosts, or ``{"servers": [names]}``); answers at once."""
-    data = json_body() if request.data else {}
-    reject_unknown(data, {"servers"})
-    names = data.get("servers")
+    names = body.servers
     ids: list[int] | None = None
     if names is not None:
-        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            raise InvalidInput("'servers' must be a list of server names")
         s = context.session()
         found = dict(
             s.execute(
@@ -161,6 +159,7 @@ def refresh_all() -> tuple[Response, int]:
 
 @bp.post("/servers/<int:server_id>/status/refresh")
 @role("operator")
+@endpoint("probe this host now; answers at once", answers={202: Refreshing})
 def refresh_one(server_id: int) -> tuple[Response, int]:
     srv = get_server(context.session(), server_id)
     audit.note("status.refresh", target=f"server {srv.name}", hosts=[srv.name])
@@ -171,30 +170,3 @@ def _refresh(ids: list[int] | None) -> tuple[Response, int]:
     started = context.poller().refresh(ids)
     msg = "probing now" if started else "the poller is not running in this process"
     return jsonify({"refreshing": started, "message": msg}), 202
-
-
-def _time_arg(name: str, default: float) -> float:
-    raw = request.args.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise InvalidInput(f"query argument '{name}' must be Unix seconds") from None
-    if not 0 <= value <= 2**40:
-        raise InvalidInput(f"query argument '{name}' is out of range")
-    return value
-
-
-def _names_arg() -> list[str]:
-    raw = str_arg("names", max_len=1000)
-    if not raw:
-        return list(METRICS)
-    names = [n.strip() for n in raw.split(",") if n.strip()]
-    unknown = sorted(set(names) - set(METRICS))
-    if unknown:
-        raise InvalidInput(
-            f"unknown metric(s): {', '.join(n[:40] for n in unknown[:10])}; "
-            f"known: {', '.join(METRICS)}"
-        )
-    return names

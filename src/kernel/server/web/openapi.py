@@ -1,377 +1,141 @@
-"""The OpenAPI 3 document of the REST API (/api/v1/openapi.json), written by hand beside the
-views; a test checks that every /api/v1 route is in it and feeds it generated bad input."""
+"""The OpenAPI 3.1 document of the REST API (/api/v1/openapi.json), built from the app itself:
+every route whose view is declared with `@endpoint` (web/endpoint.py), its path parameters
+from the route, its body, query and answers from their pydantic declarations, and who may
+call it from its access mark. Nothing is written twice, so the document cannot drift from the
+code; a test fails for any /api/v1 route without a declaration."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Flask, Response, current_app, jsonify
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
 
-from kernel.server.auth.roles import ROLES
-from kernel.server.jobs.states import JOB_STATES, RUN_STATES
-from kernel.server.models.servers import SERVER_STATES
+from kernel.server.core.inputs import MAX_ID
 from kernel.server.web.access import public
+from kernel.server.web.endpoint import Endpoint, declared, endpoint
 
 bp = Blueprint("openapi", __name__)
-
-NAME = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$"}
-TAGS = {
-    "type": "array",
-    "items": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"},
-}
+REF = "#/components/schemas/{model}"
 ERROR = {
     "type": "object",
     "required": ["error", "message"],
     "properties": {"error": {"type": "string"}, "message": {"type": "string"}},
 }
-OBJ = {"type": "object"}
+_ARG = re.compile(r"<(?:([a-z]+)(?:\([^)]*\))?:)?([A-Za-z_]\w*)>")
 
 
-def _body(props: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
-    schema: dict[str, Any] = {"type": "object", "properties": props, "additionalProperties": False}
-    if required:
-        schema["required"] = required
-    return {"required": True, "content": {"application/json": {"schema": schema}}}
-
-
-def _op(
-    summary: str,
-    *,
-    ok: int = 200,
-    body: dict[str, Any] | None = None,
-    params: list[dict[str, Any]] | None = None,
-    auth: bool = True,
-    produces: str = "application/json",
-) -> dict[str, Any]:
-    op: dict[str, Any] = {
-        "summary": summary,
-        "responses": {
-            str(ok): {
-                "description": "success",
-                "content": {produces: {"schema": OBJ}}
-                if produces == "application/json"
-                else {produces: {"schema": {"type": "string"}}},
-            },
-            "default": {"description": "error", "content": {"application/json": {"schema": ERROR}}},
-        },
-    }
-    if body:
-        op["requestBody"] = body
-    if params:
-        op["parameters"] = params
-    if not auth:
-        op["security"] = []
-    return op
-
-
-def _path_int(name: str) -> dict[str, Any]:
+def document(app: Flask) -> dict[str, Any]:
+    ops = []
+    for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
+        meta = declared(app.view_functions[rule.endpoint])
+        if meta is None:
+            continue
+        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
+            ops.append((rule, method, meta, app.view_functions[rule.endpoint]))
+    models: list[tuple[type[BaseModel], Any]] = []
+    for _rule, _method, meta, _view in ops:
+        if meta.body is not None:
+            models.append((meta.body, "validation"))
+        models += [(m, "serialization") for m in meta.answers.values() if m is not None]
+    refs, defs = models_json_schema(sorted(set(models), key=lambda m: m[0].__name__),
+                                    ref_template=REF)  # fmt: skip
+    schemas = {**defs.get("$defs", {}), "Error": ERROR}
+    paths: dict[str, Any] = {}
+    for rule, method, meta, view in ops:
+        path = _ARG.sub(r"{\2}", rule.rule)
+        paths.setdefault(path, {})[method.lower()] = _operation(
+            rule, meta, view, refs, rule.endpoint
+        )
     return {
-        "name": name,
-        "in": "path",
-        "required": True,
-        "schema": {"type": "integer", "minimum": 1},
-    }
-
-
-def _query(name: str, schema: dict[str, Any]) -> dict[str, Any]:
-    return {"name": name, "in": "query", "required": False, "schema": schema}
-
-
-PAGE = [
-    _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}),
-    _query("before", {"type": "integer", "minimum": 1}),
-]
-TARGETS = {
-    "type": "object",
-    "additionalProperties": False,
-    "properties": {
-        "servers": {"type": "array", "items": NAME},
-        "tags": TAGS,
-        "all": {"type": "boolean"},
-    },
-}
-SERVER_FIELDS = {
-    "name": NAME,
-    "description": {"type": "string", "maxLength": 4000},
-    "tags": TAGS,
-    "agent_url": {"type": "string", "maxLength": 255},
-    "agent_key": {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"},
-    "tls_fingerprint": {"type": "string"},
-}
-
-
-def document() -> dict[str, Any]:
-    sid, jid = _path_int("server_id"), _path_int("job_id")
-    paths: dict[str, Any] = {
-        "/healthz": {"get": _op("liveness", auth=False, produces="text/plain")},
-        "/api/v1/auth/token": {
-            "post": _op(
-                "trade user name + password for an API token",
-                ok=201,
-                auth=False,
-                body=_body(
-                    {
-                        "username": {"type": "string"},
-                        "password": {"type": "string"},
-                        "name": {"type": "string", "maxLength": 64},
-                    },
-                    ["username", "password"],
-                ),
-            )
-        },
-        "/api/v1/me": {"get": _op("the calling user (and a CSRF token for cookie sessions)")},
-        "/api/v1/tokens": {
-            "get": _op("API tokens (yours; every user's for admins)"),
-            "post": _op(
-                "a new API token for yourself",
-                ok=201,
-                body=_body({"name": {"type": "string", "maxLength": 64}}),
-            ),
-        },
-        "/api/v1/tokens/{token_id}": {
-            "delete": _op("revoke a token", params=[_path_int("token_id")])
-        },
-        "/api/v1/users": {
-            "get": _op("users (admin)"),
-            "post": _op(
-                "add a user (admin)",
-                ok=201,
-                body=_body(
-                    {
-                        "name": NAME,
-                        "role": {"type": "string", "enum": list(ROLES)},
-                        "password": {"type": "string", "minLength": 8},
-                    },
-                    ["name", "role", "password"],
-                ),
-            ),
-        },
-        "/api/v1/users/{user_id}": {
-            "patch": _op(
-                "change role, password, disabled (admin)",
-                params=[_path_int("user_id")],
-                body=_body(
-                    {
-                        "role": {"type": "string", "enum": list(ROLES)},
-                        "password": {"type": "string", "minLength": 8},
-                        "disabled": {"type": "boolean"},
-                    }
-                ),
-            )
-        },
-        "/api/v1/audit": {
-            "get": _op(
-                "audit log, newest first (admin)",
-                params=[
-                    *PAGE,
-                    _query("action", {"type": "string"}),
-                    _query("actor", {"type": "string"}),
-                ],
-            )
-        },
-        "/api/v1/servers": {
-            "get": _op(
-                "servers",
-                params=[
-                    _query("tag", {"type": "string"}),
-                    _query("removed", {"type": "string", "enum": ["1"]}),
-                ],
-            ),
-            "post": _op(
-                "add a server: by agent URL + key, or pending with an install command",
-                ok=201,
-                body=_body(SERVER_FIELDS, ["name"]),
-            ),
-        },
-        "/api/v1/servers/{server_id}": {
-            "get": _op("one server", params=[sid]),
-            "patch": _op(
-                "edit name, URL, key, description, tags", params=[sid], body=_body(SERVER_FIELDS)
-            ),
-            "delete": _op("remove (stops future jobs, keeps history)", params=[sid]),
-        },
-        "/api/v1/servers/{server_id}/enroll-token": {
-            "post": _op("a fresh one-time install command", ok=201, params=[sid])
-        },
-        "/api/v1/servers/{server_id}/check": {
-            "post": _op("run the environment check again", params=[sid])
-        },
-        "/api/v1/servers/{server_id}/init": {
-            "get": _op("init scripts and their records on this server", params=[sid]),
-            "post": _op(
-                "continue pending init scripts, or run one by name",
-                ok=202,
-                params=[sid],
-                body=_body({"script": {"type": "string"}}),
-            ),
-        },
-        "/api/v1/jobs": {
-            "get": _op(
-                "jobs, newest first",
-                params=[*PAGE, _query("state", {"type": "string", "enum": list(JOB_STATES)})],
-            ),
-            "post": _op(
-                "run a command on servers chosen by name, tag or all",
-                ok=201,
-                body=_body(
-                    {
-                        "cmd": {"type": "string", "minLength": 1},
-                        "stdin": {"type": "string"},
-                        "env": {"type": "object", "additionalProperties": {"type": "string"}},
-                        "cwd": {"type": "string"},
-                        "timeout": {"type": "number", "minimum": 0.1},
-                        "title": {"type": "string", "maxLength": 255},
-                        "targets": TARGETS,
-                    },
-                    ["cmd", "targets"],
-                ),
-            ),
-        },
-        "/api/v1/jobs/{job_id}": {
-            "get": _op(
-                "a job with its runs",
-                params=[jid, _query("output", {"type": "string", "enum": ["1"]})],
-            )
-        },
-        "/api/v1/jobs/{job_id}/runs/{run_id}": {
-            "get": _op(
-                "one run with its output",
-                params=[
-                    jid,
-                    {
-                        "name": "run_id",
-                        "in": "path",
-                        "required": True,
-                        "schema": {"type": "string"},
-                    },
-                ],
-            )
-        },
-        "/api/v1/jobs/{job_id}/cancel": {
-            "post": _op("cancel (its runs on the agents too)", params=[jid])
-        },
-        "/api/v1/jobs/{job_id}/rerun": {
-            "post": _op("a new job for the runs that did not succeed", ok=201, params=[jid])
-        },
-        "/api/v1/jobs/{job_id}/events": {
-            "get": _op(
-                "live events (text/event-stream); see docs/api.md",
-                params=[jid],
-                produces="text/event-stream",
-            )
-        },
-        "/agent/enroll": {
-            "post": _op(
-                "an installed agent joins with its one-time token",
-                auth=False,
-                body=_body(
-                    {
-                        "token": {"type": "string"},
-                        "port": {"type": "integer", "minimum": 1, "maximum": 65535},
-                        "hostname": {"type": "string"},
-                        "server": NAME,
-                    },
-                    ["token"],
-                ),
-            )
-        },
-    }
-    return {
-        "openapi": "3.0.3",
+        "openapi": "3.1.0",
         "info": {
             "title": "Kernel server API",
             "version": "1",
-            "description": "See docs/api.md. Errors are {error, message}.",
+            "description": "See docs/api.md. Errors are {error, message}; roles are "
+            "viewer < operator < admin (x-kernel-role).",
         },
         "components": {
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer"},
                 "cookie": {"type": "apiKey", "in": "cookie", "name": "kernel_session"},
             },
-            "schemas": {
-                "Error": ERROR,
-                "RunState": {"type": "string", "enum": list(RUN_STATES)},
-                "ServerState": {"type": "string", "enum": list(SERVER_STATES)},
-            },
+            "schemas": schemas,
         },
         "security": [{"bearer": []}, {"cookie": []}],
-        "paths": {**paths, **services_and_status_paths()},
+        "paths": paths,
     }
 
 
-def services_and_status_paths() -> dict[str, Any]:
-    """The OpenAPI paths of services_api and status_api (openapi.py's helpers and shapes)."""
-    from kernel.server.core.shell import MAX_LOG_LINES
-    from kernel.server.services.operations import OPERATIONS
-
-    sid = _path_int("server_id")
-    # Any string: names that break the rule get a 400 that says so (NAME is the rule).
-    svc = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
-    number = {"type": "number", "minimum": 0}
-    return {
-        "/api/v1/services": {"get": _op("the services catalogue, each with its problems")},
-        "/api/v1/services/refresh": {"post": _op("rescan the service folder")},
-        "/api/v1/services/{name}": {
-            "get": _op("one service: scripts, artifacts, hosts", params=[svc])
-        },
-        "/api/v1/services/{name}/hosts": {
-            "get": _op("where the service is installed / active / failed", params=[svc])
-        },
-        "/api/v1/services/{name}/{op}": {
-            "post": _op(
-                "run an operation as a job (409 while another runs on a server)",
-                ok=201,
-                params=[
-                    svc,
-                    {
-                        "name": "op",
-                        "in": "path",
-                        "required": True,
-                        "schema": {"type": "string", "enum": list(OPERATIONS)},
-                    },
-                ],
-                body=_body(
-                    {
-                        "targets": TARGETS,
-                        "lines": {"type": "integer", "minimum": 1, "maximum": MAX_LOG_LINES},
-                        "timeout": {"type": "number", "minimum": 1, "maximum": 604800},
-                    },
-                    ["targets"],
-                ),
-            )
-        },
-        "/api/v1/status": {"get": _op("every host's health, facts and last metrics")},
-        "/api/v1/status/refresh": {
-            "post": _op(
-                "probe all hosts (or the named ones) now; answers at once",
-                ok=202,
-                body=_body({"servers": {"type": "array", "items": {"type": "string"}}}),
-            )
-        },
-        "/api/v1/servers/{server_id}/status": {
-            "get": _op("one host's health, facts, metrics and unit states", params=[sid])
-        },
-        "/api/v1/servers/{server_id}/services": {
-            "get": _op("each catalogue service's state on this host", params=[sid])
-        },
-        "/api/v1/servers/{server_id}/metrics": {
-            "get": _op(
-                "metrics series",
-                params=[
-                    sid,
-                    _query("since", number),
-                    _query("until", number),
-                    _query("names", {"type": "string"}),
-                ],
-            )
-        },
-        "/api/v1/servers/{server_id}/status/refresh": {
-            "post": _op("probe this host now; answers at once", ok=202, params=[sid])
-        },
+def _operation(
+    rule: Any, meta: Endpoint, view: Any, refs: dict[Any, Any], name: str
+) -> dict[str, Any]:
+    access = getattr(view, "_kernel_access", None)
+    op: dict[str, Any] = {"operationId": name, "summary": meta.summary}
+    if meta.description:
+        op["description"] = meta.description
+    params = [_path_param(conv, arg) for conv, arg in _ARG.findall(rule.rule)]
+    if meta.query is not None:
+        params += _query_params(meta.query)
+    if params:
+        op["parameters"] = params
+    if meta.body is not None:
+        op["requestBody"] = {
+            "required": meta.body_required,
+            "content": {"application/json": {"schema": refs[(meta.body, "validation")]}},
+        }
+    responses: dict[str, Any] = {}
+    for status, model in meta.answers.items():
+        if meta.produces != "application/json":
+            content = {meta.produces: {"schema": {"type": "string"}}}
+        elif model is None:
+            content = {"application/json": {"schema": {"type": "object"}}}
+        else:
+            content = {"application/json": {"schema": refs[(model, "serialization")]}}
+        responses[str(status)] = {"description": "success", "content": content}
+    responses["default"] = {
+        "description": "error",
+        "content": {"application/json": {"schema": {"$ref": REF.format(model="Error")}}},
     }
+    op["responses"] = responses
+    if access == "public":
+        op["security"] = []
+    elif access:
+        op["x-kernel-role"] = access
+    return op
+
+
+def _path_param(converter: str, name: str) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string"}
+    if converter == "int":
+        schema = {"type": "integer", "minimum": 1, "maximum": MAX_ID}
+    return {"name": name, "in": "path", "required": True, "schema": schema}
+
+
+def _query_params(model: type[BaseModel]) -> list[dict[str, Any]]:
+    schema = model.model_json_schema()
+    required = set(schema.get("required", []))
+    return [
+        {"name": field, "in": "query", "required": field in required, "schema": _not_null(prop)}
+        for field, prop in schema.get("properties", {}).items()
+    ]
+
+
+def _not_null(prop: dict[str, Any]) -> dict[str, Any]:
+    """A query argument is absent or a value; "may be null" means "may be left out"."""
+    branches = [b for b in prop.get("anyOf", []) if b.get("type") != "null"]
+    if len(branches) == 1:
+        return {**{k: v for k, v in prop.items() if k not in ("anyOf", "default")}, **branches[0]}
+    return prop
 
 
 @bp.get("/api/v1/openapi.json")
 @public
+@endpoint("this document")
 def openapi_json() -> Response:
-    return jsonify(document())
+    app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
+    if "kernel.openapi" not in app.extensions:  # the routes are fixed once the app is made
+        app.extensions["kernel.openapi"] = document(app)
+    return jsonify(app.extensions["kernel.openapi"])

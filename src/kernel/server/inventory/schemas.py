@@ -1,0 +1,116 @@
+"""What the inventory and enrollment API takes and answers (core/inputs.py explains the
+declarations)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import Field
+
+from kernel.server.core.inputs import Answer, Body, Name, NoNul, Query, Tag, Tags, one_of
+from kernel.server.models.servers import SERVER_STATES
+
+Description = Annotated[str, Field(max_length=4000), NoNul]
+AgentUrl = Annotated[str, Field(max_length=255), NoNul]
+AgentKey = Annotated[str, Field(max_length=200), NoNul]  # 64 hex, checked by check_key
+Fingerprint = Annotated[str, Field(max_length=200), NoNul]
+ServerState = Annotated[str, *one_of(SERVER_STATES)]
+
+
+class ServerCreate(Body):
+    """With agent_url + agent_key: joins now (checked first). Without: pending, with a
+    one-time install command."""
+
+    name: Name
+    description: Description = ""
+    tags: Tags = []
+    agent_url: AgentUrl | None = None
+    agent_key: AgentKey | None = None
+    tls_fingerprint: Fingerprint | None = None
+
+
+class ServerEdit(Body):
+    """Only the fields given change."""
+
+    name: Name | None = None
+    description: Description | None = None
+    tags: Tags | None = None
+    agent_url: AgentUrl | None = None
+    agent_key: AgentKey | None = None
+    tls_fingerprint: Fingerprint | None = None
+
+
+class ServerList(Query):
+    tag: Tag | None = None
+    removed: bool = False  # also removed servers (history)
+
+
+class InitRun(Body):
+    script: Annotated[str, Field(max_length=255), NoNul] | None = None
+
+
+class Enroll(Body):
+    token: Annotated[str, Field(max_length=200), NoNul]
+    port: Annotated[int, Field(ge=1, le=65535)] = 8001
+    hostname: Annotated[str, Field(max_length=255), NoNul] | None = None
+    server: Name | None = None  # the name the enrolling host expects to become
+
+
+# -- answers ------------------------------------------------------------------------------------
+class ServerAnswer(Answer):
+    id: int
+    name: str
+    agent_url: str | None
+    tls_fingerprint: str | None
+    description: str
+    tags: list[str]
+    state: ServerState
+    facts: dict[str, Any]
+    last_seen: str | None
+    last_error: str | None
+    created_at: str | None
+    removed_at: str | None
+
+
+class EnrollAnswer(Answer):
+    token: str
+    expires_at: str
+    command: str  # the one-line installer to run on the host
+
+
+class ServerCreated(Answer):
+    server: ServerAnswer
+    enroll: EnrollAnswer | None = None
+
+
+class ServerListAnswer(Answer):
+    servers: list[ServerAnswer]
+
+
+class InitScriptState(Answer):
+    script: str
+    sha256: str
+    state: str  # not_run, or a run state
+    job_id: int | None = None
+    exit_code: int | None = None
+    created_at: str | None = None
+    finished_at: str | None = None
+    ran_sha256: str | None = None
+    changed_since_run: bool | None = None
+
+
+class InitStatusAnswer(Answer):
+    server: str
+    scripts: list[InitScriptState]
+
+
+class InitStarted(Answer):
+    job_id: int
+    script: str | None
+
+
+class Enrolled(Answer):
+    server: str
+    agent_url: str
+    state: str
+    init_job_id: int | None

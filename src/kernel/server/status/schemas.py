@@ -1,0 +1,99 @@
+"""What the status API takes and answers (core/inputs.py explains the declarations)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import Field
+
+from kernel.exceptions import InvalidInput
+from kernel.server.core.inputs import Answer, Body, Name, NoNul, Query
+
+METRICS = (
+    "cpu_percent", "load1", "load5", "load15", "mem_total", "mem_used", "swap_total",
+    "swap_used", "uptime", "disk_total", "disk_used",
+)  # fmt: skip
+UnixTime = Annotated[float, Field(ge=0, le=2**40, allow_inf_nan=False)]
+
+
+class MetricsQuery(Query):
+    since: UnixTime | None = None  # default: an hour before `until`
+    until: UnixTime | None = None  # default: now
+    names: Annotated[str, Field(max_length=1000), NoNul] | None = None  # comma-separated
+
+    def metric_names(self) -> list[str]:
+        if not self.names:
+            return list(METRICS)
+        names = [n.strip() for n in self.names.split(",") if n.strip()]
+        unknown = sorted(set(names) - set(METRICS))
+        if unknown:
+            raise InvalidInput(
+                f"unknown metric(s): {', '.join(n[:40] for n in unknown[:10])}; "
+                f"known: {', '.join(METRICS)}"
+            )
+        return names
+
+
+class Refresh(Body):
+    servers: Annotated[list[Name], Field(max_length=10000)] | None = None  # default: all
+
+
+# -- answers ------------------------------------------------------------------------------------
+class HostAnswer(Answer):
+    server: str
+    server_id: int
+    server_state: str
+    state: str  # unknown | online | offline
+    failures: int
+    probed_at: str | None
+    facts: dict[str, Any]
+    metrics: dict[str, Any]
+    last_error: str | None = None
+    last_error_at: str | None = None
+    last_ok_at: str | None = None
+    duration: float | None = None
+    warnings: list[str] | None = None
+    units: dict[str, Any] | None = None  # one host's answer: every catalogue unit's state
+
+
+class PollerAnswer(Answer):
+    running: bool
+    interval: float
+    offline_after: int
+    last_round: dict[str, Any]
+
+
+class StatusAnswer(Answer):
+    hosts: list[HostAnswer]
+    poller: PollerAnswer
+
+
+class HostService(Answer):
+    service: str
+    unit: str | None
+    state: dict[str, Any] | None
+    installed: bool
+    active: bool
+    failed: bool
+
+
+class HostServicesAnswer(Answer):
+    server: str
+    health: str
+    as_of: str | None
+    services: list[HostService]
+
+
+class MetricsAnswer(Answer):
+    server: str
+    since: float
+    until: float
+    times: list[float]
+    counts: list[int]
+    series: dict[str, list[list[float]]]
+    truncated: bool
+
+
+class Refreshing(Answer):
+    refreshing: bool
+    message: str
