@@ -1,0 +1,189 @@
+"""``kernel init run|status``: the init scripts of the data dir's ``init/`` on servers, and
+`watch_init`, which `kernel enroll` uses too."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from . import errors
+from .api import Api
+from .errors import ApiError
+from .follow import Follower
+from .options import CONTEXT, api, json_option, out, print_json, server_list, target_options
+from .output import Out
+from .render import Sink, run_detail
+from .tables import table, when
+from .targets import Targets, choose
+
+ACTIVE = ("queued", "running")
+
+
+class _Quiet(Sink):
+    def emit(self, server: str, stream: str, line: str) -> None:
+        pass
+
+
+def watch_init(client: Api, o: Out, srv: dict[str, Any], *, quiet: bool = False) -> int:
+    """Follow a server's init scripts as they run, one job each, until none is queued or
+    running; the exit status says whether every script that ran ended ok."""
+    followed: set[int] = set()
+    name = str(srv.get("name"))
+    path = f"/api/v1/servers/{srv['id']}/init"
+    while True:
+        scripts = client.get(path).get("scripts", [])
+        active = [
+            sc
+            for sc in scripts
+            if sc.get("state") in ACTIVE and sc.get("job_id") and sc["job_id"] not in followed
+        ]
+        if not active:
+            break
+        sc = active[0]
+        job = client.get(f"/api/v1/jobs/{sc['job_id']}")
+        if not quiet:
+            o.note(f"{name}: init script {sc['script']}…")
+            o.flush()
+        sink = _Quiet(o) if quiet else Sink(o)
+        f = Follower(client, o, sink, progress=False).run(job)
+        followed.add(int(sc["job_id"]))
+        runs = f.run_list()
+        if not quiet and runs:
+            r = runs[0]
+            state = str(r.get("state"))
+            detail = "" if state == "ok" else f" ({run_detail(r)})"
+            o.note(f"{name}: init script {sc['script']}: {o.err_style.state(state)}{detail}")
+    scripts = client.get(path).get("scripts", [])
+    ran = [sc for sc in scripts if sc.get("state") not in ("not_run", None)]
+    status = errors.exit_status(str(sc.get("state")) for sc in ran)
+    if not quiet:
+        if not scripts:
+            o.note(f"{name}: no init scripts")
+        elif status != errors.OK:
+            bad = next(sc for sc in ran if sc.get("state") != "ok")
+            o.note(
+                f"{name}: init stopped at {bad['script']} ({bad.get('state')}); fix it, then "
+                f"`kernel init run -s {name}` continues from there"
+            )
+        elif not followed:
+            pending = sum(1 for sc in scripts if sc.get("state") == "not_run")
+            o.note(f"{name}: init scripts done" + (f", {pending} not run" if pending else ""))
+    o.flush()
+    return status
+
+
+INIT_HELP = """Init scripts (init/NN-name.sh on the server): run them, see where each stands.
+
+\b
+Examples:
+  kernel init status -s web1
+  kernel init run -s web1                     (continue from the first not ok)
+  kernel init run -t web --script 40-ntp.sh   (one script, e.g. added later)
+"""
+
+
+@click.group("init", help=INIT_HELP, context_settings=CONTEXT, no_args_is_help=True)
+def init() -> None:
+    pass
+
+
+def _chosen(client: Api, targets: Targets) -> list[dict[str, Any]]:
+    servers = server_list(client)
+    names, _skipped = choose(servers, targets)
+    by_name = {s["name"]: s for s in servers}
+    return [by_name[n] for n in names]
+
+
+@init.command("run", context_settings=CONTEXT)
+@target_options
+@click.option("--script", metavar="NAME", help="run this one script (default: the pending ones)")
+@json_option
+def run(
+    servers: tuple[str, ...], tags: tuple[str, ...], all_: bool, script: str | None, as_json: bool
+) -> int:
+    """Run the init scripts not yet ok on the chosen servers (in order, stopping at the first
+    failure), or one --script; shows each as it runs.
+
+    \b
+    Examples:
+      kernel init run -s web1
+      kernel init run --all --script 40-ntp.sh
+    """
+    client = api()
+    chosen = _chosen(client, Targets.parse(list(servers), list(tags), all_).require("init run"))
+    o = out()
+    started = []
+    for srv in chosen:
+        try:
+            client.post(f"/api/v1/servers/{srv['id']}/init", {"script": script} if script else {})
+            started.append(srv)
+        except ApiError as e:
+            if e.status != 409:
+                raise
+            if not as_json:
+                o.note(f"{srv['name']}: {e.message}")
+    statuses = [errors.OK]
+    for srv in started:
+        statuses.append(watch_init(client, o, srv, quiet=as_json))
+    if as_json:
+        print_json(
+            {
+                "servers": [
+                    {
+                        "server": srv["name"],
+                        "scripts": client.get(f"/api/v1/servers/{srv['id']}/init")["scripts"],
+                    }
+                    for srv in chosen
+                ]
+            }
+        )
+    return errors.UNREACHABLE if errors.UNREACHABLE in statuses else max(statuses)
+
+
+@init.command("status", context_settings=CONTEXT)
+@target_options
+@json_option
+def status(servers: tuple[str, ...], tags: tuple[str, ...], all_: bool, as_json: bool) -> int:
+    """Each init script on each chosen server: not run, ok, failed…, and whether it changed
+    since it ran.
+
+    \b
+    Examples:
+      kernel init status -s web1
+      kernel init status --all --json
+    """
+    client = api()
+    chosen = _chosen(client, Targets.parse(list(servers), list(tags), all_).require("init status"))
+    answer = [
+        {"server": srv["name"], **client.get(f"/api/v1/servers/{srv['id']}/init")} for srv in chosen
+    ]
+    if as_json:
+        print_json({"servers": answer})
+        return 0
+    style = out().style
+    rows = []
+    for entry in answer:
+        for sc in entry.get("scripts", []):
+            rows.append(
+                [
+                    entry["server"],
+                    sc.get("script"),
+                    sc.get("state"),
+                    "-" if sc.get("exit_code") is None else sc.get("exit_code"),
+                    when(sc.get("finished_at")),
+                    "changed since run" if sc.get("changed_since_run") else "",
+                ]
+            )
+    if not rows:
+        click.echo("no init scripts", err=True)
+        return 0
+    click.echo(
+        table(
+            ["SERVER", "SCRIPT", "STATE", "EXIT", "FINISHED", "NOTE"],
+            rows,
+            style,
+            paint={2: style.state},
+        )
+    )
+    return 0
