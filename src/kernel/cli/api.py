@@ -4,6 +4,7 @@ job's live events (SSE) with reconnection."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterator
 
@@ -36,11 +37,26 @@ def encode_json(body: object) -> bytes:
         ) from None
 
 
+def default_timeout() -> float:
+    """Seconds to wait for an answer: ``KERNEL_TIMEOUT``, default 60 (adding a server waits
+    for its agent's check)."""
+    raw = os.environ.get("KERNEL_TIMEOUT")
+    if not raw:
+        return 60.0
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < 1e6:
+        raise UsageError(f"KERNEL_TIMEOUT must be a positive number of seconds, not {raw!r}")
+    return value
+
+
 class Api:
-    def __init__(self, url: Url, token: str | None, *, timeout: float = 60.0) -> None:
+    def __init__(self, url: Url, token: str | None, *, timeout: float | None = None) -> None:
         self.url = url
         self.token = token
-        self.timeout = timeout
+        self.timeout = default_timeout() if timeout is None else timeout
         self.conn = Connection(url)
 
     def close(self) -> None:
@@ -138,7 +154,11 @@ class Api:
                         raise ServerUnreachable(str(err))  # too many streams open: retry later
                     raise err
                 for chunk in resp.iter_body():
-                    for ev in parser.feed(chunk):
+                    try:
+                        batch = parser.feed(chunk)
+                    except ValueError as e:
+                        raise ServerUnreachable(f"the event stream of job {job_id}: {e}") from None
+                    for ev in batch:
                         if ev.type in ("message", ""):
                             continue
                         failures = 0

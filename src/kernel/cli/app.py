@@ -78,6 +78,7 @@ Examples:
 
 @cli.command(
     "exec",
+    short_help="Run a command or script on servers, output live.",
     help=EXEC_HELP,
     context_settings={**CONTEXT, "allow_interspersed_args": False},
 )
@@ -146,7 +147,12 @@ Examples:
 """
 
 
-@cli.command("completion", help=COMPLETION_HELP, context_settings=CONTEXT)
+@cli.command(
+    "completion",
+    short_help="Print a shell completion script.",
+    help=COMPLETION_HELP,
+    context_settings=CONTEXT,
+)
 @click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
 def completion(shell: str) -> int:
     from click.shell_completion import get_completion_class

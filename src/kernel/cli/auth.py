@@ -29,7 +29,12 @@ Examples:
 """
 
 
-@click.command("login", help=LOGIN_HELP, context_settings=CONTEXT)
+@click.command(
+    "login",
+    short_help="Log in to a Kernel server and save a token.",
+    help=LOGIN_HELP,
+    context_settings=CONTEXT,
+)
 @click.argument("url")
 @click.option("-u", "--user", metavar="NAME", help="user name (asked when not given)")
 @click.option("--password-stdin", is_flag=True, help="read the password from stdin's first line")
@@ -94,7 +99,12 @@ Examples:
 """
 
 
-@click.command("logout", help=LOGOUT_HELP, context_settings=CONTEXT)
+@click.command(
+    "logout",
+    short_help="Forget and revoke the saved token.",
+    help=LOGOUT_HELP,
+    context_settings=CONTEXT,
+)
 def logout() -> int:
     profile = config.profile_name(obj().profile)
     data = config.load()
@@ -141,7 +151,12 @@ Examples:
 """
 
 
-@click.command("whoami", help=WHOAMI_HELP, context_settings=CONTEXT)
+@click.command(
+    "whoami",
+    short_help="Who you are logged in as, and where.",
+    help=WHOAMI_HELP,
+    context_settings=CONTEXT,
+)
 @json_option
 def whoami(as_json: bool) -> int:
     o = obj()

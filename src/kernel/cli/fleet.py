@@ -23,7 +23,12 @@ Examples:
 """
 
 
-@click.command("status", help=STATUS_HELP, context_settings=CONTEXT)
+@click.command(
+    "status",
+    short_help="The fleet at a glance, as a table.",
+    help=STATUS_HELP,
+    context_settings=CONTEXT,
+)
 @target_options
 @json_option
 def status(servers: tuple[str, ...], tags: tuple[str, ...], all_: bool, as_json: bool) -> int:

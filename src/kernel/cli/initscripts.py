@@ -25,22 +25,31 @@ class _Quiet(Sink):
         pass
 
 
-def watch_init(client: Api, o: Out, srv: dict[str, Any], *, quiet: bool = False) -> int:
-    """Follow a server's init scripts as they run, one job each, until none is queued or
-    running; the exit status says whether every script that ran ended ok."""
+def watch_init(
+    client: Api, o: Out, srv: dict[str, Any], *, since: int = 0, quiet: bool = False
+) -> int:
+    """Show a server's init scripts whose job is ``since`` or later, in the order they ran
+    (a finished one's output is replayed), following each live, until none is left queued
+    or running; the exit status says whether every one ended ok."""
     followed: set[int] = set()
+    results: list[tuple[str, str]] = []  # (script, run state) of each one followed
     name = str(srv.get("name"))
     path = f"/api/v1/servers/{srv['id']}/init"
     while True:
         scripts = client.get(path).get("scripts", [])
-        active = [
-            sc
-            for sc in scripts
-            if sc.get("state") in ACTIVE and sc.get("job_id") and sc["job_id"] not in followed
-        ]
-        if not active:
+        todo = sorted(
+            (
+                sc
+                for sc in scripts
+                if isinstance(sc.get("job_id"), int)
+                and sc["job_id"] >= since
+                and sc["job_id"] not in followed
+            ),
+            key=lambda sc: int(sc["job_id"]),
+        )
+        if not todo:
             break
-        sc = active[0]
+        sc = todo[0]
         job = client.get(f"/api/v1/jobs/{sc['job_id']}")
         if not quiet:
             o.note(f"{name}: init script {sc['script']}…")
@@ -48,27 +57,22 @@ def watch_init(client: Api, o: Out, srv: dict[str, Any], *, quiet: bool = False)
         sink = _Quiet(o) if quiet else Sink(o)
         f = Follower(client, o, sink, progress=False).run(job)
         followed.add(int(sc["job_id"]))
-        runs = f.run_list()
-        if not quiet and runs:
-            r = runs[0]
+        for r in f.run_list():
             state = str(r.get("state"))
-            detail = "" if state == "ok" else f" ({run_detail(r)})"
-            o.note(f"{name}: init script {sc['script']}: {o.err_style.state(state)}{detail}")
-    scripts = client.get(path).get("scripts", [])
-    ran = [sc for sc in scripts if sc.get("state") not in ("not_run", None)]
-    status = errors.exit_status(str(sc.get("state")) for sc in ran)
+            results.append((str(sc["script"]), state))
+            if not quiet:
+                detail = "" if state == "ok" else f" ({run_detail(r)})"
+                o.note(f"{name}: init script {sc['script']}: {o.err_style.state(state)}{detail}")
+    status = errors.exit_status(state for _script, state in results)
     if not quiet:
         if not scripts:
             o.note(f"{name}: no init scripts")
         elif status != errors.OK:
-            bad = next(sc for sc in ran if sc.get("state") != "ok")
+            bad = next(script for script, state in results if state != "ok")
             o.note(
-                f"{name}: init stopped at {bad['script']} ({bad.get('state')}); fix it, then "
-                f"`kernel init run -s {name}` continues from there"
+                f"{name}: init stopped at {bad}; fix it, then `kernel init run -s {name}` "
+                "continues from there"
             )
-        elif not followed:
-            pending = sum(1 for sc in scripts if sc.get("state") == "not_run")
-            o.note(f"{name}: init scripts done" + (f", {pending} not run" if pending else ""))
     o.flush()
     return status
 
@@ -83,7 +87,13 @@ Examples:
 """
 
 
-@click.group("init", help=INIT_HELP, context_settings=CONTEXT, no_args_is_help=True)
+@click.group(
+    "init",
+    short_help="Init scripts: run, status.",
+    help=INIT_HELP,
+    context_settings=CONTEXT,
+    no_args_is_help=True,
+)
 def init() -> None:
     pass
 
@@ -116,16 +126,18 @@ def run(
     started = []
     for srv in chosen:
         try:
-            client.post(f"/api/v1/servers/{srv['id']}/init", {"script": script} if script else {})
-            started.append(srv)
+            answer = client.post(
+                f"/api/v1/servers/{srv['id']}/init", {"script": script} if script else {}
+            )
+            started.append((srv, int(answer["job_id"])))
         except ApiError as e:
             if e.status != 409:
                 raise
             if not as_json:
                 o.note(f"{srv['name']}: {e.message}")
     statuses = [errors.OK]
-    for srv in started:
-        statuses.append(watch_init(client, o, srv, quiet=as_json))
+    for srv, job_id in started:
+        statuses.append(watch_init(client, o, srv, since=job_id, quiet=as_json))
     if as_json:
         print_json(
             {

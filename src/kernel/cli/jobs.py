@@ -37,7 +37,13 @@ Examples:
 STATES = ["queued", "running", "finished", "cancelled"]
 
 
-@click.group("jobs", help=JOBS_HELP, context_settings=CONTEXT, no_args_is_help=True)
+@click.group(
+    "jobs",
+    short_help="Jobs: list, show, follow, cancel, rerun.",
+    help=JOBS_HELP,
+    context_settings=CONTEXT,
+    no_args_is_help=True,
+)
 def jobs() -> None:
     pass
 

@@ -36,7 +36,13 @@ Examples:
 """
 
 
-@click.group("servers", help=SERVERS_HELP, context_settings=CONTEXT, no_args_is_help=True)
+@click.group(
+    "servers",
+    short_help="The inventory: list, show, add, edit, rm.",
+    help=SERVERS_HELP,
+    context_settings=CONTEXT,
+    no_args_is_help=True,
+)
 def servers() -> None:
     pass
 
@@ -339,7 +345,12 @@ Examples:
 """
 
 
-@click.command("enroll", help=ENROLL_HELP, context_settings=CONTEXT)
+@click.command(
+    "enroll",
+    short_help="Add a server by one-liner; wait for it to join.",
+    help=ENROLL_HELP,
+    context_settings=CONTEXT,
+)
 @click.argument("name")
 @click.option("-t", "--tag", "tags", multiple=True, metavar="TAG", help="a tag (repeat)")
 @click.option("-d", "--description", default="", help="free text")
@@ -416,7 +427,7 @@ def _wait_joined(client: Api, server_id: int, deadline: float) -> dict[str, Any]
             raise CliError(f"{srv.get('name')} was removed while waiting for it")
         if srv.get("state") != "pending":
             return dict(srv)
-        time.sleep(min(1.0, max(deadline - time.monotonic(), 0)))
+        time.sleep(min(0.5, max(deadline - time.monotonic(), 0)))
     return None
 
 

@@ -39,7 +39,13 @@ Examples:
 """
 
 
-@click.group("services", help=SERVICES_HELP, context_settings=CONTEXT, no_args_is_help=True)
+@click.group(
+    "services",
+    short_help="Services: list, deploy, start, logs, ...",
+    help=SERVICES_HELP,
+    context_settings=CONTEXT,
+    no_args_is_help=True,
+)
 def services() -> None:
     pass
 
@@ -65,7 +71,7 @@ def _catalogue_table(answer: dict[str, Any]) -> None:
             ["NAME", "OK", "UNIT", "INSTALLED", "ACTIVE", "FAILED", "DESCRIPTION / PROBLEMS"],
             rows,
             style,
-            paint={1: lambda v: style.state("ok" if v == "yes" else "failed")},
+            paint={1: lambda v: style.paint(v, "32" if v == "yes" else "31")},
         )
     )
     for problem in answer.get("problems") or []:

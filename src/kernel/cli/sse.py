@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+MAX_PENDING = 64 * 1024 * 1024
+
 
 class Event:
     __slots__ = ("data", "id", "type")
@@ -23,18 +25,22 @@ class SseParser:
 
     def __init__(self) -> None:
         self._pending = b""
+        self._after_cr = False
         self._type = ""
         self._data: list[str] = []
         self.last_id: str | None = None
 
     def feed(self, chunk: bytes) -> list[Event]:
+        if self._after_cr and chunk.startswith(b"\n"):
+            chunk = chunk[1:]  # the LF of a CR LF split across two chunks
+        if not chunk:
+            return []
+        self._after_cr = chunk.endswith(b"\r")
         text = self._pending + chunk
-        # A CR at the very end might be the first half of a CR LF: keep it for the next chunk.
-        cr = text.endswith(b"\r")
-        if cr:
-            text = text[:-1]
         lines = text.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
-        self._pending = lines.pop() + (b"\r" if cr else b"")
+        self._pending = lines.pop()
+        if len(self._pending) > MAX_PENDING:
+            raise ValueError("an event stream line is longer than 64 MiB")
         out = []
         for raw in lines:
             ev = self._line(raw.decode("utf-8", "replace"))
