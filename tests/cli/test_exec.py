@@ -7,7 +7,7 @@ import signal
 import subprocess
 import time
 
-from .conftest import Fleet, Kernel
+from .conftest import KERNEL, Fleet, Kernel
 
 # -- exit statuses ------------------------------------------------------------------------------
 
@@ -251,3 +251,51 @@ def test_ctrl_c_with_no_cancel_leaves_it_running(kernel: Kernel, fleet: Fleet) -
         assert c.get(f"/api/v1/jobs/{job_id}").json()["state"] == "running"
     kernel.ok("jobs", "cancel", str(job_id))
     assert fleet.wait_job(job_id)["state"] == "cancelled"
+
+
+# -- on a terminal -------------------------------------------------------------------------------
+
+
+def _on_a_terminal(kernel: Kernel, *args: str) -> tuple[int, bytes, bytes]:
+    """Run with stderr (and stdout) on a pseudo-terminal; (status, stdout, terminal bytes)."""
+    import os
+    import pty
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [str(KERNEL), *args],
+        env=kernel.env(),
+        stdout=slave,
+        stderr=slave,
+        stdin=subprocess.DEVNULL,
+    )
+    os.close(slave)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the other side is closed
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(master)
+    return proc.wait(30), b"", seen
+
+
+def test_progress_bar_and_colours_on_a_terminal(kernel: Kernel) -> None:
+    status, _out, tty = _on_a_terminal(
+        kernel, "exec", "-s", "web1,web2,db1", "--", "sleep 0.3; echo done"
+    )
+    assert status == 0
+    assert b"hosts done" in tty and b"[" in tty  # the bar was drawn …
+    assert tty.count(b"\r\x1b[K") >= 1  # … and cleared before lines and at the end
+    assert b"\x1b[36mweb1\x1b[0m: done" in tty or b"web1\x1b[0m: done" in tty
+    assert b"Traceback" not in tty
+    final = tty.rsplit(b"\r\x1b[K", 1)[-1]
+    assert b"hosts done" not in final  # the last thing left on the screen is the summary
+
+
+def test_no_progress_bar_in_a_pipe(kernel: Kernel) -> None:
+    out = kernel.ok("exec", "-s", "web1,web2,db1", "--", "echo", "x")
+    assert "hosts done" not in out.stderr and "\r" not in out.stderr

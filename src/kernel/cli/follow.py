@@ -25,6 +25,7 @@ class Followed:
         self.state = str(job.get("state"))
         self.runs: dict[str, dict[str, Any]] = {}
         self.seen: dict[tuple[str, str], int] = {}
+        self.snapshots = 0
         for r in job.get("runs") or []:
             self.runs[str(r["id"])] = {k: v for k, v in r.items() if k not in ("stdout", "stderr")}
 
@@ -65,6 +66,11 @@ class Follower:
         finally:
             if bar is not None:
                 bar.stop()
+        if f.snapshots > 1:
+            # The stream was reopened on a server that could not resume it (restarted): a run
+            # re-attached there stores its output at the end without output events, so what
+            # is missing comes from the stored result.
+            self._snapshot(f, self.api.get(f"/api/v1/jobs/{job['id']}?output=1"))
         for run_id, r in f.runs.items():
             self.sink.run_ended(run_id, str(r.get("server")))
         self.sink.finish()
@@ -86,6 +92,7 @@ class Follower:
             if run.get("state") in FINAL:
                 self.sink.run_ended(run_id, str(run.get("server")))
         elif type_ == "snapshot":
+            f.snapshots += 1
             self._snapshot(f, data.get("job") or {})
         elif type_ == "job":
             f.state = str((data.get("job") or {}).get("state", f.state))

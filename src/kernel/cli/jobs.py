@@ -8,6 +8,7 @@ import click
 
 from . import errors
 from .follow import watch
+from .nodeset import fold
 from .options import (
     CONTEXT,
     api,
@@ -20,7 +21,7 @@ from .options import (
     out,
     print_json,
 )
-from .render import Sink, summary
+from .render import Sink
 from .tables import ago, duration, table, when
 
 JOBS_HELP = """Jobs: every command, service operation and init script run, with one run per server.
@@ -186,10 +187,11 @@ def cancel(job_id: str, as_json: bool) -> int:
     if as_json:
         print_json(job)
         return 0
-    o = out()
-    for line in summary(jid, job.get("runs", []), 0.0, o.err_style):
-        o.note(line.replace(" (", " after cancel (", 1) if line.startswith("job") else line)
-    o.flush()
+    runs = job.get("runs", [])
+    stopping = [r["server"] for r in runs if r.get("state") == "running"]
+    ended = len(runs) - len(stopping)
+    what = f"stopping it on {fold(stopping)}" if stopping else "no run was still going"
+    click.echo(f"cancelled job {jid}: {what} ({ended} of {len(runs)} runs had ended)", err=True)
     return errors.OK
 
 
