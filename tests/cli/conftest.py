@@ -104,6 +104,7 @@ class ServerProc:
             "KERNEL_RUN_START_TIMEOUT": "3",
             "KERNEL_AGENT_CONNECT_TIMEOUT": "2",
             "KERNEL_SSE_KEEPALIVE": "0.5",
+            "KERNEL_INSTALL_EXAMPLES": "false",  # the examples would change this machine
         }
         self.proc: subprocess.Popen[bytes] | None = None
         self.token = ""

@@ -173,6 +173,8 @@ def test_init_status_and_run(kernel: Kernel, fleet: Fleet) -> None:
     out = kernel.run("init", "run", "-s", "web2")
     assert out.returncode == 0, out
     assert "web2: third" in out.stdout and "30-flag.sh: ok" in out.stderr
+    again = kernel.json("init", "run", "-s", "web2", "--script", "20-second.sh")
+    assert [sc["state"] for sc in again["servers"][0]["scripts"]] == ["ok", "ok", "ok"]
     out = kernel.run("init", "run", "-s", "pending-or-not")
     assert out.returncode == 2 and "no such server" in out.stderr
 

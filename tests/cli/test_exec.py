@@ -204,6 +204,17 @@ def test_parallel_runs_batches(kernel: Kernel) -> None:
     assert [sorted(r["server"] for r in j["runs"]) for j in jobs] == [["db1", "web1"], ["web2"]]
 
 
+def test_pending_servers_matched_by_tag_are_skipped(kernel: Kernel) -> None:
+    kernel.ok("servers", "add", "pend1", "-t", "web")
+    try:
+        out = kernel.ok("exec", "-t", "web", "--", "true")
+        assert "skipped (not joined yet): pend1" in out.stderr
+        out = kernel.ok("exec", "-t", "web", "--parallel", "5", "--", "true")
+        assert "skipped (not joined yet): pend1" in out.stderr
+    finally:
+        kernel.ok("servers", "rm", "pend1", "--yes")
+
+
 def test_no_wait_prints_the_job_id(kernel: Kernel, fleet: Fleet) -> None:
     out = kernel.ok("exec", "-s", "web1", "--no-wait", "--", "echo", "later")
     job = fleet.wait_job(int(out.stdout))

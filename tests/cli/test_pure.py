@@ -369,6 +369,15 @@ def test_fast_path_values() -> None:
     )
 
 
+def test_the_cli_never_imports_the_server_or_the_agent() -> None:
+    code = "import sys, kernel.cli.app; print(' '.join(sorted(sys.modules)))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert "click" in out
+    assert not [m for m in out if m.startswith(("kernel.server", "kernel.agent", "flask"))]
+
+
 def test_exec_path_does_not_import_click_or_the_server() -> None:
     """What `kernel exec` loads: no click, no server, no agent, nothing heavy."""
     code = "import sys; from kernel.cli import main, execute; print(' '.join(sorted(sys.modules)))"
@@ -379,6 +388,7 @@ def test_exec_path_does_not_import_click_or_the_server() -> None:
         check=True,
         env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
     ).stdout.split()
+    assert any(m.startswith("kernel.cli.") for m in out)
     for heavy in (
         "click",
         "kernel.server",

@@ -92,7 +92,8 @@ def _batches(
     JOB_CONCURRENCY), so N hosts at a time means one job per batch of N, each started when
     the one before has ended (Ansible's ``serial``)."""
     servers = api.get("/api/v1/servers").get("servers", [])
-    names, _skipped = choose(servers, targets)
+    names, skipped = choose(servers, targets)
     for start in range(0, len(names), size):
         batch = names[start : start + size]
-        yield api.post("/api/v1/jobs", {**body, "targets": {"servers": batch}})
+        job = api.post("/api/v1/jobs", {**body, "targets": {"servers": batch}})
+        yield {**job, "skipped": skipped} if start == 0 else job

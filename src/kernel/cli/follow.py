@@ -182,6 +182,10 @@ def watch(
     try:
         for job in jobs:
             current = job
+            if job.get("skipped") and not opts.json:
+                from .nodeset import fold
+
+                out.note(f"skipped (not joined yet): {fold(job['skipped'])}")
             followed.append(Follower(api, out, sink, progress=not opts.json).run(job))
             current = None
     except KeyboardInterrupt:

@@ -213,9 +213,6 @@ def _operation(op: str) -> click.Command:
             body["lines"] = lines
         client = api()
         job = client.post(service_path(name, op), body)
-        skipped = job.get("skipped") or []
-        if skipped and not opts.json:
-            out().note(f"skipped (not joined yet): {fold(skipped)}")
         return watch(client, [job], opts)
 
     if op == "logs":
