@@ -130,9 +130,54 @@ def test_server_down(kernel: Kernel) -> None:
 
 def test_not_a_kernel_server(kernel: Kernel, fleet: Fleet) -> None:
     # An agent is an HTTP server that is not Kernel's API.
-    out = kernel.run("servers", "list", KERNEL_URL=fleet.agents["web1"].url)
-    assert out.returncode in (1, 6), out
-    assert out.stderr.count("\n") == 1 and out.stderr.startswith("kernel: ")
+    url = fleet.agents["web1"].url
+    out = kernel.run("servers", "list", KERNEL_URL=url)
+    assert out.returncode == 6, out
+    assert out.stderr.startswith(f"kernel: {url} answered 404 Not Found (")
+    assert out.stderr.endswith("is it a Kernel server?\n") and out.stderr.count("\n") == 1
+    # The API's own URL instead of the server's base URL.
+    out = kernel.run("status", KERNEL_URL=fleet.server.url + "/api/v1")
+    assert out.returncode == 6 and "without /api/v1" in out.stderr
+
+
+GARBAGE = {
+    "not http": b"SSH-2.0-OpenSSH_9.2\r\n",
+    "not json": b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n[[[[[",
+    "deep json": b"HTTP/1.1 200 OK\r\nContent-Length: 200000\r\n\r\n" + b"[" * 200000,
+    "not utf-8": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n\xff\xfe",
+    "redirect": b"HTTP/1.1 301 Moved\r\nLocation: https://k.example/\r\nContent-Length: 0\r\n\r\n",
+    "bad chunk": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+    "cut body": b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{",
+    "bad length": b"HTTP/1.1 200 OK\r\nContent-Length: lots\r\n\r\n{}",
+    "endless header": b"HTTP/1.1 200 OK\r\nX: " + b"a" * 70000,
+    "many headers": b"HTTP/1.1 200 OK\r\n" + b"X: y\r\n" * 300,
+    "html error": b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 15\r\n\r\n<html>502</html>",
+    "kernel 500": b"HTTP/1.1 500 X\r\nContent-Length: 42\r\n\r\n"
+    b'{"error":"internal","message":"it broke"}\n',
+}
+
+
+@pytest.mark.parametrize("name", list(GARBAGE))
+def test_garbage_answers(kernel: Kernel, name: str) -> None:
+    import threading
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        url = f"http://127.0.0.1:{s.getsockname()[1]}"
+
+        def answer() -> None:
+            conn, _ = s.accept()
+            with conn:
+                conn.recv(65536)
+                conn.sendall(GARBAGE[name])
+
+        t = threading.Thread(target=answer)
+        t.start()
+        out = kernel.run("jobs", "list", KERNEL_URL=url, KERNEL_TIMEOUT="5")
+        t.join()
+    assert out.returncode == 6, out
+    assert out.stderr.startswith("kernel: ") and out.stderr.count("\n") == 1, out.stderr
 
 
 def test_server_that_hangs_up(kernel: Kernel) -> None:

@@ -64,6 +64,21 @@ def test_exec_survives_a_server_restart(lone: tuple[ServerProc, AgentProc, Kerne
     assert b"Traceback" not in err
 
 
+def test_follow_an_ended_job_after_a_restart(lone: tuple[ServerProc, AgentProc, Kernel]) -> None:
+    """The server's event snapshot of a job it holds no events for has no output; the
+    command prints the stored output instead."""
+    server, _agent, kernel = lone
+    done = kernel.run("exec", "-s", "h1", "--", "echo out; echo err >&2; exit 3")
+    assert done.returncode == 4
+    summary = next(line for line in done.stderr.splitlines() if line.startswith("job "))
+    job_id = summary.split()[1].rstrip(":")
+    server.stop()
+    server.start()
+    out = kernel.run("jobs", "follow", job_id)
+    assert out.returncode == 4
+    assert out.stdout == "h1: out\n" and "h1: err\n" in out.stderr
+
+
 def test_follow_ctrl_c_leaves_the_job_running(lone: tuple[ServerProc, AgentProc, Kernel]) -> None:
     server, _agent, kernel = lone
     started = kernel.ok("exec", "-s", "h1", "--no-wait", "--", "sleep 30 # follow")

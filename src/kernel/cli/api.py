@@ -78,9 +78,14 @@ class Api:
         raw = resp.read()
         if resp.status >= 400:
             raise self.error(resp, raw)
+        if 300 <= resp.status < 400:
+            where = resp.headers.get("location", "elsewhere")[:200]
+            raise ServerUnreachable(
+                f"{self.url.base} redirects to {where}; use that URL (e.g. https://)"
+            )
         try:
             return json.loads(raw.decode("utf-8")) if raw else None
-        except (UnicodeDecodeError, ValueError):
+        except (UnicodeDecodeError, ValueError, RecursionError):
             raise ServerUnreachable(
                 f"{self.url.base} answered {resp.status} with something that is not JSON; "
                 "is it a Kernel server?"
@@ -103,12 +108,17 @@ class Api:
         slug, message = "", ""
         try:
             body = json.loads(raw.decode("utf-8"))
-            if isinstance(body, dict):
+            if isinstance(body, dict) and "message" in body:  # Kernel's {error, message}
                 slug = str(body.get("error") or "")
-                message = str(body.get("message") or "")
-        except (UnicodeDecodeError, ValueError):
+                message = str(body.get("message") or "") or slug
+        except (UnicodeDecodeError, ValueError, RecursionError):
             pass
         status = resp.status
+        if status == 404 and message.startswith("The requested URL was not found"):
+            return ServerUnreachable(
+                f"{self.url.base} has no such API endpoint ({resp.reason}); give the server's "
+                "base URL, without /api/v1"
+            )
         if not slug:
             first = raw.decode("utf-8", "replace").strip().split("\n", 1)[0][:120]
             what = f"{status} {resp.reason}".strip()
@@ -164,7 +174,7 @@ class Api:
                         failures = 0
                         try:
                             data = json.loads(ev.data)
-                        except ValueError:
+                        except (ValueError, RecursionError):
                             continue
                         if isinstance(data, dict):
                             yield ev.type, data

@@ -26,6 +26,8 @@ class Followed:
         self.runs: dict[str, dict[str, Any]] = {}
         self.seen: dict[tuple[str, str], int] = {}
         self.snapshots = 0
+        self.ended_before = False  # the job had ended when its stream was opened
+        self.unaligned: set[str] = set()  # runs shown from a partial snapshot
         for r in job.get("runs") or []:
             self.runs[str(r["id"])] = {k: v for k, v in r.items() if k not in ("stdout", "stderr")}
 
@@ -66,10 +68,11 @@ class Follower:
         finally:
             if bar is not None:
                 bar.stop()
-        if f.snapshots > 1:
-            # The stream was reopened on a server that could not resume it (restarted): a run
-            # re-attached there stores its output at the end without output events, so what
-            # is missing comes from the stored result.
+        if f.snapshots > 1 or f.ended_before:
+            # The server's snapshot carries output only from its in-memory events: a job that
+            # had ended before we came (events kept 10 min), or a stream reopened on a server
+            # that restarted (a re-attached run stores its output at the end, without output
+            # events), gets the rest from the stored job.
             self._snapshot(f, self.api.get(f"/api/v1/jobs/{job['id']}?output=1"))
         for run_id, r in f.runs.items():
             self.sink.run_ended(run_id, str(r.get("server")))
@@ -93,7 +96,10 @@ class Follower:
                 self.sink.run_ended(run_id, str(run.get("server")))
         elif type_ == "snapshot":
             f.snapshots += 1
-            self._snapshot(f, data.get("job") or {})
+            snap = data.get("job") or {}
+            if f.snapshots == 1 and snap.get("state") in ("finished", "cancelled"):
+                f.ended_before = True
+            self._snapshot(f, snap)
         elif type_ == "job":
             f.state = str((data.get("job") or {}).get("state", f.state))
         elif type_ == "end":
@@ -109,14 +115,24 @@ class Follower:
         for run in job.get("runs") or []:
             run_id = str(run.get("id"))
             server = str(run.get("server"))
+            if run.get("output_partial") and run.get("state") in FINAL:
+                # Only the tail came with the snapshot; the stored run has all there is.
+                run = {**run, **self.api.get(f"/api/v1/jobs/{f.id}/runs/{run_id}")}
+                run["output_partial"] = False
+            # What was printed of an unaligned run cannot be matched with stored output.
+            skip = run_id in f.unaligned
             for stream in ("stdout", "stderr"):
                 text = str(run.get(stream) or "")
                 seen = f.seen.get((run_id, stream), 0)
+                if skip:
+                    continue
                 if run.get("output_partial"):
+                    # A run still going whose earlier output the server no longer holds in
+                    # memory (nor has stored yet): show the tail, then follow it live.
                     if seen == 0 and text:
                         self.sink.output(run_id, server, stream, "[… earlier output not shown]\n")
                         self.sink.output(run_id, server, stream, text)
-                    f.seen[(run_id, stream)] = max(seen, 1)
+                    f.unaligned.add(run_id)
                 elif len(text) > seen:
                     self.sink.output(run_id, server, stream, text[seen:])
                     f.seen[(run_id, stream)] = len(text)
