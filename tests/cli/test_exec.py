@@ -249,6 +249,18 @@ def test_ctrl_c_cancels_the_job(kernel: Kernel, fleet: Fleet) -> None:
     assert job["state"] == "cancelled" and job["runs"][0]["state"] == "cancelled"
 
 
+def test_sigterm_acts_as_ctrl_c(kernel: Kernel, fleet: Fleet) -> None:
+    cmd = "sleep 30 # terminate me"
+    proc = kernel.popen("exec", "-s", "web1", "--", cmd)
+    job_id = _running_job(fleet, cmd)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM)
+    _stdout, stderr = proc.communicate(timeout=20)
+    assert proc.returncode == 143
+    assert f"kernel: terminated; cancelled job {job_id}" in stderr.decode()
+    assert fleet.wait_job(job_id)["state"] == "cancelled"
+
+
 def test_ctrl_c_with_no_cancel_leaves_it_running(kernel: Kernel, fleet: Fleet) -> None:
     cmd = "sleep 30 # leave me"
     proc = kernel.popen("exec", "-s", "web1", "--no-cancel", "--", cmd)

@@ -191,8 +191,9 @@ def run_click(args: list[str]) -> int:
         raise UsageError(e.format_message() + where) from None
     except click.exceptions.Exit as e:
         return int(e.exit_code)
-    except click.Abort:
-        raise KeyboardInterrupt from None
+    except click.Abort as e:  # click turns Ctrl-C (and our SIGTERM) into Abort
+        cause = e.__context__
+        raise (cause if isinstance(cause, KeyboardInterrupt) else KeyboardInterrupt()) from None
     except click.ClickException as e:
         raise CliError(e.format_message()) from None
     except OSError as e:

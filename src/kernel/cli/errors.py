@@ -34,6 +34,7 @@ EXIT_CODES = {
     AUTH: "not logged in, the token was refused (401), or your role may not do this (403)",
     SERVER_DOWN: "the Kernel server could not be reached, or answered with a server error",
     INTERRUPTED: "interrupted (Ctrl-C); the message says what became of the job",
+    143: "terminated (SIGTERM), as Ctrl-C; 129 for SIGHUP",
 }
 
 FAILED_STATES = frozenset({"failed", "timed_out", "cancelled"})
@@ -67,6 +68,23 @@ class AuthError(ApiError):
 
 class ServerUnreachable(CliError):
     exit_code = SERVER_DOWN
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, handled as Ctrl-C is (so a CI step's timeout cancels the job)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+SIGNAL_WORDS = {1: "hung up", 2: "interrupted", 15: "terminated"}
+
+
+def interruption(exc: BaseException) -> tuple[str, int]:
+    """("interrupted", 130) for Ctrl-C; ("terminated", 143) for SIGTERM, …"""
+    signum = exc.signum if isinstance(exc, Interrupted) else 2
+    return SIGNAL_WORDS.get(signum, "interrupted"), 128 + signum
 
 
 def exit_status(states: Iterable[str]) -> int:

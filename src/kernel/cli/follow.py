@@ -204,8 +204,10 @@ def watch(
                 out.note(f"skipped (not joined yet): {fold(job['skipped'])}")
             followed.append(Follower(api, out, sink, progress=not opts.json).run(job))
             current = None
-    except KeyboardInterrupt:
-        return _interrupted(api, out, current, owner=owner and not opts.no_cancel)
+    except KeyboardInterrupt as e:
+        word, status = errors.interruption(e)
+        _interrupted(api, out, current, word, owner=owner and not opts.no_cancel)
+        return status
     runs = [r for f in followed for r in f.run_list()]
     if opts.json:
         full = [api.get(f"/api/v1/jobs/{f.id}?output=1") for f in followed]
@@ -224,15 +226,15 @@ class _Silent(Sink):
         pass
 
 
-def _interrupted(api: Api, out: Out, job: dict[str, Any] | None, *, owner: bool) -> int:
+def _interrupted(api: Api, out: Out, job: dict[str, Any] | None, word: str, *, owner: bool) -> None:
     if out.progress is not None:
         out.progress.stop()
     if job is None:
-        out.note("kernel: interrupted")
+        out.note(f"kernel: {word}")
     elif not owner:
         jid = job["id"]
         out.note(
-            f"kernel: interrupted; job {jid} is left running "
+            f"kernel: {word}; job {jid} is left running "
             f"(`kernel jobs follow {jid}` to watch it, `kernel jobs cancel {jid}` to stop it)"
         )
     else:
@@ -242,16 +244,15 @@ def _interrupted(api: Api, out: Out, job: dict[str, Any] | None, *, owner: bool)
             done = api.post(f"/api/v1/jobs/{jid}/cancel")
             stopped = [r["server"] for r in done.get("runs", []) if r.get("state") == "running"]
             more = f"; stopping it on {len(stopped)} host(s)" if stopped else ""
-            out.note(f"kernel: interrupted; cancelled job {jid}{more}")
+            out.note(f"kernel: {word}; cancelled job {jid}{more}")
         except ApiError as e:
             if e.status == 409:
-                out.note(f"kernel: interrupted; job {jid} had already ended")
+                out.note(f"kernel: {word}; job {jid} had already ended")
             else:
-                out.note(f"kernel: interrupted; could not cancel job {jid}: {e.message}")
+                out.note(f"kernel: {word}; could not cancel job {jid}: {e.message}")
         except (CliError, KeyboardInterrupt):
             out.note(
-                f"kernel: interrupted; job {jid} may still be running "
+                f"kernel: {word}; job {jid} may still be running "
                 f"(`kernel jobs cancel {jid}` stops it)"
             )
     out.flush()
-    return errors.INTERRUPTED

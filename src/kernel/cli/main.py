@@ -7,7 +7,7 @@ import os
 import sys
 
 from . import errors
-from .errors import CliError, UsageError
+from .errors import CliError, Interrupted, UsageError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -16,7 +16,20 @@ if TYPE_CHECKING:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    _on_termination()
     return guarded(lambda: dispatch(args))
+
+
+def _on_termination() -> None:
+    """SIGTERM and SIGHUP act as Ctrl-C. (``_signal``, the C module under ``signal``, is
+    loaded by every interpreter; ``signal`` itself would cost ~3 ms.)"""
+    import _signal
+
+    def handler(signum: int, _frame: object) -> None:
+        raise Interrupted(signum)
+
+    for signum in (_signal.SIGTERM, _signal.SIGHUP):
+        _signal.signal(signum, handler)
 
 
 def dispatch(args: list[str]) -> int:
@@ -53,9 +66,10 @@ def guarded(fn: Callable[[], int]) -> int:
     except CliError as e:
         _say(f"kernel: {e.message}")
         return e.exit_code
-    except KeyboardInterrupt:
-        _say("kernel: interrupted")
-        return errors.INTERRUPTED
+    except KeyboardInterrupt as e:
+        word, status = errors.interruption(e)
+        _say(f"kernel: {word}")
+        return status
     except BrokenPipeError:
         # Our reader went away (``kernel … | head``): stop quietly, like a process SIGPIPE
         # would have killed; stdout is pointed at /dev/null so the final flush cannot fail.
