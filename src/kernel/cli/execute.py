@@ -15,7 +15,7 @@ from .targets import Targets, choose
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterable, Iterator
     from typing import Any
 
 
@@ -28,8 +28,9 @@ def run_exec(a: ExecArgs) -> int:
     sess = config.session(a.profile)
     api = Api(sess.url, sess.need_token())
     try:
+        jobs: Iterable[dict[str, Any]]
         if a.parallel:
-            jobs: Any = _batches(api, body, targets, a.parallel)
+            jobs = _batches(api, body, targets, a.parallel)
         else:
             jobs = [api.post("/api/v1/jobs", body)]
         return watch(api, jobs, a.opts, started=started)

@@ -10,10 +10,11 @@ from . import errors
 from .api import Api
 from .errors import ApiError, CliError
 from .output import Out, Progress
-from .render import FINAL, GroupSink, Sink, summary
+from .render import FINAL, GroupSink, Quiet, Sink, summary
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Iterable
     from typing import Any
 
 
@@ -173,7 +174,7 @@ class JobOptions:
 
 def watch(
     api: Api,
-    jobs: list[dict[str, Any]],
+    jobs: Iterable[dict[str, Any]],
     opts: JobOptions,
     *,
     owner: bool = True,
@@ -182,7 +183,9 @@ def watch(
 ) -> int:
     """Follow ``jobs`` one after the other (batches of ``--parallel``, or one job), print the
     output and a summary, and return the exit status. ``owner``: the command started the
-    jobs, so Ctrl-C cancels them (unless ``--no-cancel``); otherwise it only stops watching."""
+    jobs, so Ctrl-C cancels them (unless ``--no-cancel``); otherwise it only stops watching.
+    ``jobs`` may be a generator (each batch is created when the one before has ended);
+    ``started`` is when the command began (``time.monotonic()``), for the summary."""
     out = out or Out(opts.colour)
     if opts.no_wait:
         for job in jobs:
@@ -191,7 +194,7 @@ def watch(
         return errors.OK
     sink: Sink = GroupSink(out) if opts.group else Sink(out, prefix=opts.prefix)
     if opts.json:
-        sink = _Silent(out)
+        sink = Quiet(out)
     started = time.monotonic() if started is None else started
     followed: list[Followed] = []
     current: dict[str, Any] | None = None
@@ -219,11 +222,6 @@ def watch(
             out.note(line)
     out.flush()
     return status
-
-
-class _Silent(Sink):
-    def emit(self, server: str, stream: str, line: str) -> None:
-        pass
 
 
 def _interrupted(api: Api, out: Out, job: dict[str, Any] | None, word: str, *, owner: bool) -> None:

@@ -13,16 +13,11 @@ from .errors import ApiError
 from .follow import Follower
 from .options import CONTEXT, api, json_option, out, print_json, server_list, target_options
 from .output import Out
-from .render import Sink, run_detail
+from .render import Quiet, Sink, run_detail
 from .tables import table, when
 from .targets import Targets, choose
 
 ACTIVE = ("queued", "running")
-
-
-class _Quiet(Sink):
-    def emit(self, server: str, stream: str, line: str) -> None:
-        pass
 
 
 def watch_init(
@@ -54,7 +49,7 @@ def watch_init(
         if not quiet:
             o.note(f"{name}: init script {sc['script']}…")
             o.flush()
-        sink = _Quiet(o) if quiet else Sink(o)
+        sink = Quiet(o) if quiet else Sink(o)
         f = Follower(client, o, sink, progress=False).run(job)
         followed.add(int(sc["job_id"]))
         for r in f.run_list():

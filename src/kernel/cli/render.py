@@ -66,6 +66,13 @@ class Sink:
         """Called once the job has ended (before the summary)."""
 
 
+class Quiet(Sink):
+    """Output is not shown (``--json``: the finished job carries it)."""
+
+    def emit(self, server: str, stream: str, line: str) -> None:
+        pass
+
+
 class GroupSink(Sink):
     """``--group``: stdout is gathered per host and printed at the end, hosts with the same
     output under one header; stderr is still printed live, prefixed by its host."""
