@@ -19,7 +19,8 @@ status and a slug, in one table.
     │   └── AgentUnreachable  no usable answer: connect/read failure, timeout, TLS pin
     ├── AgentFailed           an agent did not answer a check properly (what a view reports)
     ├── InvalidTransition     a run state change that the rules forbid (a bug if seen)
-    └── TestbedError          a test host could not be made, reached or removed
+    ├── TestbedError          a test host could not be made, reached or removed
+    └── CliError              the `kernel` command's own (kernel/cli/errors.py: exit codes)
 
 Every error may carry ``extra`` fields that travel with it to the client (``retry_after``,
 ``busy``). The agent (agent.py) is a standalone stdlib file and does not import this module.
@@ -27,15 +28,13 @@ Every error may carry ``extra`` fields that travel with it to the client (``retr
 
 from __future__ import annotations
 
-from typing import Any
-
-from kernel.names import NAME_PATTERN
+# This module is on the CLI's start-up path: it imports nothing at run time (not even typing).
 
 
 class KernelError(Exception):
     """Root of every error Kernel raises on purpose."""
 
-    def __init__(self, message: str = "", **extra: Any) -> None:
+    def __init__(self, message: str = "", **extra: object) -> None:
         super().__init__(message)
         self.message = message
         self.extra = extra
@@ -55,7 +54,11 @@ class InvalidName(InvalidInput):
     def __init__(self, kind: str, value: object, reason: str | None = None) -> None:
         self.kind = kind
         self.value = value
-        self.reason = reason or f"names must match {NAME_PATTERN}"
+        if reason is None:
+            from kernel.names import NAME_PATTERN  # only when one is refused
+
+            reason = f"names must match {NAME_PATTERN}"
+        self.reason = reason
         super().__init__(f"{kind} name {_show(value)} is not allowed: {self.reason}")
 
 

@@ -191,7 +191,7 @@ def add(
       kernel servers add web2 --url http://10.0.0.7:8001 --key-file web2.key -t web
       ssh web3 sudo cat /etc/kernel-agent/key |
           kernel servers add web3 --url http://10.0.0.8:8001 --key-stdin
-      kernel servers add web4 -t web    (prints the curl … | sudo bash line)
+      kernel servers add web4 -t web    (prints the curl … | bash line)
     """
     key = _read_key(key_file, key_stdin)
     if key and not agent_url:
@@ -282,7 +282,7 @@ def edit(name: str, **kw: Any) -> int:
 def rm(names: tuple[str, ...], yes: bool, as_json: bool) -> int:
     """Remove servers: no more jobs run on them (queued runs are cancelled); their history
     stays. The agent keeps running on the host; uninstall it there with
-    `curl -fsSL <KERNEL_URL>/agent/uninstall.sh | sudo bash`.
+    `curl -fsSL <KERNEL_URL>/agent/uninstall.sh | bash`.
 
     \b
     Examples:
