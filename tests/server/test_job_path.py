@@ -45,8 +45,8 @@ def count_claims(runner: Any, monkeypatch: Any) -> list[int]:
     claims: list[int] = []
     real_claim = runner._claim
 
-    def counting_claim(limit: int) -> Any:
-        got = real_claim(limit)
+    async def counting_claim(limit: int) -> Any:
+        got = await real_claim(limit)
         claims.append(len(got))
         return got
 

@@ -10,6 +10,7 @@ import pytest
 
 from kernel.server.components import components
 from kernel.server.models.status import HostStatus, MetricSample
+from kernel.server.status import store
 
 from .conftest import Api, FlaskClient, add_server, close_app, make_app, make_token, wait_for
 
@@ -149,7 +150,7 @@ def test_prune_compacts_history(tmp_path: Path, db_url):
                 s.add(MetricSample(server_id=sid, t=now - 60 * i, count=1, values={"load1": 1.0}))
             s.add(MetricSample(server_id=sid, t=now - 8 * day, count=1, values={"load1": 9.0}))
         poller = components(app).poller
-        removed = poller._prune(now)
+        removed = store.prune(poller.db, now, poller.retention)
         with components(app).db.session() as s:
             rows = s.query(MetricSample).order_by(MetricSample.t).all()
             old = [r for r in rows if r.t < now - day]
@@ -159,7 +160,7 @@ def test_prune_compacts_history(tmp_path: Path, db_url):
             assert len([r for r in rows if r.t >= now - day]) == 10
             assert not [r for r in rows if r.t < now - 7 * day]
         assert removed == 60 - len(old) + 1
-        assert poller._prune(now) == 0  # idempotent
+        assert store.prune(poller.db, now, poller.retention) == 0  # idempotent
         with components(app).db.session() as s:
             assert s.query(HostStatus).count() == 0
     finally:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from kernel.agent_client import AgentError, AgentRefused, AgentUnreachable, AsyncAgentClient
+from kernel.server.core.agents import AgentPool
 from kernel.server.core.db import utcnow
 from kernel.server.jobs.states import outcome
 from kernel.server.models.jobs import Job, Run
@@ -172,21 +173,13 @@ class AgentRun:
         self.start_timeout = start_timeout
         self.connect_timeout = connect_timeout
         self.publish = publish
-        self._clients: dict[tuple[str, str, str | None], AsyncAgentClient] = {}
+        self.agents = AgentPool(connect_timeout)
 
     def client(self, task: RunTask) -> AsyncAgentClient:
-        key = (task.url, task.key, task.fingerprint)
-        if key not in self._clients:
-            self._clients[key] = AsyncAgentClient(
-                task.url, task.key, timeout=self.connect_timeout, tls_fingerprint=task.fingerprint
-            )
-        return self._clients[key]
+        return self.agents.get(task.url, task.key, task.fingerprint)
 
     async def close(self) -> None:
-        for c in self._clients.values():
-            with contextlib.suppress(Exception):
-                await c.aclose()
-        self._clients.clear()
+        await self.agents.close()
 
     def _started(self, task: RunTask) -> None:
         task.started_at = task.started_at or utcnow()

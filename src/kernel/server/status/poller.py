@@ -11,34 +11,27 @@ those, they never wait on a host. History is compacted every few minutes (histor
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
-import datetime as dt
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, select
-
-from kernel.agent_client import AgentError, AsyncAgentClient
+from kernel.agent_client import AgentError
+from kernel.server.core.agents import AgentPool
 from kernel.server.core.db import Database
 from kernel.server.core.loopthread import LoopThread
 from kernel.server.core.shell import RemoteCommand
-from kernel.server.models.servers import Server
-from kernel.server.models.status import HostStatus, MetricSample
-from kernel.server.status.health import DEFAULT_OFFLINE_AFTER, HostHealth, next_health
-from kernel.server.status.history import MetricPoint, RetentionPolicy, compact, metric_values
+from kernel.server.status import store
+from kernel.server.status.gate import Gate
+from kernel.server.status.history import RetentionPolicy
 from kernel.server.status.probe import (
-    CpuTimes,
     ProbeReport,
-    cpu_usage,
     parse_probe,
     probe_script,
-    report_json,
 )
 from kernel.server.status.probelimit import ProbeLimit
+from kernel.server.status.store import Outcome, Target
 
 if TYPE_CHECKING:
     pass
@@ -48,46 +41,6 @@ log = logging.getLogger(__name__)
 STALL_AFTER = 1.0  # seconds after which an unanswered probe stops counting as in flight
 BATCH_WINDOW = 0.1  # seconds answers may wait to share the writer's transaction
 BATCH_MAX = 64  # answers that are written at once, window or not
-DEFAULTS: dict[str, Any] = {
-    "STATUS_INTERVAL": 30.0,  # seconds between probes of one host
-    "STATUS_CONCURRENCY": 64,  # most probes in flight at once (the adaptive limit's ceiling)
-    "STATUS_PROBE_TIMEOUT": 20.0,  # a probe not answered by then (or 0.4 interval) failed
-    "STATUS_OFFLINE_AFTER": DEFAULT_OFFLINE_AFTER,  # consecutive failed probes → offline
-    "STATUS_PRUNE_INTERVAL": 300.0,  # seconds between history compactions
-    "STATUS_HISTORY_RAW": 86400,  # seconds every sample is kept
-    "STATUS_HISTORY_KEEP": 604800,  # seconds downsampled points are kept
-    "STATUS_HISTORY_BUCKET": 300,  # seconds per downsampled point
-}
-
-
-@dataclass(frozen=True)
-class Target:
-    server_id: int
-    name: str
-    url: str
-    key: str
-    fingerprint: str | None
-
-
-@dataclass
-class Outcome:
-    """One probe's result, waiting to be stored."""
-
-    target: Target
-    at: float
-    duration: float
-    report: ProbeReport | None
-    error: str | None
-    stored: asyncio.Future[None] = field(repr=False)  # set once written to the database
-
-    @property
-    def ok(self) -> bool:
-        return self.report is not None and self.error is None
-
-
-def setting(config: Any, name: str) -> Any:
-    value = config.get(name)
-    return DEFAULTS[name] if value is None else value
 
 
 class Poller(LoopThread):
@@ -100,16 +53,16 @@ class Poller(LoopThread):
         cfg = config
         self.db = db
         self.units = units  # the catalogue's units, asked of every host
-        self.interval = float(setting(cfg, "STATUS_INTERVAL"))
-        self.concurrency = int(setting(cfg, "STATUS_CONCURRENCY"))
-        self.probe_timeout = float(setting(cfg, "STATUS_PROBE_TIMEOUT"))
-        self.offline_after = int(setting(cfg, "STATUS_OFFLINE_AFTER"))
-        self.prune_interval = float(setting(cfg, "STATUS_PRUNE_INTERVAL"))
+        self.interval = float(cfg["STATUS_INTERVAL"])
+        self.concurrency = int(cfg["STATUS_CONCURRENCY"])
+        self.probe_timeout = float(cfg["STATUS_PROBE_TIMEOUT"])
+        self.offline_after = int(cfg["STATUS_OFFLINE_AFTER"])
+        self.prune_interval = float(cfg["STATUS_PRUNE_INTERVAL"])
         self.connect_timeout = float(cfg.get("AGENT_CONNECT_TIMEOUT") or 5.0)
         self.retention = RetentionPolicy(
-            raw_seconds=float(setting(cfg, "STATUS_HISTORY_RAW")),
-            keep_seconds=float(setting(cfg, "STATUS_HISTORY_KEEP")),
-            bucket_seconds=float(setting(cfg, "STATUS_HISTORY_BUCKET")),
+            raw_seconds=float(cfg["STATUS_HISTORY_RAW"]),
+            keep_seconds=float(cfg["STATUS_HISTORY_KEEP"]),
+            bucket_seconds=float(cfg["STATUS_HISTORY_BUCKET"]),
         )
         if self.interval <= 0 or self.concurrency < 1 or self.offline_after < 1:
             raise ValueError(
@@ -122,7 +75,8 @@ class Poller(LoopThread):
         self.last_round: dict[str, Any] = {}
         self.make_probe: Callable[[list[str]], RemoteCommand] = probe_script  # a seam for benches
         self._failures: dict[int, int] = {}  # consecutive, as seen by this process
-        self._clients: dict[int, tuple[Target, AsyncAgentClient]] = {}
+        self.agents = AgentPool(self.connect_timeout)
+        self._known: set[int] = set()  # servers the probe limit has a best time for
         self._inflight: set[int] = set()
         self._done: list[Outcome] = []
         # Probes in flight: adaptive up to STATUS_CONCURRENCY (probelimit.py; docs/status.md).
@@ -148,10 +102,10 @@ class Poller(LoopThread):
     # -- the loop --------------------------------------------------------------------------------
     def _prepare(self) -> None:
         self._flush = asyncio.Event()
-        self._slots = _Gate(lambda: self.limit.current)
+        self._slots = Gate(lambda: self.limit.current)
 
     async def _close(self) -> None:
-        await self._close_clients(set(self._clients))
+        await self.agents.close()
 
     async def _main(self) -> None:
         writer = self._spawn(self._writer(), "writer")
@@ -162,7 +116,9 @@ class Poller(LoopThread):
                 self._spawn(self.poll(None), "round")
                 if started >= next_prune:
                     next_prune = started + self.prune_interval
-                    self._spawn(self._db(self._prune, time.time()), "prune")
+                    self._spawn(
+                        self._db(store.prune, self.db, time.time(), self.retention), "prune"
+                    )
                 wait = max(0.05, self.interval - (time.monotonic() - started))
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), wait)
@@ -178,16 +134,19 @@ class Poller(LoopThread):
                 await writer
             if self._done:
                 batch, self._done = self._done, []
-                await self._db(self._store, batch)
+                await self._db(store.store, self.db, batch, self.offline_after)
 
     async def poll(self, server_ids: list[int] | None) -> dict[str, Any]:
         """One round over these servers (None: all joined); waits until stored."""
         t0 = time.monotonic()
-        targets = await self._db(self._targets, server_ids)
+        targets = await self._db(store.targets, self.db, server_ids)
         units = await self._db(self.units)
         command = self.make_probe(units)
         if server_ids is None:
-            await self._close_clients(set(self._clients) - {t.server_id for t in targets})
+            await self.agents.keep_only((t.url, t.key, t.fingerprint) for t in targets)
+            for sid in self._known - {t.server_id for t in targets}:
+                self.limit.forget(sid)
+            self._known = {t.server_id for t in targets}
         outcomes = [
             o
             for o in await asyncio.gather(
@@ -256,7 +215,7 @@ class Poller(LoopThread):
         return outcome
 
     async def _run_probe(self, target: Target, cmd: str) -> tuple[ProbeReport | None, str | None]:
-        client = await self._client(target)
+        client = self.agents.get(target.url, target.key, target.fingerprint)
         try:
             result = await asyncio.wait_for(client.exec(cmd, timeout=self.deadline), self.deadline)
         except TimeoutError:
@@ -273,29 +232,6 @@ class Poller(LoopThread):
             return None, "probe output was cut short"
         return report, None
 
-    async def _client(self, target: Target) -> AsyncAgentClient:
-        have = self._clients.get(target.server_id)
-        if have is not None and have[0] == target:
-            return have[1]
-        if have is not None:
-            await have[1].aclose()
-        client = AsyncAgentClient(
-            target.url,
-            target.key,
-            timeout=self.connect_timeout,
-            tls_fingerprint=target.fingerprint,
-        )
-        self._clients[target.server_id] = (target, client)
-        return client
-
-    async def _close_clients(self, ids: set[int]) -> None:
-        for sid in ids:
-            entry = self._clients.pop(sid, None)
-            self.limit.forget(sid)
-            if entry is not None:
-                with contextlib.suppress(Exception):
-                    await entry[1].aclose()
-
     async def _writer(self) -> None:
         while True:
             await self._flush.wait()
@@ -310,7 +246,7 @@ class Poller(LoopThread):
             if not batch:
                 continue
             try:
-                await self._db(self._store, batch)
+                await self._db(store.store, self.db, batch, self.offline_after)
             except Exception as e:
                 log.exception("could not store %d probe results", len(batch))
                 for o in batch:
@@ -320,157 +256,3 @@ class Poller(LoopThread):
             for o in batch:
                 if not o.stored.done():
                     o.stored.set_result(None)
-
-    # -- database side (the poller's one database thread) -----------------------------------
-    def _targets(self, server_ids: list[int] | None) -> list[Target]:
-        q = select(Server).where(Server.removed_at.is_(None), Server.agent_url.is_not(None))
-        if server_ids is not None:
-            q = q.where(Server.id.in_(server_ids))
-        with self.db.session() as s:
-            return [
-                Target(srv.id, srv.name, srv.agent_url or "", srv.agent_key, srv.tls_fingerprint)
-                for srv in s.scalars(q.order_by(Server.name))
-            ]
-
-    def _store(self, batch: list[Outcome]) -> None:
-        ids = [o.target.server_id for o in batch]
-        with self.db.session() as s:
-            # Two queries for the whole batch, not two per host.
-            servers = {srv.id: srv for srv in s.scalars(select(Server).where(Server.id.in_(ids)))}
-            statuses = {
-                st.server_id: st
-                for st in s.scalars(select(HostStatus).where(HostStatus.server_id.in_(ids)))
-            }
-            for o in batch:
-                srv = servers.get(o.target.server_id)
-                if srv is None or srv.removed_at is not None:
-                    continue
-                st = statuses.get(srv.id)
-                if st is None:
-                    st = HostStatus(server_id=srv.id, state="unknown", failures=0)
-                    st.facts, st.metrics, st.units, st.warnings = {}, {}, {}, []
-                    s.add(st)
-                    statuses[srv.id] = st
-                apply_outcome(st, srv, o, self.offline_after, s)
-
-    def _prune(self, now: float) -> int:
-        """Compact each host's history (history.compact); returns rows removed."""
-        raw_cut = now - self.retention.raw_seconds
-        removed = 0
-        with self.db.session() as s:
-            ids = s.scalars(
-                select(MetricSample.server_id)
-                .where(MetricSample.t < raw_cut, MetricSample.count == 1)
-                .distinct()
-            ).all()
-            for sid in ids:
-                rows = s.scalars(
-                    select(MetricSample).where(
-                        MetricSample.server_id == sid, MetricSample.t < raw_cut
-                    )
-                ).all()
-                kept = compact([_point(r) for r in rows], now, self.retention)
-                s.execute(
-                    delete(MetricSample).where(
-                        MetricSample.server_id == sid, MetricSample.t < raw_cut
-                    )
-                )
-                s.add_all(
-                    MetricSample(server_id=sid, t=p.t, count=p.count, values=dict(p.values))
-                    for p in kept
-                )
-                removed += len(rows) - len(kept)
-            # Whatever is past the horizon goes, also for hosts with nothing left to merge.
-            res = s.execute(
-                delete(MetricSample).where(MetricSample.t < now - self.retention.keep_seconds)
-            )
-            removed += int(getattr(res, "rowcount", 0) or 0)
-        return removed
-
-
-def apply_outcome(st: HostStatus, srv: Server, o: Outcome, offline_after: int, s: Any) -> None:
-    """Fold one probe into the host's status row (and its server row's online/offline)."""
-    at = dt.datetime.fromtimestamp(o.at, dt.UTC)
-    prev = HostHealth(
-        state=st.state,
-        failures=st.failures,
-        last_error=st.last_error,
-        last_error_at=st.last_error_at.timestamp() if st.last_error_at else None,
-        last_ok_at=st.last_ok_at.timestamp() if st.last_ok_at else None,
-    )
-    health = next_health(prev, ok=o.ok, at=o.at, error=o.error, offline_after=offline_after)
-    st.state, st.failures, st.last_error = health.state, health.failures, health.last_error
-    st.last_error_at = _when(health.last_error_at)
-    st.last_ok_at = _when(health.last_ok_at)
-    st.probed_at, st.duration = at, round(o.duration, 4)
-    if o.report is not None and o.ok:
-        data = report_json(o.report)
-        times = o.report.metrics.cpu_times
-        cpu = None
-        if times is not None and st.cpu_total is not None and st.cpu_idle is not None:
-            cpu = cpu_usage(CpuTimes(st.cpu_total, st.cpu_idle), times)
-        values = metric_values(o.report, cpu_percent=cpu)
-        data["metrics"].pop("cpu_times", None)
-        data["metrics"]["cpu_percent_interval"] = cpu
-        # Facts, units and warnings rarely change: assigned only when they do, so the UPDATE
-        # does not carry (and encode) them every round.
-        st.metrics = data["metrics"]
-        for column, value in (
-            ("facts", data["facts"]),
-            ("units", data["units"]),
-            ("warnings", data["warnings"][:50]),
-        ):
-            if getattr(st, column) != value:
-                setattr(st, column, value)
-        st.cpu_total = times.total if times else None
-        st.cpu_idle = times.idle if times else None
-        s.add(MetricSample(server_id=srv.id, t=o.at, count=1, values=values))
-        srv.last_seen = at
-    # Keep the inventory's online/offline in step (pending and init_failed are not ours).
-    if health.state == "online" and srv.state == "offline":
-        srv.state, srv.last_error = "online", None
-    elif health.state == "offline" and srv.state == "online":
-        srv.state, srv.last_error = "offline", health.last_error
-
-
-def _when(ts: float | None) -> dt.datetime | None:
-    return dt.datetime.fromtimestamp(ts, dt.UTC) if ts is not None else None
-
-
-def _point(row: MetricSample) -> MetricPoint:
-    return MetricPoint(t=row.t, values=dict(row.values or {}), count=row.count)
-
-
-class _Gate:
-    """Like a semaphore, but its size (``size()``) may change between acquisitions, and a
-    holder may give its slot back before it is done (`release` once, from the loop)."""
-
-    def __init__(self, size: Callable[[], int]) -> None:
-        self._size = size
-        self._held = 0
-        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
-
-    async def acquire(self) -> None:
-        while self._held >= self._size():
-            fut = asyncio.get_running_loop().create_future()
-            self._waiters.append(fut)
-            try:
-                await fut
-            except asyncio.CancelledError:
-                if fut in self._waiters:
-                    self._waiters.remove(fut)
-                self._wake()  # a wake-up meant for it goes to the next in line
-                raise
-        self._held += 1
-
-    def release(self) -> None:
-        self._held -= 1
-        self._wake()
-
-    def _wake(self) -> None:
-        free = self._size() - self._held
-        while free > 0 and self._waiters:
-            fut = self._waiters.popleft()
-            if not fut.done():
-                fut.set_result(None)
-                free -= 1
