@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from kernel.exceptions import InvalidInput
+from kernel.server.core.text import fit_utf8
 from kernel.server.inventory.envcheck import check_key, check_url, parse_check
 from kernel.server.jobs import states as jobstate
 from kernel.server.jobs.conversation import RunTask, final_from
@@ -28,19 +29,7 @@ def test_job_state_from_runs():
     assert jobstate.job_state([]) == "finished"
 
 
-def test_transitions():
-    jobstate.check_transition("queued", "running")
-    jobstate.check_transition("queued", "cancelled")
-    jobstate.check_transition("running", "ok")
-    for current, new in [
-        ("ok", "running"),
-        ("failed", "ok"),
-        ("running", "running"),
-        ("queued", "queued"),
-        ("queued", "bogus"),
-    ]:
-        with pytest.raises(jobstate.InvalidTransition):
-            jobstate.check_transition(current, new)
+def test_rerun_and_summary():
     assert jobstate.needs_rerun("failed") and jobstate.needs_rerun("unreachable")
     assert not jobstate.needs_rerun("ok") and not jobstate.needs_rerun("running")
     assert jobstate.summary(["ok", "ok", "lost"])["ok"] == 2
@@ -56,7 +45,8 @@ def test_output_cap_counts_bytes_and_keeps_utf8_whole():
     assert task.add("stdout", "éé", 5) == "é"  # 2 + 2 bytes fit, the last é would not
     assert task.truncated and task.text("stdout") == "abé"
     assert task.add("stdout", "more", 5) == ""
-    assert jobstate.cap_text("ab", "cdef", 4) == ("abcd", True)
+    assert fit_utf8("abcdef", 4) == ("abcd", 4, True)
+    assert fit_utf8("é", 1) == ("", 0, True) and fit_utf8("é", 2) == ("é", 2, False)
     f = final_from({"exit_code": 0, "stdout": "x" * 10, "stderr": ""}, cap=4)
     assert (f.state, f.stdout, f.truncated) == ("ok", "xxxx", True)
     lost = final_from({"state": "lost", "reason": "keeper died"})
