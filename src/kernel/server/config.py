@@ -22,7 +22,11 @@ DEFAULTS: dict[str, Any] = {
     "DATABASE_URL": None,  # e.g. postgresql+psycopg://user@host/db; default SQLite in DATA_DIR
     "URL": None,  # public base URL, e.g. https://kernel.example.org; default: from the request
     "LISTEN": "0.0.0.0:8002",
-    "THREADS": 32,  # WSGI worker threads (each live event stream holds one)
+    "THREADS": 128,  # worker threads: each request in progress and each live event stream
+    "BACKLOG": 2048,  # listen backlog: a burst of connections waits here, never reset
+    "CONNECTION_LIMIT": 1000,  # open connections at once (idle ones hold no thread)
+    "IDLE_TIMEOUT": 120,  # seconds before a connection with no request in progress is closed
+    "TRUSTED_PROXY": None,  # reverse proxy's IP (or *) whose X-Forwarded-* headers count
     "SECRET_KEY": None,  # default: generated once into DATA_DIR/secret_key
     "ENROLL_TOKEN_TTL": 3600,  # seconds an enrollment token stays valid
     "JOB_CONCURRENCY": 128,  # runs in flight at once
