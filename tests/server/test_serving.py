@@ -354,3 +354,13 @@ def test_a_bad_trusted_proxy_is_one_clear_line(tmp_path, db_url):
     )
     assert out.returncode != 0
     assert b"TRUSTED_PROXY" in out.stderr and b"Traceback" not in out.stderr, out.stderr
+
+
+def test_an_oversized_body_is_refused_before_it_is_read(start_server):
+    """A body declared over MAX_CONTENT_LENGTH gets 413 at once, without being sent (it is
+    not buffered or spooled to disk first); the next request is served as usual."""
+    srv, api = start_server(KERNEL_MAX_CONTENT_LENGTH="65536")
+    with connect(srv) as s:
+        s.sendall(post_head(srv, JOBS, b"x" * 65537))
+        assert read_response(s).startswith(b"HTTP/1.1 413 ")
+    answered(srv, api)
