@@ -16,13 +16,14 @@ Layout of this file, top to bottom:
 from __future__ import annotations
 
 import codecs
+import collections
+import errno
 import json
 import os
 import re
 import select
 import signal
 import socket
-import socketserver
 import sys
 import threading
 import time
@@ -30,7 +31,7 @@ import time
 # typing is only for the type checker: importing it would cost every host ~1 MB of memory.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+    from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Tuple
 
 # The HMAC is built on the interpreter's own SHA-256 rather than hashlib: importing hashlib
 # maps OpenSSL and costs ~4 MB of resident memory on every host, for nothing.
@@ -235,7 +236,13 @@ SETTINGS: List[Tuple[str, str, Any, str]] = [
     ("max_concurrency", "int", 64, "running executions at once; more get 429"),
     ("max_output_bytes", "bytes", 8 << 20, "output kept per stream of a run (K/M/G suffixes)"),
     ("max_body_bytes", "bytes", 16 << 20, "largest request body; larger get 413"),
-    ("max_connections", "int", 256, "open client connections at once; more are closed"),
+    ("max_connections", "int", 256, "open client connections at once (see docs/agent.md)"),
+    (
+        "max_unauthenticated_per_ip",
+        "int",
+        16,
+        "requests one address may send at once before their signature is checked; more wait",
+    ),
     ("request_timeout", "int", 30, "seconds a client may take to send a request or read a reply"),
     ("keep_finished_seconds", "int", 3600, "how long finished runs are kept"),
     ("keep_finished_count", "int", 1000, "how many finished runs are kept at most"),
@@ -259,6 +266,7 @@ class Config:
     max_output_bytes: int
     max_body_bytes: int
     max_connections: int
+    max_unauthenticated_per_ip: int
     request_timeout: int
     keep_finished_seconds: int
     keep_finished_count: int
@@ -1372,7 +1380,13 @@ _REASONS = {
 }
 _MAX_LINE = 16384
 _MAX_HEADERS = 100
-_IDLE_TIMEOUT = 75.0
+# Deadlines of connections nobody is serving yet (see "HTTP server" in docs/agent.md).
+_FIRST_BYTE_TIMEOUT = 5.0  # a new connection must start its request within this (s)
+_IDLE_TIMEOUT = 75.0  # a kept-alive connection may wait this long for its next request
+_THREAD_LINGER = 1.0  # a connection's thread waits this long for the next request, then parks it
+_FENCE_TIMEOUT = 2.0  # a refused address has this long to send its request line
+_FENCE_MAX = 64  # refused connections being answered at once; beyond, the oldest is dropped
+_LEGACY_REFUSED = '{"code":-1,"msg":"非服务器IP"}'.encode()
 
 
 class _Closed(Exception):
@@ -1396,33 +1410,40 @@ def _chunk(data: bytes) -> bytes:
     return b"%x\r\n%s\r\n" % (len(data), data)
 
 
-class Connection(socketserver.BaseRequestHandler):
-    """One client connection: requests in a keep-alive loop, each under a deadline."""
-
-    server: "AgentServer"
+class Connection:
+    """A connection being served by its own thread: requests in a keep-alive loop, each under
+    a deadline. It is given a thread only once its client has sent something; between
+    requests it goes back to the accept loop (``AgentServer``), which holds it without one."""
 
     close = False
     method = ""
     status = 0
     http10 = False
 
-    def setup(self) -> None:
-        self.sock: socket.socket = self.request
+    def __init__(self, server: AgentServer, sock: Any, peer: str, tls_done: bool):
+        self.server = server
+        self.sock = sock
+        self.peer = peer
+        self.tls_done = tls_done  # the TLS handshake happened in an earlier thread
+        self.slot = True  # holds one of its address's unauthenticated slots (see authorized)
         self.buf = b""
         self.deadline = 0.0
-        self.peer = self.client_address[0] if self.client_address else ""
+
+    def run(self) -> None:
+        park = False
         try:
-            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            pass
+            park = self.serve()
+        except Exception as e:  # noqa: BLE001 - a bug must not kill the agent or leak a trace
+            sys.stderr.write("kernel-agent: connection error from %s: %r\n" % (self.peer, e))
+        finally:
+            if not park:
+                try:
+                    self.sock.close()
+                except OSError:
+                    pass
+            self.server.connection_ended(self, park)
 
     # reading with a deadline: a slow client gets request_timeout in total, not per byte
-
-    def finish(self) -> None:
-        try:
-            self.sock.close()  # the TLS wrapper, if any, owns the connection now
-        except OSError:
-            pass
 
     def client_gone(self) -> bool:
         """True when the client has already closed its side (an EOF waits after its request).
@@ -1467,12 +1488,9 @@ class Connection(socketserver.BaseRequestHandler):
         data, self.buf = self.buf[:n], self.buf[n:]
         return data
 
-    def _read_request(self) -> Optional[Request]:
-        # An idle keep-alive connection may wait for its next request; once the first byte
-        # is in, the whole request (line, headers, body) must arrive within request_timeout.
-        self.deadline = time.monotonic() + _IDLE_TIMEOUT
-        if not self.buf:
-            self._recv()
+    def _read_request(self) -> Request:
+        # The client has sent something (the loop or the linger saw it): from now on the whole
+        # request (line, headers, body) must arrive within request_timeout.
         self.deadline = time.monotonic() + self.server.cfg.request_timeout
         line = self._read_line()
         while not line:  # tolerate blank lines between requests
@@ -1588,27 +1606,27 @@ class Connection(socketserver.BaseRequestHandler):
 
     # the loop
 
-    def handle(self) -> None:
+    def serve(self) -> bool:
+        """Serve requests until the connection ends (False) or falls idle (True: park it)."""
         server = self.server
-        try:
-            if server.tls is not None:
+        if server.tls is not None and not self.tls_done:
+            try:
                 self.sock.settimeout(server.cfg.request_timeout)
                 self.sock = server.tls.wrap_socket(self.sock, server_side=True)
-        except OSError:
-            return
+            except OSError:
+                return False
+            self.tls_done = True
         self.close = False
-        while not self.close:
+        while True:
             self.method = ""
             self.status = 0
             try:
                 req = self._read_request()
             except _Closed:
-                return
+                return False
             except HttpError as e:
                 self._safe_error(e)
-                return
-            if req is None:
-                return
+                return False
             self.method = req.method
             conn = req.headers.get("connection", "").lower()
             self.close = conn == "close" or (self.http10 and conn != "keep-alive")
@@ -1616,16 +1634,16 @@ class Connection(socketserver.BaseRequestHandler):
             try:
                 server.dispatch(self, req)
             except _Closed:
-                return
+                return False
             except HttpError as e:
                 if not self._safe_error(e):
-                    return
+                    return False
             except Exception as e:  # noqa: BLE001 - a bug must not kill the agent or leak a trace
                 sys.stderr.write(
                     "kernel-agent: internal error on %s %s: %r\n" % (req.method, req.path, e)
                 )
                 if not self._safe_error(HttpError(500, "internal", "internal error", close=True)):
-                    return
+                    return False
             if server.cfg.log_requests:
                 sys.stderr.write(
                     "%s %s %s %d %.1fms\n"
@@ -1637,6 +1655,24 @@ class Connection(socketserver.BaseRequestHandler):
                         (time.monotonic() - started) * 1000,
                     )
                 )
+            if self.close:
+                return False
+            if not self._next_request_soon():
+                return True
+
+    def _next_request_soon(self) -> bool:
+        """Whether the next request starts within _THREAD_LINGER: a client sending requests
+        back to back keeps its thread; an idle one is parked and costs only its socket."""
+        if self.buf:
+            return True
+        try:
+            if self.server.tls is not None and self.sock.pending():
+                return True
+            poller = select.poll()
+            poller.register(self.sock.fileno(), select.POLLIN)
+            return bool(poller.poll(int(_THREAD_LINGER * 1000)))
+        except OSError:
+            return False
 
     def _safe_error(self, err: HttpError) -> bool:
         if self.status:  # an answer had started: the connection can't carry another
@@ -1649,10 +1685,36 @@ class Connection(socketserver.BaseRequestHandler):
         return True
 
 
-class AgentServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 128
+class _Parked:
+    """A connection the accept loop holds without a thread. States: ``new`` (no byte yet),
+    ``idle`` (between requests), ``queued`` (its request has started, waiting for its
+    address's turn), ``fenced`` (a refused address: the loop answers it), ``closing`` (the
+    loop has answered; what the client still sends is read and dropped until it closes)."""
+
+    __slots__ = ("buf", "deadline", "handshake", "peer", "since", "sock", "state", "tls_done")
+
+    def __init__(self, sock: Any, peer: str, state: str, deadline: float, tls_done: bool = False):
+        self.sock = sock
+        self.peer = peer
+        self.state = state
+        self.since = time.monotonic()
+        self.deadline = deadline
+        self.tls_done = tls_done
+        self.handshake = False
+        self.buf = b""
+
+
+class AgentServer:
+    """The listening socket and the loop that accepts connections and holds the ones that
+    have nothing to be served (new, idle, queued, refused), so that none of them costs a
+    thread; a connection gets a thread (``Connection``) once its client has sent something.
+
+    Defences (docs/agent.md, "HTTP server"): an address outside every allow list is answered
+    by the loop itself and never counts; a new connection has _FIRST_BYTE_TIMEOUT to start;
+    at ``max_connections`` the oldest waiting connection of the address holding the most is
+    dropped for the newcomer; at most ``max_unauthenticated_per_ip`` requests per address are
+    read at once before their signature is checked, others wait their turn.
+    """
 
     def __init__(self, cfg: Config, key: str, store: Optional[RunStore], nonces: NonceCache):
         self.cfg = cfg
@@ -1667,7 +1729,15 @@ class AgentServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
         self.proxies = (
             AddressSet(cfg.trusted_proxies, "trusted_proxies") if cfg.trusted_proxies else None
         )
+        # Who may hold a connection at all: with allow_ips, only the addresses of some list
+        # (a proxy's clients are judged by X-Forwarded-For after their request).
+        self.fence = (
+            AddressSet(cfg.allow_ips + cfg.legacy_allow_ips + cfg.trusted_proxies, "allow_ips")
+            if cfg.allow_ips
+            else None
+        )
         self.tls = None
+        self._want: Tuple[Any, ...] = (BlockingIOError, InterruptedError)
         if cfg.tls_cert or cfg.tls_key:
             if not (cfg.tls_cert and cfg.tls_key):
                 raise ConfigError("tls_cert and tls_key must be set together")
@@ -1680,34 +1750,317 @@ class AgentServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
             except (OSError, ssl.SSLError) as e:
                 raise ConfigError("cannot load tls_cert/tls_key: %s" % e) from None
             self.tls = ctx
-        self.conn_lock = threading.Lock()
-        self.connections = 0
+            self._want += (ssl.SSLWantReadError, ssl.SSLWantWriteError)
         host, port = cfg.listen_address()
-        self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        socketserver.TCPServer.__init__(self, (host, port), Connection)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self.conn_lock:
-            if self.connections >= self.cfg.max_connections:
-                self.shutdown_request(request)
-                return
-            self.connections += 1
-        socketserver.ThreadingMixIn.process_request(self, request, client_address)
-
-    def close_request(self, request: Any) -> None:
-        socketserver.TCPServer.close_request(self, request)
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.socket = socket.socket(family, socket.SOCK_STREAM)
         try:
-            socketserver.ThreadingMixIn.process_request_thread(self, request, client_address)
-        finally:
-            with self.conn_lock:
-                self.connections -= 1
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.socket.bind((host, port))
+            self.socket.listen(1024)  # bursts wait in the kernel, not in a reset
+        except OSError:
+            self.socket.close()
+            raise
+        self.socket.setblocking(False)
+        # State of the loop, touched by the loop's thread only; connection threads post
+        # messages to _inbox and wake it through the pipe.
+        self.poller = select.poll()
+        self.parked: Dict[int, _Parked] = {}
+        self.count = 0  # connections that count against max_connections (not refused ones)
+        self.per_peer: Dict[str, int] = {}
+        self.unauthenticated: Dict[str, int] = {}  # threads not yet past the signature check
+        self.queues: Dict[str, Deque[_Parked]] = {}
+        self.fenced = 0
+        self._accept_paused_until = 0.0
+        self._inbox: Deque[Tuple[Any, ...]] = collections.deque()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        sys.stderr.write(
-            "kernel-agent: connection error from %s: %r\n" % (client_address, sys.exc_info()[1])
+    def server_close(self) -> None:
+        self.socket.close()
+        for p in list(self.parked.values()):
+            self._drop(p)
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+
+    # the loop (main thread)
+
+    def serve_forever(self) -> None:
+        listen_fd = self.socket.fileno()
+        self.poller.register(listen_fd, select.POLLIN)
+        self.poller.register(self._wake_r, select.POLLIN)
+        while True:
+            now = time.monotonic()
+            soonest = self._expire(now)
+            if self._accept_paused_until and now >= self._accept_paused_until:
+                self._accept_paused_until = 0.0
+                self.poller.register(listen_fd, select.POLLIN)
+            elif self._accept_paused_until:
+                soonest = min(soonest or self._accept_paused_until, self._accept_paused_until)
+            # No deadline pending: sleep until something happens (an idle agent never wakes).
+            timeout = -1 if soonest is None else max(0, int((soonest - now) * 1000) + 1)
+            for fd, _ in self.poller.poll(timeout):
+                if fd == listen_fd:
+                    self._accept()
+                elif fd == self._wake_r:
+                    try:
+                        while os.read(self._wake_r, 4096):
+                            pass
+                    except BlockingIOError:
+                        pass
+                else:
+                    p = self.parked.get(fd)
+                    if p is None:
+                        continue
+                    try:
+                        self._readable(p)
+                    except Exception as e:  # noqa: BLE001 - drop that connection, keep serving
+                        sys.stderr.write("kernel-agent: connection error from %s: %r\n" % (
+                            p.peer, e))  # fmt: skip
+                        if self.parked.get(fd) is p:
+                            self._drop(p)
+            self._messages()
+
+    def _accept(self) -> None:
+        for _ in range(64):  # then let the rest of the loop run
+            try:
+                sock, addr = self.socket.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    # Out of descriptors: stop accepting for a moment rather than spin.
+                    sys.stderr.write("kernel-agent: cannot accept: %s\n" % e.strerror)
+                    self.poller.unregister(self.socket.fileno())
+                    self._accept_paused_until = time.monotonic() + 0.1
+                return  # ECONNABORTED and the like: that client is gone already
+            peer = addr[0] if addr else ""
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+            if self.fence is not None and peer not in self.fence:
+                self._fence(sock, peer)
+                continue
+            if self.count >= self.cfg.max_connections and not self._evict():
+                sock.close()  # every connection is being served: none can make room
+                continue
+            self.count += 1
+            self.per_peer[peer] = self.per_peer.get(peer, 0) + 1
+            first_byte = min(_FIRST_BYTE_TIMEOUT, float(self.cfg.request_timeout))
+            self._park(_Parked(sock, peer, "new", time.monotonic() + first_byte))
+
+    def _park(self, p: _Parked) -> None:
+        fd = p.sock.fileno()
+        self.parked[fd] = p
+        self.poller.register(fd, select.POLLIN)
+
+    def _readable(self, p: _Parked) -> None:
+        if p.state in ("fenced", "closing"):
+            return self._fence_io(p)
+        if not p.tls_done:  # plain TCP, or TLS before its handshake: the raw socket
+            try:
+                if p.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b"":
+                    return self._drop(p)  # closed without a word
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return self._drop(p)
+        self.poller.unregister(p.sock.fileno())
+        p.deadline = time.monotonic() + self.cfg.request_timeout
+        self._serve(p)
+
+    def _serve(self, p: _Parked) -> None:
+        """Give ``p`` a thread, or queue it behind its address's unauthenticated requests."""
+        peer = p.peer
+        if self.unauthenticated.get(peer, 0) >= self.cfg.max_unauthenticated_per_ip:
+            if p.state != "queued":
+                p.state = "queued"
+                self.queues.setdefault(peer, collections.deque()).append(p)
+            return
+        del self.parked[p.sock.fileno()]
+        self.unauthenticated[peer] = self.unauthenticated.get(peer, 0) + 1
+        conn = Connection(self, p.sock, peer, p.tls_done)
+        try:
+            threading.Thread(target=conn.run, daemon=True).start()
+        except RuntimeError as e:  # can't start new thread: drop this one, keep serving
+            sys.stderr.write("kernel-agent: %s\n" % e)
+            self._release(peer)
+            p.sock.close()
+            self._forget(peer)
+
+    def _release(self, peer: str) -> None:
+        """An unauthenticated slot of ``peer`` is free: the next of its queue may go."""
+        left = self.unauthenticated.get(peer, 0) - 1
+        if left > 0:
+            self.unauthenticated[peer] = left
+        else:
+            self.unauthenticated.pop(peer, None)
+        queue = self.queues.get(peer)
+        while queue and self.unauthenticated.get(peer, 0) < self.cfg.max_unauthenticated_per_ip:
+            self._serve(queue.popleft())
+        if not queue:
+            self.queues.pop(peer, None)
+
+    def _forget(self, peer: str) -> None:
+        self.count -= 1
+        left = self.per_peer.get(peer, 0) - 1
+        if left > 0:
+            self.per_peer[peer] = left
+        else:
+            self.per_peer.pop(peer, None)
+
+    def _drop(self, p: _Parked) -> None:
+        fd = p.sock.fileno()
+        if self.parked.pop(fd, None) is None:
+            return
+        if p.state == "queued":
+            queue = self.queues.get(p.peer)
+            if queue is not None:
+                queue.remove(p)
+                if not queue:
+                    del self.queues[p.peer]
+        else:
+            self.poller.unregister(fd)
+        try:
+            p.sock.close()
+        except OSError:
+            pass
+        if p.state in ("fenced", "closing"):
+            self.fenced -= 1
+        else:
+            self._forget(p.peer)
+
+    def _evict(self) -> bool:
+        """Make room at max_connections: drop the oldest waiting connection (new, idle, or
+        queued, in that order) of the address that holds the most. The crowd pays, not the
+        newcomer."""
+        victim = None
+        best: Tuple[int, int, float] = (0, 0, 0.0)
+        for p in self.parked.values():
+            if p.state in ("new", "idle", "queued"):
+                key = (self.per_peer.get(p.peer, 0), p.state != "queued", -p.since)
+                if victim is None or key > best:
+                    victim, best = p, key
+        if victim is None:
+            return False
+        self._drop(victim)
+        return True
+
+    def _expire(self, now: float) -> Optional[float]:
+        """Drop connections past their deadline; the next deadline (None: nothing waits)."""
+        soonest: Optional[float] = None
+        for p in list(self.parked.values()):
+            if p.deadline <= now:
+                self._drop(p)
+            elif soonest is None or p.deadline < soonest:
+                soonest = p.deadline
+        return soonest
+
+    # messages from connection threads (any thread may post; the loop reads them)
+
+    def _post(self, msg: Tuple[Any, ...]) -> None:
+        self._inbox.append(msg)
+        try:
+            os.write(self._wake_w, b"!")
+        except OSError:  # full (the loop will read it all) or closed (shutting down)
+            pass
+
+    def authorized(self, conn: Connection) -> None:
+        """The request on ``conn`` is signed (or from a legacy address): its address's slot
+        is free for the next; the connection is now as trusted as any."""
+        if conn.slot:
+            conn.slot = False
+            self._post(("release", conn.peer))
+
+    def connection_ended(self, conn: Connection, park: bool) -> None:
+        self._post(("end", conn.peer, conn.sock if park else None, conn.slot, conn.tls_done))
+
+    def _messages(self) -> None:
+        while self._inbox:
+            msg = self._inbox.popleft()
+            if msg[0] == "release":
+                self._release(msg[1])
+                continue
+            _, peer, sock, slot, tls_done = msg
+            if sock is None:
+                self._forget(peer)
+            else:
+                self._park(_Parked(sock, peer, "idle", time.monotonic() + _IDLE_TIMEOUT, tls_done))
+            if slot:
+                self._release(peer)
+
+    # refused addresses: answered by the loop, without a thread, and never counted
+
+    def _fence(self, sock: socket.socket, peer: str) -> None:
+        if self.fenced >= _FENCE_MAX:
+            oldest = min(
+                (p for p in self.parked.values() if p.state in ("fenced", "closing")),
+                key=lambda p: p.since,
+            )
+            self._drop(oldest)
+        sock.setblocking(False)
+        handshake = False
+        if self.tls is not None:
+            try:
+                sock = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+            except OSError:
+                sock.close()
+                return
+            handshake = True
+        p = _Parked(sock, peer, "fenced", time.monotonic() + _FENCE_TIMEOUT)
+        p.handshake = handshake
+        self.fenced += 1
+        self._park(p)
+
+    def _fence_io(self, p: _Parked) -> None:
+        try:
+            if p.handshake:
+                p.sock.do_handshake()
+                p.handshake = False
+            data = p.sock.recv(8192)
+        except self._want:
+            return
+        except OSError:
+            return self._drop(p)
+        if not data:
+            return self._drop(p)
+        if p.state == "closing":
+            return  # dropped: the answer has gone, this is the rest of the request
+        p.buf += data
+        if b"\n" not in p.buf and len(p.buf) < 8192:
+            return
+        try:
+            p.sock.send(self._fence_answer(p.buf.split(b"\n", 1)[0], p.peer))
+            # Close only once the client has read the answer and closed: closing with its
+            # request unread would reset the connection, and the reset can overtake the answer.
+            p.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            return self._drop(p)
+        p.state = "closing"
+        p.buf = b""
+        p.deadline = time.monotonic() + _FENCE_TIMEOUT
+
+    def _fence_answer(self, line: bytes, peer: str) -> bytes:
+        """What a refused address gets: /healthz still answers (it says only ok), the legacy
+        path the Go agent's -1 reply, anything else 403."""
+        parts = line.rstrip(b"\r").split(b" ")
+        method = parts[0]
+        path = parts[1].split(b"?")[0] if len(parts) > 1 else b""
+        ctype = "application/json"
+        if path == b"/healthz" and method in (b"GET", b"HEAD"):
+            status, body, ctype = 200, b"ok", "text/plain"
+        elif path == b"/api/ExecCmd" and self.legacy is not None:
+            status, body = 403, _LEGACY_REFUSED
+        else:
+            msg = "source address %s is not allowed" % peer
+            status, body = 403, json_bytes({"code": 403, "error": "forbidden", "msg": msg})
+        head = (
+            "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
         )
+        data = (head % (status, _REASONS[status], ctype, len(body))).encode("latin-1")
+        return data + (b"" if method == b"HEAD" else body)
 
     # routing
 
@@ -1743,6 +2096,7 @@ class AgentServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
             raise HttpError(404, "not_found", "no route %s" % path[:200])
         conn._read_body(req)
         self.authenticate(req)
+        self.authorized(conn)
         handler(conn, req)
 
     @staticmethod
@@ -1878,12 +2232,13 @@ class AgentServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
             conn._read_body(req)
             raise HttpError(404, "not_found", "the legacy API is off (set legacy_allow_ips)")
         if ip not in self.legacy:
-            return conn.send(403, '{"code":-1,"msg":"非服务器IP"}'.encode(), close=True)
+            return conn.send(403, _LEGACY_REFUSED, close=True)
         try:
             conn._read_body(req)
         except HttpError as e:
             msg = {"code": -2, "msg": e.msg}
             return conn.send_json(e.status, msg, close=e.close)
+        self.authorized(conn)  # the address list is the legacy API's only fence
         cmd = legacy_command(req)
         if not cmd:
             return conn.send_json(200, {"code": -2, "msg": "missing cmd"})
@@ -2124,7 +2479,7 @@ def serve(cfg: Config) -> int:
     )
     sys.stderr.flush()
     try:
-        server.serve_forever(poll_interval=0.5)
+        server.serve_forever()
     finally:
         server.server_close()
         nonces.close()
