@@ -62,6 +62,9 @@ _PAD_OUTER = bytes(x ^ 0x5C for x in range(256))
 _PAD_INNER = bytes(x ^ 0x36 for x in range(256))
 _NONCE_RE = re.compile(r"\A[A-Za-z0-9_-]{16,64}\Z")
 _KEY_RE = re.compile(r"\A[0-9a-fA-F]{64}\Z")
+_SIGNATURE_RE = re.compile(r"\A[0-9a-fA-F]{64}\Z")
+# str.isdigit() is true of "²" and "٣" too, which int() refuses: ASCII digits only.
+_DIGITS_RE = re.compile(r"\A[0-9]+\Z")
 
 
 def _hmac_sha256(key: bytes, msg: bytes) -> str:
@@ -126,15 +129,18 @@ def verify_signature(
     signature = headers.get("x-kernel-signature", "")
     if not ts_text or not nonce or not signature:
         return "missing X-Kernel-Time, X-Kernel-Nonce or X-Kernel-Signature", 0, ""
-    if not ts_text.isdigit() or len(ts_text) > 12:
+    if not _DIGITS_RE.match(ts_text) or len(ts_text) > 12:
         return "X-Kernel-Time must be unix seconds", 0, ""
     if not _NONCE_RE.match(nonce):
         return "X-Kernel-Nonce must be 16-64 chars of [A-Za-z0-9_-]", 0, ""
     timestamp = int(ts_text)
     if abs(now - timestamp) > window:
         return "request time is more than %d s away from the agent's clock" % window, 0, ""
+    signature = signature.strip()
+    if not _SIGNATURE_RE.match(signature):
+        return "bad signature", 0, ""
     expected = sign(key, method, path_and_query, timestamp, nonce, body)
-    if not compare_digest(expected.encode("ascii"), signature.strip().lower().encode("ascii")):
+    if not compare_digest(expected.encode("ascii"), signature.lower().encode("ascii")):
         return "bad signature", 0, ""
     return None, timestamp, nonce
 
@@ -164,7 +170,7 @@ class NonceCache:
             with open(path, encoding="ascii", errors="replace") as f:
                 for line in f:
                     parts = line.split()
-                    if len(parts) == 2 and parts[0].isdigit():
+                    if len(parts) == 2 and _DIGITS_RE.match(parts[0]) and len(parts[0]) < 13:
                         ts = int(parts[0])
                         if ts + self.window >= now:
                             self._seen[parts[1]] = ts
@@ -309,7 +315,7 @@ def parse_setting(name: str, kind: str, text: str) -> Any:
     m = re.match(r"\A(\d+)\s*([kKmMgG]?)(?:i?[bB])?\Z", text) if kind == "bytes" else None
     if m:
         return int(m.group(1)) * _SIZE_UNITS[m.group(2).lower()]
-    if text.isdigit():
+    if _DIGITS_RE.match(text) and len(text) < 19:
         value = int(text)
         if value <= 0:
             raise ConfigError("%s: must be positive" % name)
@@ -319,7 +325,7 @@ def parse_setting(name: str, kind: str, text: str) -> Any:
 
 def parse_listen(text: str) -> Tuple[str, int]:
     host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+    if not sep or not _DIGITS_RE.match(port) or len(port) > 5 or not int(port) < 65536:
         raise ConfigError("listen: expected HOST:PORT, got %r" % text)
     host = host.strip("[]") or "0.0.0.0"
     return host, int(port)
@@ -1379,6 +1385,7 @@ _REASONS = {
     501: "Not Implemented",
 }
 _MAX_LINE = 16384
+_HEX_RE = re.compile(rb"\A[0-9A-Fa-f]+\Z")
 _MAX_HEADERS = 100
 # Deadlines of connections nobody is serving yet (see "HTTP server" in docs/agent.md).
 _FIRST_BYTE_TIMEOUT = 5.0  # a new connection must start its request within this (s)
@@ -1525,16 +1532,20 @@ class Connection:
         te = req.headers.get("transfer-encoding", "").lower()
         length_text = req.headers.get("content-length")
         if te:
+            if length_text is not None:  # which one ends the body? (request smuggling)
+                raise HttpError(
+                    400, "bad_request", "Content-Length with Transfer-Encoding", close=True
+                )
             if te != "chunked":
                 raise HttpError(400, "bad_request", "only chunked transfer encoding", close=True)
             self._continue(req)
             body = b""
             while True:
                 size_line = self._read_line().split(b";")[0].strip()
-                try:
-                    size = int(size_line, 16)
-                except ValueError:
-                    raise HttpError(400, "bad_request", "bad chunk size", close=True) from None
+                # int(x, 16) also takes "-5", "+5", "0x5" and "5_0"
+                if not _HEX_RE.match(size_line):
+                    raise HttpError(400, "bad_request", "bad chunk size", close=True)
+                size = int(size_line, 16) if len(size_line) <= 16 else limit + 1
                 if size == 0:
                     while self._read_line():  # trailers
                         pass
@@ -1545,9 +1556,10 @@ class Connection:
                 self._read_exact(2)
             req.body = body
         elif length_text is not None:
-            if not length_text.isdigit():
+            if not _DIGITS_RE.match(length_text):
                 raise HttpError(400, "bad_request", "bad Content-Length", close=True)
-            length = int(length_text)
+            # int() of thousands of digits is refused (and slow): such a length is too large
+            length = int(length_text) if len(length_text) <= 19 else limit + 1
             if length > limit:  # decided before reading a byte of it
                 raise HttpError(413, "too_large", "body over %d bytes" % limit, close=True)
             if length:
@@ -2080,7 +2092,9 @@ class AgentServer:
             conn._read_body(req)
             return conn.send(200, b"ok", "text/plain")
         if self.allow is not None and ip not in self.allow:
-            raise HttpError(403, "forbidden", "source address %s is not allowed" % ip, close=True)
+            raise HttpError(
+                403, "forbidden", "source address %s is not allowed" % ip[:100], close=True
+            )
         handler: Optional[Callable[[Connection, Request], None]] = None
         if path == "/api/v2/exec":
             self._allow(req, ("POST",))
@@ -2211,7 +2225,9 @@ class AgentServer:
             try:
                 seconds = min(max(float(wait[0]), 0.0), 300.0)
             except ValueError:
-                raise _bad("wait", "must be a number of seconds") from None
+                seconds = -1.0
+            if not 0 <= seconds <= 300:  # also NaN
+                raise _bad("wait", "must be a number of seconds")
             run.done.wait(seconds)
         conn.send_json(200, store.result(run))
 
