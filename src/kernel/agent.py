@@ -194,6 +194,12 @@ class NonceCache:
                 self._lines += 1
         return None
 
+    def remember(self, nonce: str, timestamp: int) -> None:
+        """A nonce known from elsewhere (a run's journal), if still inside the window."""
+        if timestamp + self.window >= time.time():
+            with self._lock:
+                self._seen.setdefault(nonce, timestamp)
+
     def close(self) -> None:
         with self._lock:
             if self._file is not None:
@@ -250,6 +256,12 @@ SETTINGS: List[Tuple[str, str, Any, str]] = [
         "requests one address may send at once before their signature is checked; more wait",
     ),
     ("request_timeout", "int", 30, "seconds a client may take to send a request or read a reply"),
+    (
+        "journal_fsync",
+        "bool",
+        True,
+        "make a run's journal entry durable before it starts (docs/agent.md)",
+    ),
     ("keep_finished_seconds", "int", 3600, "how long finished runs are kept"),
     ("keep_finished_count", "int", 1000, "how many finished runs are kept at most"),
     ("log_requests", "bool", False, "log one line per request"),
@@ -274,6 +286,7 @@ class Config:
     max_connections: int
     max_unauthenticated_per_ip: int
     request_timeout: int
+    journal_fsync: bool
     keep_finished_seconds: int
     keep_finished_count: int
     log_requests: bool
@@ -1127,6 +1140,12 @@ class RunStore:
         self.keeper_sock: Optional[socket.socket] = None
         self.keeper: Tuple[int, str] = (0, "")
         self.send_lock = threading.Lock()
+        # Durability of new journal entries in runs/ (see _make_durable).
+        self.dir_fd = os.open(self.root, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        self.dir_lock = threading.Lock()
+        self.dir_created = 0  # journal files created so far (under self.lock)
+        self.dir_synced = 0  # of which the directory entries are known durable
+        self.journal_nonces: List[Tuple[int, str]] = []  # (time, nonce) of journalled runs
 
     # start-up
 
@@ -1150,6 +1169,9 @@ class RunStore:
                 self._remove_files(base)
                 continue
             keeper = journal.get("keeper") or [0, ""]
+            nonce = journal.get("nonce")
+            if isinstance(nonce, list) and len(nonce) == 2 and isinstance(nonce[0], int):
+                self.journal_nonces.append((nonce[0], str(nonce[1])))
             run = Run(
                 run_id,
                 base,
@@ -1236,8 +1258,10 @@ class RunStore:
 
     # executions
 
-    def submit(self, spec: ExecSpec) -> Tuple[Run, bool]:
-        """Start a run, or find the run with the same id: (run, newly started)."""
+    def submit(self, spec: ExecSpec, nonce: Optional[Tuple[int, str]] = None) -> Tuple[Run, bool]:
+        """Start a run, or find the run with the same id: (run, newly started). ``nonce`` is
+        the (time, nonce) of the signed request: journalled with the run, it stays refused
+        after a power cut even if the nonces file lost it."""
         fingerprint = spec.fingerprint()
         with self.lock:
             if spec.id is not None:
@@ -1262,14 +1286,22 @@ class RunStore:
                 "started_at": run.started_at,
                 "keeper": list(self.keeper),
             }
+            if nonce is not None:
+                journal["nonce"] = list(nonce)
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
             fd = os.open(base + ".run", flags, 0o600)
             try:
                 os.write(fd, json.dumps(journal).encode("utf-8") + b"\n")
+                self.dir_created += 1
+                created = self.dir_created
+                if self.cfg.journal_fsync:
+                    os.fdatasync(fd)  # the entry's data and size, not its times
             finally:
                 os.close(fd)
             self.runs[run_id] = run
             self.running += 1
+        if self.cfg.journal_fsync:
+            self._make_durable(created)
         msg = {
             "op": "spawn",
             "id": run_id,
@@ -1287,6 +1319,17 @@ class RunStore:
             assert self.keeper_sock is not None
             self.keeper_sock.sendall(data)
         return run, True
+
+    def _make_durable(self, created: int) -> None:
+        """The directory entry of the ``created``-th journal file is on disk when this
+        returns. One fsync of the directory covers every entry created before it started, so
+        concurrent runs share it rather than queue for one each."""
+        with self.dir_lock:
+            if self.dir_synced >= created:
+                return
+            covered = self.dir_created  # read before the fsync: these entries exist already
+            os.fsync(self.dir_fd)
+            self.dir_synced = covered
 
     def get(self, run_id: str) -> Run:
         run = self.runs.get(run_id) if _ID_RE.match(run_id) else None
@@ -2152,7 +2195,8 @@ class AgentServer:
             )
             conn.close = True
             raise _Closed()
-        run, _created = store.submit(spec)
+        nonce = (int(req.headers["x-kernel-time"]), req.headers["x-kernel-nonce"])
+        run, _created = store.submit(spec, nonce)
         if spec.stream:
             return self.stream(conn, run)
         run.done.wait(run.timeout + KILL_GRACE + LINGER + 60)
@@ -2466,6 +2510,9 @@ def serve(cfg: Config) -> int:
     store.attach_keeper(keeper_sock, keeper_pid)
     store.load()
     nonces = NonceCache(os.path.join(cfg.state_dir, "nonces"))
+    for timestamp, nonce in store.journal_nonces:  # what the nonces file may have lost
+        nonces.remember(nonce, timestamp)
+    store.journal_nonces = []
     try:
         server = AgentServer(cfg, key, store, nonces)
     except OSError as e:
