@@ -158,11 +158,36 @@ class NonceCache:
         self.limit = limit
         self._seen: Dict[str, int] = {}
         self._lock = threading.Lock()
-        self._file: Any = None
+        self._failing = False  # the last write failed (said once, not per request)
         self._lines = 0
         if path:
             self._load(path)
-            self._file = open(path, "a", encoding="ascii")
+
+    def _append(self, line: bytes) -> None:
+        # Opened for each line (~10 us) rather than held: a descriptor open for writing
+        # would stop the state dir's filesystem from being remounted read-only under us.
+        assert self.path is not None
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                os.write(fd, line)
+            finally:
+                os.close(fd)
+        except OSError as e:
+            self._failed(e)
+            return
+        self._failing = False
+        self._lines += 1
+
+    def _failed(self, e: OSError) -> None:
+        # A state dir that cannot be written (full, read-only) must not stop signed requests:
+        # nonces are then kept in memory only, which still refuses replays until a restart.
+        if not self._failing:
+            self._failing = True
+            sys.stderr.write(
+                "kernel-agent: cannot record nonces in %s (%s): kept in memory only\n"
+                % (self.path, e.strerror)
+            )
 
     def _load(self, path: str) -> None:
         now = time.time()
@@ -174,7 +199,7 @@ class NonceCache:
                         ts = int(parts[0])
                         if ts + self.window >= now:
                             self._seen[parts[1]] = ts
-        except FileNotFoundError:
+        except OSError:  # none yet, or unreadable: start empty
             pass
         self._lines = len(self._seen)
 
@@ -188,10 +213,8 @@ class NonceCache:
                 if len(self._seen) >= self.limit:
                     return "too many requests inside the signature window"
             self._seen[nonce] = timestamp
-            if self._file is not None:
-                self._file.write("%d %s\n" % (timestamp, nonce))
-                self._file.flush()
-                self._lines += 1
+            if self.path is not None:
+                self._append(b"%d %s\n" % (timestamp, nonce.encode("ascii")))
         return None
 
     def remember(self, nonce: str, timestamp: int) -> None:
@@ -201,15 +224,18 @@ class NonceCache:
                 self._seen.setdefault(nonce, timestamp)
 
     def close(self) -> None:
-        with self._lock:
-            if self._file is not None:
-                self._file.close()
-                self._file = None
+        pass  # nothing held open (see _append)
 
     def _expire(self, now: float) -> None:
         old = [n for n, ts in self._seen.items() if ts + self.window < now]
         for n in old:
             del self._seen[n]
+
+    def oldest(self) -> Optional[int]:
+        """About the oldest nonce's time (the first remembered), or None."""
+        for ts in self._seen.values():
+            return ts
+        return None
 
     def compact(self) -> None:
         """Forget expired nonces; rewrite the file when it holds mostly dead lines."""
@@ -218,13 +244,15 @@ class NonceCache:
             if self.path is None or self._lines < 2 * len(self._seen) + 1000:
                 return
             tmp = self.path + ".tmp"
-            with open(tmp, "w", encoding="ascii") as f:
-                for n, ts in self._seen.items():
-                    f.write("%d %s\n" % (ts, n))
-            os.replace(tmp, self.path)
-            if self._file is not None:
-                self._file.close()
-                self._file = open(self.path, "a", encoding="ascii")
+            try:
+                with open(tmp, "w", encoding="ascii") as f:
+                    for n, ts in self._seen.items():
+                        f.write("%d %s\n" % (ts, n))
+                os.replace(tmp, self.path)
+            except OSError as e:
+                _unlink(tmp)
+                self._failed(e)
+                return
             self._lines = len(self._seen)
 
 
@@ -620,6 +648,7 @@ class _KeeperRun:
         self.timed_out = False
         self.cancelled = False
         self.error: Optional[str] = None
+        self.output_error: Optional[str] = None
 
 
 class Keeper:
@@ -735,6 +764,12 @@ class Keeper:
         except ValueError as e:
             os.write(2, ("kernel-agent keeper: bad control line: %s\n" % e).encode())
             return
+        if isinstance(msg, dict) and msg.get("op") == "cancel":
+            run = self.runs.get(msg.get("id"))  # type: ignore[arg-type]
+            if run is not None and run.kill_stage == 0:
+                run.cancelled = True
+                self._kill(run, signal.SIGTERM)
+            return
         if not isinstance(msg, dict) or msg.get("op") != "spawn":
             return
         try:
@@ -831,7 +866,10 @@ class Keeper:
             run.status = 127 << 8
             self._finish(run)
             return
-        os.write(run.journal, b'{"pid": %d}\n' % run.pid)  # the command has started
+        try:
+            os.write(run.journal, b'{"pid": %d}\n' % run.pid)  # the command has started
+        except OSError:  # full disk: the run goes on (a restarted agent will call it lost)
+            pass
         self.by_pid[run.pid] = run
         for read_fd, name in ((out_r, "stdout"), (err_r, "stderr")):
             os.set_blocking(read_fd, False)
@@ -886,11 +924,28 @@ class Keeper:
 
     @staticmethod
     def _output(run: _KeeperRun, name: str, data: bytes) -> None:
-        if run.files[name] < 0:
-            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
-            run.files[name] = os.open("%s.%s" % (run.base, name), flags, 0o600)
-        os.write(run.files[name], data)
-        run.written[name] += len(data)
+        """Keep output in the run's file. A disk that is full (or gone read-only) loses the
+        rest of that stream, marked truncated, and nothing else: the command runs on."""
+        if run.files[name] == -2:  # this stream could not be kept
+            run.truncated = True
+            return
+        try:
+            if run.files[name] < 0:
+                flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+                run.files[name] = os.open("%s.%s" % (run.base, name), flags, 0o600)
+            n = os.write(run.files[name], data)
+            run.written[name] += n
+            if n == len(data):
+                return
+            error = os.strerror(errno.ENOSPC)
+        except OSError as e:
+            error = e.strerror or str(e)
+        if run.files[name] >= 0:
+            os.close(run.files[name])
+        run.files[name] = -2
+        run.truncated = True
+        lost = "%s not kept past %d bytes: %s" % (name, run.written[name], error)
+        run.output_error = run.output_error + "; " + lost if run.output_error else lost
 
     def _close_pipe(self, run: _KeeperRun, fd: int) -> None:
         del run.pipes[fd]
@@ -970,12 +1025,17 @@ class Keeper:
         }
         if run.error:
             result["error"] = run.error
+        if run.output_error:
+            result["output_error"] = run.output_error
         for fd in run.files.values():
             if fd >= 0:
                 os.close(fd)
         try:
             # One appended line: a reader sees the whole status or none of it.
             os.write(run.journal, json.dumps({"status": result}).encode("utf-8") + b"\n")
+        except OSError as e:  # full disk: the agent still learns it below (a restart: lost)
+            os.write(2, ("kernel-agent keeper: %s: status not journalled: %s\n" % (
+                run.id, e.strerror)).encode())  # fmt: skip
         finally:
             if run.journal >= 0:
                 os.close(run.journal)
@@ -1288,20 +1348,33 @@ class RunStore:
             }
             if nonce is not None:
                 journal["nonce"] = list(nonce)
-            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
-            fd = os.open(base + ".run", flags, 0o600)
+            line = json.dumps(journal).encode("utf-8") + b"\n"
             try:
-                os.write(fd, json.dumps(journal).encode("utf-8") + b"\n")
+                fd = os.open(base + ".run", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:  # left by a run that was pruned from memory only
+                raise HttpError(409, "conflict", "id %s is still on disk" % run_id) from None
+            except OSError as e:
+                raise self.storage_error(e) from None
+            try:
+                if os.write(fd, line) != len(line):
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
                 self.dir_created += 1
                 created = self.dir_created
                 if self.cfg.journal_fsync:
                     os.fdatasync(fd)  # the entry's data and size, not its times
+            except OSError as e:
+                _unlink(base + ".run")  # not journalled, so it must not run
+                raise self.storage_error(e) from None
             finally:
                 os.close(fd)
             self.runs[run_id] = run
             self.running += 1
         if self.cfg.journal_fsync:
-            self._make_durable(created)
+            try:
+                self._make_durable(created)
+            except OSError as e:
+                self._abandon(run, "its journal entry could not be made durable: %s" % e.strerror)
+                raise self.storage_error(e) from None
         msg = {
             "op": "spawn",
             "id": run_id,
@@ -1319,6 +1392,29 @@ class RunStore:
             assert self.keeper_sock is not None
             self.keeper_sock.sendall(data)
         return run, True
+
+    def storage_error(self, e: OSError) -> HttpError:
+        """The answer when the state dir cannot take a new run's journal: 507, naming it."""
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            slug, what = "storage_full", "is full"
+        else:
+            slug, what = "state_dir_unwritable", "cannot be written"
+        return HttpError(
+            507,
+            slug,
+            "state dir %s %s (%s): new runs are refused until it can be written"
+            % (self.cfg.state_dir, what, e.strerror),
+        )
+
+    def _abandon(self, run: Run, reason: str) -> None:
+        """A run that was registered but must not start: forgotten, its journal removed."""
+        with self.lock:
+            if self.runs.get(run.id) is run:
+                del self.runs[run.id]
+                self.running -= 1
+        _unlink(run.base + ".run")
+        # whoever attached to it meanwhile (same id) learns it did not start
+        run.finish({"exit_code": 127, "error": "not started: " + reason}, "finished")
 
     def _make_durable(self, created: int) -> None:
         """The directory entry of the ``created``-th journal file is on disk when this
@@ -1340,7 +1436,17 @@ class RunStore:
     def cancel(self, run: Run) -> None:
         if run.done.is_set():
             return
-        os.close(os.open(run.base + ".cancel", os.O_WRONLY | os.O_CREAT, 0o600))
+        if run.keeper == self.keeper:  # our keeper: told over its socket, no disk needed
+            data = json.dumps({"op": "cancel", "id": run.id}).encode("utf-8") + b"\n"
+            with self.send_lock:
+                assert self.keeper_sock is not None
+                self.keeper_sock.sendall(data)
+            return
+        # A run of an earlier agent's keeper: a file it looks for, and a signal to look.
+        try:
+            os.close(os.open(run.base + ".cancel", os.O_WRONLY | os.O_CREAT, 0o600))
+        except OSError as e:
+            raise self.storage_error(e) from None
         pid, start = run.keeper
         if _pid_matches(pid, start):
             os.kill(pid, signal.SIGUSR1)
@@ -1363,6 +1469,8 @@ class RunStore:
             result["reason"] = st.get("reason", "")
         if st.get("error"):
             result["error"] = st["error"]
+        if st.get("output_error"):
+            result["output_error"] = st["output_error"]
         if output:
             cap = self.cfg.max_output_bytes
             sizes = st.get("sizes") or [cap, cap]
@@ -1426,6 +1534,7 @@ _REASONS = {
     431: "Request Header Fields Too Large",
     500: "Internal Server Error",
     501: "Not Implemented",
+    507: "Insufficient Storage",
 }
 _MAX_LINE = 16384
 _HEX_RE = re.compile(rb"\A[0-9A-Fa-f]+\Z")
@@ -2304,8 +2413,8 @@ class AgentServer:
             return conn.send_json(200, {"code": -2, "msg": "missing cmd"})
         try:
             run, _ = self._store().submit(ExecSpec(cmd))
-        except HttpError as e:
-            return conn.send_json(e.status, {"code": -2, "msg": e.msg})
+        except HttpError as e:  # 429, 507: err is what the original server shows
+            return conn.send_json(e.status, {"code": -2, "err": e.msg, "msg": e.msg})
         run.done.wait(run.timeout + KILL_GRACE + LINGER + 60)
         conn.send_json(200, legacy_reply(self._store().result(run)))
 
