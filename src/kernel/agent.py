@@ -1545,7 +1545,7 @@ _IDLE_TIMEOUT = 75.0  # a kept-alive connection may wait this long for its next 
 _THREAD_LINGER = 1.0  # a connection's thread waits this long for the next request, then parks it
 _FENCE_TIMEOUT = 2.0  # a refused address has this long to send its request line
 _FENCE_MAX = 64  # refused connections being answered at once; beyond, the oldest is dropped
-_LEGACY_REFUSED = '{"code":-1,"msg":"非服务器IP"}'.encode()
+_LEGACY_REFUSED = '{"code":-1,"err":"非服务器IP","msg":"非服务器IP"}'.encode()
 
 
 class _Closed(Exception):
@@ -2405,22 +2405,47 @@ class AgentServer:
         try:
             conn._read_body(req)
         except HttpError as e:
-            msg = {"code": -2, "msg": e.msg}
-            return conn.send_json(e.status, msg, close=e.close)
+            return conn.send_json(e.status, legacy_error(e.msg), close=e.close)
         self.authorized(conn)  # the address list is the legacy API's only fence
-        cmd = legacy_command(req)
-        if not cmd:
-            return conn.send_json(200, {"code": -2, "msg": "missing cmd"})
+        try:
+            cmd = legacy_command(req)
+        except _LegacyCmd as e:
+            return conn.send_json(200, legacy_error(str(e)))
         try:
             run, _ = self._store().submit(ExecSpec(cmd))
-        except HttpError as e:  # 429, 507: err is what the original server shows
-            return conn.send_json(e.status, {"code": -2, "err": e.msg, "msg": e.msg})
+        except HttpError as e:  # 429, 507
+            return conn.send_json(e.status, legacy_error(e.msg))
         run.done.wait(run.timeout + KILL_GRACE + LINGER + 60)
         conn.send_json(200, legacy_reply(self._store().result(run)))
 
 
+class _LegacyCmd(Exception):
+    """The reason a legacy request has no command to run (the -2 reply's text)."""
+
+
+_PERCENT_BYTES_RE = re.compile(rb"%([0-9A-Fa-f]{2})")
+
+
+def _unquote_plus(data: bytes) -> bytes:
+    return _PERCENT_BYTES_RE.sub(
+        lambda m: bytes.fromhex(m.group(1).decode()), data.replace(b"+", b" ")
+    )
+
+
+def _form_value(data: bytes, name: bytes) -> Optional[bytes]:
+    """The first ``name`` of a urlencoded form (``a=1&cmd=x+y%21``), decoded to bytes: the
+    caller decides whether they are text."""
+    for part in data.split(b"&"):
+        key, sep, value = part.partition(b"=")
+        if sep and _unquote_plus(key) == name:
+            return _unquote_plus(value)
+    return None
+
+
 def legacy_command(req: Request) -> str:
-    """The cmd of a legacy request: JSON body, form body or query string."""
+    """The cmd of a legacy request: JSON body, form body or query string. ``""`` is a
+    command (bash runs it and exits 0, as under the Go agent); no cmd, or one that is not
+    text a process can take, raises _LegacyCmd."""
     body = req.body
     cmd: Any = None
     if body.lstrip().startswith(b"{"):
@@ -2430,18 +2455,27 @@ def legacy_command(req: Request) -> str:
         except (ValueError, RecursionError):
             cmd = None
     else:
-        try:
-            cmd = parse_query(body.decode("utf-8")).get("cmd", [None])[0]
-        except (UnicodeDecodeError, ValueError):
-            cmd = None
+        cmd = _form_value(body, b"cmd")
     if cmd is None:
-        cmd = parse_query(req.query).get("cmd", [None])[0]
+        cmd = _form_value(req.query.encode("latin-1"), b"cmd")
+    if cmd is None:
+        raise _LegacyCmd("missing cmd")
+    if isinstance(cmd, bytes):
+        try:
+            cmd = cmd.decode("utf-8")
+        except UnicodeDecodeError:
+            raise _LegacyCmd("cmd is not valid text: not UTF-8") from None
     if not isinstance(cmd, str):
-        return ""
+        raise _LegacyCmd("cmd must be a string")
     try:
         return _text("cmd", cmd)
-    except HttpError:
-        return ""
+    except HttpError as e:
+        raise _LegacyCmd("cmd is not valid text: %s" % e.msg.partition(": ")[2]) from None
+
+
+def legacy_error(msg: str) -> Dict[str, Any]:
+    """A -2 reply. The original server reads ``err`` whenever ``code`` is not 0."""
+    return {"code": -2, "err": msg, "msg": msg}
 
 
 def legacy_reply(result: Dict[str, Any]) -> Dict[str, Any]:
@@ -2454,7 +2488,9 @@ def legacy_reply(result: Dict[str, Any]) -> Dict[str, Any]:
     elif result.get("signal"):
         err = "signal: %s" % _signal_text(result["signal"])
     else:
-        return {"code": -2, "msg": "execution %s" % result.get("state", "failed")}
+        state = result.get("state", "failed")
+        reason = result.get("reason") or result.get("error")
+        return legacy_error("execution %s%s" % (state, ": " + reason if reason else ""))
     return {"code": 1, "err": err, "msg": result["stdout"]}
 
 
