@@ -160,6 +160,7 @@ class NonceCache:
         self._lock = threading.Lock()
         self._failing = False  # the last write failed (said once, not per request)
         self._lines = 0
+        self.janitor: Any = None  # told when the new nonce expires (see Janitor)
         if path:
             self._load(path)
 
@@ -215,6 +216,8 @@ class NonceCache:
             self._seen[nonce] = timestamp
             if self.path is not None:
                 self._append(b"%d %s\n" % (timestamp, nonce.encode("ascii")))
+        if self.janitor is not None:
+            self.janitor.want(timestamp + self.window + 1)
         return None
 
     def remember(self, nonce: str, timestamp: int) -> None:
@@ -233,8 +236,9 @@ class NonceCache:
 
     def oldest(self) -> Optional[int]:
         """About the oldest nonce's time (the first remembered), or None."""
-        for ts in self._seen.values():
-            return ts
+        with self._lock:
+            for ts in self._seen.values():
+                return ts
         return None
 
     def compact(self) -> None:
@@ -727,10 +731,12 @@ class Keeper:
             os.write(2, ("kernel-agent keeper: no subreaper: %r\n" % (e,)).encode())
 
     def _next_timer_ms(self) -> int:
+        """Until the next deadline of a run (-1: none). Output, exits (SIGCHLD), cancels and
+        the agent all arrive as events, so a keeper whose runs are quiet sleeps."""
         if not self.runs:
             return -1
         now = time.monotonic()
-        soonest = now + 1.0
+        soonest = float("inf")
         for run in self.runs.values():
             if run.kill_stage:
                 soonest = min(soonest, now + 0.05)
@@ -738,7 +744,7 @@ class Keeper:
                 soonest = min(soonest, run.deadline)
             if run.status is not None:
                 soonest = min(soonest, run.leader_gone_at + LINGER, now + 0.05)
-        return max(0, int((soonest - now) * 1000) + 1)
+        return max(0, min(int((soonest - now) * 1000) + 1, 1 << 30))
 
     def _read_control(self) -> None:
         try:
@@ -1206,6 +1212,7 @@ class RunStore:
         self.dir_created = 0  # journal files created so far (under self.lock)
         self.dir_synced = 0  # of which the directory entries are known durable
         self.journal_nonces: List[Tuple[int, str]] = []  # (time, nonce) of journalled runs
+        self.janitor: Optional[Janitor] = None
 
     # start-up
 
@@ -1291,6 +1298,21 @@ class RunStore:
                 return
             self.running -= 1
             run.finish(status, state)
+            over = len(self.runs) - self.running > self.cfg.keep_finished_count
+        if self.janitor is not None:
+            finished = status.get("finished_at") or time.time()
+            self.janitor.want(time.time() if over else finished + self.cfg.keep_finished_seconds)
+
+    def next_prune(self) -> Optional[float]:
+        """When prune() next has something to forget (None: nothing finished)."""
+        with self.lock:
+            finished = [r for r in self.runs.values() if r.done.is_set()]
+        if not finished:
+            return None
+        if len(finished) > self.cfg.keep_finished_count:
+            return time.time()
+        oldest = min((r.status or {}).get("finished_at") or r.started_at for r in finished)
+        return float(oldest) + self.cfg.keep_finished_seconds
 
     def _keeper_reader(self) -> None:
         sock = self.keeper_sock
@@ -1501,6 +1523,53 @@ class RunStore:
     def _remove_files(base: str) -> None:
         for suffix in (".stdout", ".stderr", ".cancel", ".run"):
             _unlink(base + suffix)
+
+
+class Janitor:
+    """Forgets finished runs past retention and expired nonces when that is due, not on a
+    clock: an agent with nothing to forget never wakes. Passes are at least GAP apart, so a
+    busy agent prunes in batches, as often as it did every 30 s before."""
+
+    GAP = 30.0
+
+    def __init__(self, store: RunStore, nonces: NonceCache):
+        self.store = store
+        self.nonces = nonces
+        self.event = threading.Event()
+        self.next_wake = float("inf")
+
+    def want(self, at: float) -> None:
+        """Something will be due at ``at`` (unix time): wake then, if not sooner anyway."""
+        if at < self.next_wake - 1.0:
+            self.next_wake = at
+            self.event.set()
+
+    def due(self) -> float:
+        due = float("inf")
+        prune = self.store.next_prune()
+        if prune is not None:
+            due = prune
+        oldest = self.nonces.oldest()
+        if oldest is not None:
+            due = min(due, oldest + self.nonces.window + 1.0)
+        return due
+
+    def run(self) -> None:
+        last = float("-inf")
+        while True:
+            due = max(self.due(), last + self.GAP)
+            self.next_wake = due
+            wait = due - time.time()
+            if wait > 0:
+                self.event.wait(None if due == float("inf") else wait)
+                self.event.clear()
+                continue  # woken by want(), or the time has come: look again
+            last = time.time()
+            try:
+                self.store.prune()
+                self.nonces.compact()
+            except OSError as e:
+                sys.stderr.write("kernel-agent: clean-up failed: %s\n" % e)
 
 
 def command_env() -> Dict[str, str]:
@@ -2663,16 +2732,9 @@ def serve(cfg: Config) -> int:
     except OSError as e:
         raise ConfigError("cannot listen on %s: %s" % (cfg.listen, e.strerror)) from None
 
-    def janitor() -> None:
-        while True:
-            time.sleep(30)
-            try:
-                store.prune()
-                nonces.compact()
-            except OSError as e:
-                sys.stderr.write("kernel-agent: clean-up failed: %s\n" % e)
-
-    threading.Thread(target=janitor, name="janitor", daemon=True).start()
+    janitor = Janitor(store, nonces)
+    store.janitor = nonces.janitor = janitor
+    threading.Thread(target=janitor.run, name="janitor", daemon=True).start()
 
     def stop(signum: int, frame: Any) -> None:
         # Nothing to drain: runs belong to the keeper and the journal is on disk.
