@@ -16,6 +16,7 @@ Sources: 127.0.0.1 (allow_ips and legacy_allow_ips), 127.0.0.5 (allow_ips only),
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import socket
@@ -56,7 +57,8 @@ TRICKY = [
     b"1_0", b" 1 ", b"1e3", b"9" * 5000, b"f" * 40, b"\xff\xfe", b"\x00", b"nan", b"inf",
     b"chunked", b"Chunked", b"chunked, chunked", b"gzip, chunked", b"100-continue",
     b"100-Continue", b"close", b"keep-alive", b"Upgrade", b"127.0.0.1", b"127.0.0.1, 10.0.0.1",
-    b"10.0.0.1, 127.0.0.1", b", ,", b"::1", b"[::1]", b"127.0.0.1%lo", b"x" * 20000,
+    b"10.0.0.1, 127.0.0.1", b", ,", b"::1", b"::ffff:127.0.0.1", b"[::1]", b"127.0.0.1%lo",
+    b"x" * 20000,
     "é".encode("latin-1"), "é".encode(), "\ud800".encode("utf-8", "surrogatepass"),
     b"\xc3\x28", b"%00", b"1" * 13, b"a" * 64, b"A" * 64, b"g" * 64,
 ]  # fmt: skip
@@ -214,6 +216,17 @@ def marker(markers: Path) -> tuple[str, str]:
     return token, f"touch {markers}/{token}"
 
 
+def is_legacy_allowed(address: str) -> bool:
+    """Whether ``address`` is ALLOWED as an address (a scope such as ``%lo`` and an
+    IPv4-mapped IPv6 form name the same one)."""
+    try:
+        ip = ipaddress.ip_address(address.split("%")[0])
+    except ValueError:
+        return False
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return str(mapped or ip) == ALLOWED
+
+
 def touch(markers: Path, sent: Sent, may_run: bool) -> str:
     token, cmd = marker(markers)
     sent.may_run[token] = may_run
@@ -354,11 +367,10 @@ def test_generated_legacy_requests(agent_factory: Callable[..., Agent], tmp_path
         raw: bytes,
         other: Any,
     ) -> None:
-        xff = b", ".join(forwarded)
         client = source
         if forwarded and source == PROXY:
-            client = xff.decode("latin-1").split(",")[-1].strip()
-        cmd = touch(markers, sent, may_run=client == ALLOWED) + comment(garbage)
+            client = b", ".join(forwarded).decode("latin-1").split(",")[-1].strip()
+        cmd = touch(markers, sent, may_run=is_legacy_allowed(client)) + comment(garbage)
         target, body = b"/api/ExecCmd", b""
         quoted = "".join(f"%{b:02X}" for b in cmd.encode("utf-8", "surrogatepass"))
         if shape == "form":
