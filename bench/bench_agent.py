@@ -80,7 +80,10 @@ def start_agent(tmp: Path, name: str, *extra: str) -> tuple[subprocess.Popen[byt
 
 
 def filesystem(path: Path) -> str:
-    r = subprocess.run(["stat", "-f", "-c", "%T", str(path)], capture_output=True, text=True)
+    """The type of the filesystem holding ``path`` (stat -f says ext2/ext3 for ext4)."""
+    r = subprocess.run(
+        ["findmnt", "-n", "-o", "FSTYPE", "-T", str(path)], capture_output=True, text=True
+    )
     return r.stdout.strip() or "unknown"
 
 
