@@ -21,8 +21,8 @@ import httpx
 import pytest
 
 from kernel.agent import signed_headers
-
-from .conftest import AGENT_PY, free_port, wait_gone
+from support.agents import AGENT_PY
+from support.procs import free_port, wait_gone
 
 DEPLOY = AGENT_PY.parent / "deploy"
 INSTALL = DEPLOY / "install.sh"

@@ -11,8 +11,9 @@ from sqlalchemy import event
 
 from kernel.server.components import components
 from kernel.server.models.servers import Server
+from support.api import wait_job
 
-from .conftest import add_agent_server, wait_job
+from .conftest import add_agent_server
 
 
 def test_create_answers_without_a_transaction_after_its_commit(app: Any, admin: Any) -> None:
@@ -86,9 +87,8 @@ def test_a_job_without_room_is_queued_and_claimed(
     tmp_path: Any, db_url: str, agents: Any, monkeypatch: Any
 ) -> None:
     from kernel.server.app import create_app
-
-    from .conftest import Api, app_config
-    from .support import make_token
+    from support.api import Api, make_token
+    from support.servers import app_config
 
     app = create_app(app_config(tmp_path, db_url, JOB_CONCURRENCY=2))
     try:
