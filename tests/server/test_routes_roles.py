@@ -9,7 +9,8 @@ import pytest
 from kernel.server.web.access import unguarded_endpoints
 
 # Public on purpose (docs/server.md): health, login, enrollment and the files it serves, the
-# API description, and the services area's signed artifact URLs (the signature is the check).
+# API description, the services area's signed artifact URLs and the files area's signed
+# download URLs (the signature is the check).
 PUBLIC = {
     "healthz",
     "auth.login",
@@ -26,6 +27,7 @@ PUBLIC = {
     "artifacts.signed_file",
     "artifacts.public_service_file",
     "artifacts.public_init_file",
+    "file_downloads.download",
 }
 RANK = {None: -1, "viewer": 0, "operator": 1, "admin": 2}
 

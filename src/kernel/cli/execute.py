@@ -42,7 +42,7 @@ def job_body(a: ExecArgs, targets: Targets) -> dict[str, Any]:
     """The ``POST /api/v1/jobs`` body. Words of COMMAND are joined by spaces, as ssh does:
     the remote shell sees exactly the text typed (``'$(hostname)'`` runs there)."""
     if a.script is not None:
-        stdin = _read_script(a.script)
+        stdin = read_script(a.script)
         cmd = "bash -s"
         if a.command:
             import shlex
@@ -69,7 +69,7 @@ def job_body(a: ExecArgs, targets: Targets) -> dict[str, Any]:
     return body
 
 
-def _read_script(path: str) -> str:
+def read_script(path: str) -> str:
     try:
         if path == "-":
             data = sys.stdin.buffer.read()

@@ -37,6 +37,7 @@ from kernel.server.inventory.local_agent import LocalAgent
 from kernel.server.jobs.runner import Runner
 from kernel.server.models import installation
 from kernel.server.models.migrate import upgrade
+from kernel.server.schedules.scheduler import Scheduler
 from kernel.server.services.cache import CatalogueCache
 from kernel.server.status.poller import Poller
 from kernel.server.web import access, audit, errors
@@ -96,11 +97,13 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 def _components(app: Flask, database: Database, data_dir: Path) -> Components:
     bus = EventBus()
     catalogue = CatalogueCache(data_dir / "service")
+    runner = Runner(app.config, database, bus)
     parts = Components(
         db=database,
         bus=bus,
         catalogue=catalogue,
-        runner=Runner(app.config, database, bus),
+        runner=runner,
+        scheduler=Scheduler(app.config, database, runner),
         poller=Poller(app.config, database, lambda: catalogue.get().units),
         limiter=LoginLimiter(
             database, app.config["LOGIN_MAX_FAILURES"], app.config["LOGIN_WINDOW"]
@@ -123,13 +126,17 @@ class DatabaseId(IntegerConverter):
 def _register_blueprints(app: Flask) -> None:
     from kernel.server.audit import api as audit_api
     from kernel.server.auth import api as auth_api
+    from kernel.server.files import api as files_api
     from kernel.server.inventory import api as inventory_api
     from kernel.server.jobs import api as jobs_api
+    from kernel.server.schedules import api as schedules_api
     from kernel.server.services import api as services_api
     from kernel.server.status import api as status_api
     from kernel.server.web import openapi
 
-    for area in (auth_api, audit_api, inventory_api, jobs_api, services_api, status_api, openapi):
+    areas = (auth_api, audit_api, inventory_api, jobs_api, services_api, status_api,
+             schedules_api, files_api, openapi)  # fmt: skip
+    for area in areas:
         for blueprint in getattr(area, "blueprints", (area.bp,)):
             app.register_blueprint(blueprint)
 

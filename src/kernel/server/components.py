@@ -1,6 +1,6 @@
 """What one server process is made of, in one place: the database, the live event bus, the
-catalogue, and the background services — the job runner, the status poller and, with
-LOCAL_AGENT, the local agent — listed in the order they start.
+catalogue, and the background services — the job runner, the scheduler, the status poller
+and, with LOCAL_AGENT, the local agent — listed in the order they start.
 
 `create_app` builds them (`app.extensions["kernel"]`); whoever serves the app (kernel-server,
 a test fixture, a benchmark) starts and stops the background with `start()` / `stop()`.
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from kernel.server.core.events import EventBus
     from kernel.server.inventory.local_agent import LocalAgent
     from kernel.server.jobs.runner import Runner
+    from kernel.server.schedules.scheduler import Scheduler
     from kernel.server.services.cache import CatalogueCache
     from kernel.server.status.poller import Poller
 
@@ -37,6 +38,7 @@ class Components:
     bus: EventBus
     catalogue: CatalogueCache
     runner: Runner
+    scheduler: Scheduler
     poller: Poller
     limiter: LoginLimiter
     local_agent: LocalAgent | None = None
@@ -46,7 +48,8 @@ class Components:
     @property
     def background(self) -> list[Background]:
         """The background services in start order (stopped in reverse)."""
-        services: list[Background] = [self.runner]
+        # The scheduler after the runner: its first firings go straight to a running runner.
+        services: list[Background] = [self.runner, self.scheduler]
         if self.poll:
             services.append(self.poller)
         if self.local_agent is not None:

@@ -106,10 +106,23 @@ SETTINGS: tuple[Setting, ...] = (
     # -- services
     S("ARTIFACT_KEY", "text", None, "HMAC key for artifact URLs",
       shown="derived from `SECRET_KEY`"),
-    S("ARTIFACT_TTL", "seconds", 3600.0, "seconds a `KERNEL_SERVICE_URL` stays valid; a "
-      "deploy must fetch its files by then"),
+    S("ARTIFACT_TTL", "seconds", 3600.0, "seconds a `KERNEL_SERVICE_URL` (or a file push's "
+      "download URL) stays valid; a deploy must fetch its files by then"),
     S("PUBLIC_ARTIFACTS", "bool", False, "also serve the seed's public "
       "`/static/service/<name>/<file>` and `/static/init/<file>` paths (no signature)"),
+    # -- schedules
+    S("SCHEDULE_GRACE", "seconds", 60.0, "seconds a firing may start late and still count "
+      "as on time; a firing later than that was missed (the server was down), and the "
+      "schedule's `missed` policy decides (docs/schedules.md)"),
+    # -- files
+    S("FILES_MAX_UPLOAD", "count", 1024**3, "largest file upload, in bytes; only "
+      "`POST /api/v1/files` may send a body this large (spooled to disk), every other "
+      "request stays under `MAX_CONTENT_LENGTH`", shown="`1073741824` (1 GiB)"),
+    S("FILES_MAX_FETCH", "count", 4 * 1024**2, "largest file fetched from a server, in "
+      "bytes (4 MiB; it comes back base64 through the agent's output, which the agent caps "
+      "at 8 MiB)", shown="`4194304` (4 MiB)"),
+    S("FILES_KEEP", "seconds", 86400.0, "seconds an uploaded file is kept for pushes "
+      "(then deleted)"),
     # -- status
     S("STATUS_POLLER", "auto", None, "run the status poller alongside the job runner",
       shown="true (false under `TESTING`)"),

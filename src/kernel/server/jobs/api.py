@@ -142,6 +142,8 @@ def rerun(job_id: int) -> tuple[Response, int]:
         where = {
             "service": "POST /api/v1/services/<name>/<op>",
             "init": "POST /api/v1/servers/<id>/init",
+            "schedule": "POST /api/v1/schedules/<id>/run",
+            "file": "POST /api/v1/files/<id>/push",
         }
         raise Conflict(
             f"job {job_id} is a {job.kind} job; redo it with {where.get(job.kind, 'its own API')}"

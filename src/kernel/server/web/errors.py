@@ -25,6 +25,7 @@ from kernel.exceptions import (
     NotFound,
     RateLimited,
     StorageFull,
+    TooLarge,
 )
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ STATUS: dict[type[KernelError], tuple[int, str]] = {
     NotFound: (404, "not_found"),
     Conflict: (409, "conflict"),
     Expired: (410, "gone"),
+    TooLarge: (413, "too_large"),
     RateLimited: (429, "rate_limited"),
     AgentFailed: (502, "agent_unreachable"),
     StorageFull: (507, "storage_full"),
