@@ -54,6 +54,15 @@ def firings(app: Any, schedule_id: int) -> list[Firing]:
         )
 
 
+def down(app: Any) -> None:
+    """The process's end: its runner and scheduler stop (started here one by one, they are
+    not in the components' started list), then the database is closed."""
+    parts = components(app)
+    parts.runner.stop()
+    parts.scheduler.stop()
+    parts.close()
+
+
 def job_count(app: Any) -> int:
     with components(app).db.reading() as s:
         return int(s.scalar(select(func.count(Job.id)).where(Job.kind == "schedule")) or 0)
@@ -125,7 +134,7 @@ def test_two_processes_racing_fire_once(app, admin, runner, agents, tmp_path, db
         assert [f.state for f in firings(app, sched["id"])] == ["fired"]
         assert job_count(app) == 1
     finally:
-        components(other).close()
+        down(other)
 
 
 def test_the_unique_row_refuses_a_second_claim(app, admin, runner, agents):
@@ -163,7 +172,10 @@ def test_restart_in_the_middle_of_a_firing(tmp_path: Path, db_url, agents):
     deadline = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=10)
     while not marks.exists():
         assert dt.datetime.now(dt.UTC) < deadline
-    parts.close()  # stopped with the run on its agent
+    parts.runner.stop()  # stopped with the run on its agent
+    with parts.db.reading() as s:
+        assert s.get(Job, f.job_id).state == "running"  # left running: to re-attach
+    down(first)
 
     second = create_app(config)
     try:
@@ -176,7 +188,7 @@ def test_restart_in_the_middle_of_a_firing(tmp_path: Path, db_url, agents):
         assert job["runs"][0]["state"] == "ok" and job["runs"][0]["stdout"].endswith("done\n")
         assert marks.read_text() == "x\n"  # ran once
     finally:
-        components(second).close()
+        down(second)
 
 
 @pytest.mark.parametrize("policy", ["skip", "run_once"])
@@ -191,7 +203,7 @@ def test_server_down_through_firings(tmp_path: Path, db_url, agents, policy):
     add_agent_server(api, a, "alpha")
     sched = make(api, missed=policy)
     planned = iso_time(sched["next_at"])
-    components(first).close()  # down
+    down(first)
 
     second = create_app(config)
     try:
@@ -219,7 +231,7 @@ def test_server_down_through_firings(tmp_path: Path, db_url, agents, policy):
         assert firings(second, sched["id"])[-1].state == "fired"
         assert firings(second, sched["id"])[-1].note is None
     finally:
-        components(second).close()
+        down(second)
 
 
 def test_back_just_in_time_for_one_firing(app, admin, runner, agents):
@@ -277,6 +289,22 @@ def test_a_firing_with_no_server_is_an_error_row(app, admin, runner):
     assert (f.state, f.job_id) == ("error", None)
     assert f.note == "no job was made: no joined server matches the targets"
     assert admin.get("/api/v1/audit?action=schedule.error")["entries"][0]["result"] == "error"
+
+
+def test_a_schedule_that_cannot_be_read_any_more_is_disabled(app, admin):
+    """A zone that left the tz database after an upgrade (or a row edited by hand): one error
+    firing saying why, and the schedule stops until it is edited."""
+    sched = make(admin)
+    with components(app).db.session() as s:
+        s.get(Schedule, sched["id"]).timezone = "Gone/Zone"
+    fire(app, iso_time(sched["next_at"]) + dt.timedelta(seconds=1))
+    (f,) = firings(app, sched["id"])
+    assert f.state == "error" and "unknown time zone 'Gone/Zone'" in f.note
+    assert f.note.endswith("the schedule is disabled until it is edited")
+    shown = admin.get(f"/api/v1/schedules/{sched['id']}")
+    assert (shown["enabled"], shown["next_at"], shown["next_firings"]) == (False, None, [])
+    fixed = admin.patch(f"/api/v1/schedules/{sched['id']}", {"timezone": "UTC", "enabled": True})
+    assert fixed["enabled"] and fixed["next_at"]
 
 
 def test_the_scheduler_wakes_for_the_next_planned_time(app, admin, runner, agents):

@@ -147,6 +147,7 @@ class _Plan:
     late: bool = False
     servers: list[Server] = field(default_factory=list)
     blocked: tuple[str, str] | None = None  # (state, note) when no job can be made
+    broken: str | None = None  # the schedule itself cannot be read: why
 
 
 def _lock(s: Session, schedule_id: int) -> Schedule | None:
@@ -163,7 +164,7 @@ def _plan(s: Session, sched: Schedule, now: dt.datetime, grace: float) -> _Plan:
         return _Plan(
             due=cron.Due(None, 0, None, None, False, sched.next_at),
             next_at=None,
-            blocked=("error", f"{e.message}; the schedule is disabled until it is edited"),
+            broken=f"{e.message}; the schedule is disabled until it is edited",
         )
     due = cron.due(spec, sched.next_at, now, grace)
     plan = _Plan(due=due, next_at=due.next_at)
@@ -188,10 +189,10 @@ def _plan(s: Session, sched: Schedule, now: dt.datetime, grace: float) -> _Plan:
 def _write(s: Session, sched: Schedule, plan: _Plan, *, now: dt.datetime, running: bool) -> Settled:
     out = Settled()
     due = plan.due
-    if plan.blocked is not None and plan.blocked[0] == "error" and plan.fire_at is None:
+    if plan.broken is not None:
         # The schedule itself cannot be read (see _plan): record it and disable it.
         assert sched.next_at is not None
-        f = _firing(s, sched, sched.next_at, "error", now=now, note=plan.blocked[1])
+        f = _firing(s, sched, sched.next_at, "error", now=now, note=plan.broken)
         out.firings.append(f)
         _audit(s, sched, f, [])
         sched.enabled = False
