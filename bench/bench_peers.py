@@ -331,6 +331,88 @@ def measure(
     return {"server_side": server_side(server, before)}
 
 
+def proc_ticks(pid: int) -> tuple[int, int]:
+    """(own utime + stime, reaped children's cutime + cstime) in clock ticks."""
+    f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(f[11]) + int(f[12]), int(f[13]) + int(f[14])
+
+
+def thread_ticks(pid: int) -> dict[str, int]:
+    """CPU ticks of a process's live threads, by thread name."""
+    out: dict[str, int] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            name = (task / "comm").read_text().strip()
+            f = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            out[name] = out.get(name, 0) + int(f[11]) + int(f[12])
+    return out
+
+
+@dataclass
+class Breakdown:
+    """Where ``kernel exec``'s CPU goes on N hosts, per run (seconds)."""
+
+    n: int
+    runs: int
+    wall: float
+    cli: float
+    server: float
+    server_threads: dict[str, float]
+    agent: float  # the agents' own CPU, all hosts together
+    keeper: float  # the keepers' own
+    command: float  # what the keepers reaped: bash -c uptime
+    floor_per_host: float  # the floor's CPU per host (nsenter + uptime)
+
+
+def kernel_breakdown(
+    kernel: Tool, floor: Tool, n: int, runs: int, memcg: MemoryCgroup, bed: Testbed, server: Server
+) -> Breakdown:
+    """Run ``kernel exec`` on N hosts ``runs`` times, reading every process's CPU around the
+    runs: the server by thread, each host's agent and keeper (and what the keeper reaped)."""
+    hosts = bed.hosts[:n]
+    agents = [h.record.pid or 0 for h in hosts]
+    keepers = []
+    for pid in agents:
+        kids = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+        if len(kids) != 1:
+            raise RuntimeError(f"agent {pid} has {len(kids)} children, expected its keeper")
+        keepers.append(kids[0])
+    baseline = len(cgroup_procs(bed.cgroup))
+
+    def snap() -> tuple[int, dict[str, int], int, int, int]:
+        a = sum(proc_ticks(p)[0] for p in agents)
+        k = [proc_ticks(p) for p in keepers]
+        return (
+            cpu_ticks(server.proc.pid),
+            thread_ticks(server.proc.pid),
+            a,
+            sum(x[0] for x in k),
+            sum(x[1] for x in k),
+        )
+
+    samples = []
+    s0 = snap()
+    for _ in range(runs):
+        settle(bed, baseline)
+        samples.append(run_once(kernel.argv(n), kernel.env, memcg, bed))
+    s1 = snap()
+    floor_cpu = med([s.cpu for s in floor.samples[n]]) / n
+    per = runs * TICK
+    threads = {k: (v - s0[1].get(k, 0)) / per for k, v in s1[1].items()}
+    return Breakdown(
+        n,
+        runs,
+        med([s.wall for s in samples]),
+        med([s.cpu for s in samples]),
+        (s1[0] - s0[0]) / per,
+        {k: v for k, v in sorted(threads.items(), key=lambda kv: -kv[1]) if v > 0},
+        (s1[2] - s0[2]) / per,
+        (s1[3] - s0[3]) / per,
+        (s1[4] - s0[4]) / per,
+        floor_cpu,
+    )
+
+
 def med(xs: Sequence[float]) -> float:
     return statistics.median(xs) if xs else float("nan")
 
@@ -397,6 +479,11 @@ def main() -> int:
             for n in sizes:
                 print(f"bench_peers: {n} hosts", file=sys.stderr)
                 extra[n] = measure(tool_list, n, runs, memcg, bed, server)
+            big = sizes[-1]
+            print(f"bench_peers: where kernel exec's CPU goes on {big} hosts", file=sys.stderr)
+            breakdown = kernel_breakdown(
+                tool_list[0], tool_list[1], big, 3 if args.quick else 7, memcg, bed, server
+            )
             server_rss = _vm_hwm(server.proc.pid)
         finally:
             if server is not None:
@@ -410,6 +497,7 @@ def main() -> int:
         tool_list,
         sizes,
         extra,
+        breakdown,
         debian,
         server_rss,
         (load0, load1),
@@ -434,6 +522,7 @@ def report(
     tool_list: list[Tool],
     sizes: list[int],
     extra: dict[int, dict[str, list[float]]],
+    bd: Breakdown,
     versions: dict[str, str],
     server_rss: int,
     loads: tuple[tuple[float, float, float], tuple[float, float, float]],
@@ -532,6 +621,23 @@ def report(
         ],
         parts,
     )
+
+    def cpu_row(what: str, x: float) -> list[str]:
+        return [what, f"{x * 1000:.0f} ms", f"{x / bd.n * 1000:.2f} ms"]
+
+    host_side = bd.agent + bd.keeper + bd.command
+    total = bd.cli + bd.server + host_side
+    bd_rows = [
+        cpu_row("the CLI (`kernel` process tree)", bd.cli),
+        cpu_row("kernel-server, all threads", bd.server),
+        *(cpu_row(f"  thread `{name}`", x) for name, x in list(bd.server_threads.items())[:6]),
+        cpu_row("agents (their own CPU)", bd.agent),
+        cpu_row("keepers (their own CPU)", bd.keeper),
+        cpu_row("the command (`bash -c uptime`, reaped by the keeper)", bd.command),
+        cpu_row("total", total),
+        cpu_row("the floor: `nsenter` + `uptime`, for comparison", bd.floor_per_host * bd.n),
+    ]
+    bd_table = table(["where", "CPU per run", "per host"], bd_rows)
     (l0, l1) = loads
     pins = ", ".join(f"{p} {v}" for p, v in versions.items())
     return f"""\
@@ -561,6 +667,14 @@ Where `kernel exec`'s time goes (medians per run; the server side from the job's
 timestamps):
 
 {part_table}
+
+Where the CPU of `kernel exec` on {bd.n} hosts goes ({bd.runs} more runs, wall median
+{secs(bd.wall)}; every process's CPU read from `/proc` around them; server threads by name,
+those that ended between the readings are only in the total): the whole job costs
+{secs(total)} of CPU, and on 2 CPUs no run can take less than half of that
+({secs(total / 2)}).
+
+{bd_table}
 
 **Method.** `bench/bench_peers.py` (run as root: `.venv/bin/python bench/bench_peers.py`,
 or `scripts/bench` with every other bench; this one took {took / 60:.0f} min here, most of
