@@ -361,17 +361,6 @@ def proc_ticks(pid: int) -> tuple[int, int]:
     return int(f[11]) + int(f[12]), int(f[13]) + int(f[14])
 
 
-def thread_ticks(pid: int) -> dict[str, int]:
-    """CPU ticks of a process's live threads, by thread name."""
-    out: dict[str, int] = {}
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(OSError):
-            name = (task / "comm").read_text().strip()
-            f = (task / "stat").read_text().rsplit(")", 1)[1].split()
-            out[name] = out.get(name, 0) + int(f[11]) + int(f[12])
-    return out
-
-
 @dataclass
 class Breakdown:
     """Where ``kernel exec``'s CPU goes on N hosts, per run (seconds)."""
@@ -381,7 +370,6 @@ class Breakdown:
     wall: float
     cli: float
     server: float
-    server_threads: dict[str, float]
     agent: float  # the agents' own CPU, all hosts together
     keeper: float  # the keepers' own
     command: float  # what the keepers reaped: bash -c uptime
@@ -403,16 +391,10 @@ def kernel_breakdown(
         keepers.append(kids[0])
     baseline = len(cgroup_procs(bed.cgroup))
 
-    def snap() -> tuple[int, dict[str, int], int, int, int]:
+    def snap() -> tuple[int, int, int, int]:
         a = sum(proc_ticks(p)[0] for p in agents)
         k = [proc_ticks(p) for p in keepers]
-        return (
-            cpu_ticks(server.proc.pid),
-            thread_ticks(server.proc.pid),
-            a,
-            sum(x[0] for x in k),
-            sum(x[1] for x in k),
-        )
+        return cpu_ticks(server.proc.pid), a, sum(x[0] for x in k), sum(x[1] for x in k)
 
     samples = []
     s0 = snap()
@@ -422,17 +404,15 @@ def kernel_breakdown(
     s1 = snap()
     floor_cpu = med([s.cpu for s in floor.samples[n]]) / n
     per = runs * TICK
-    threads = {k: (v - s0[1].get(k, 0)) / per for k, v in s1[1].items()}
     return Breakdown(
         n,
         runs,
         med([s.wall for s in samples]),
         med([s.cpu for s in samples]),
         (s1[0] - s0[0]) / per,
-        {k: v for k, v in sorted(threads.items(), key=lambda kv: -kv[1]) if v > 0},
+        (s1[1] - s0[1]) / per,
         (s1[2] - s0[2]) / per,
         (s1[3] - s0[3]) / per,
-        (s1[4] - s0[4]) / per,
         floor_cpu,
     )
 
@@ -597,7 +577,8 @@ def report(
                 cpu_s = secs(cpu)
             peak = [x.mem_peak for x in ss if x.mem_peak is not None]
             row += [cpu_s, mib(max(x.max_rss for x in ss)), mib(max(peak) if peak else None)]
-            row.append(f"{med([x.hosts_cpu for x in ss]) / n * 1000:.1f} ms")
+            hosts = med([x.hosts_cpu for x in ss]) / n * 1000
+            row.append("- (in its CPU)" if t is floor else f"{hosts:.1f} ms")
         use_rows.append(row)
     heads = ["tool"]
     for n in dict.fromkeys((sizes[0], big)):
@@ -671,7 +652,6 @@ def report(
     bd_rows = [
         cpu_row("the CLI (`kernel` process tree)", bd.cli),
         cpu_row("kernel-server, all threads", bd.server),
-        *(cpu_row(f"  thread `{name}`", x) for name, x in list(bd.server_threads.items())[:6]),
         cpu_row("agents (their own CPU)", bd.agent),
         cpu_row("keepers (their own CPU)", bd.keeper),
         cpu_row("the command (`bash -c uptime`, reaped by the keeper)", bd.command),
@@ -710,8 +690,7 @@ timestamps):
 {part_table}
 
 Where the CPU of `kernel exec` on {bd.n} hosts goes ({bd.runs} more runs, wall median
-{secs(bd.wall)}; every process's CPU read from `/proc` around them; server threads by name,
-those that ended between the readings are only in the total): the whole job costs
+{secs(bd.wall)}; every process's CPU read from `/proc` around them): the whole job costs
 {secs(total)} of CPU, and on 2 CPUs no run can take less than half of that
 ({secs(total / 2)}).
 
