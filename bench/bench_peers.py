@@ -669,7 +669,9 @@ long). Every host runs its Kernel agent and an sshd, both in its network namespa
 cgroup; everything — the hosts, the Kernel server, the tools — shares this machine's 2 CPUs.
 Load average (1/5/15 min) {l0[0]:.2f} / {l0[1]:.2f} / {l0[2]:.2f} at the start,
 {l1[0]:.2f} / {l1[1]:.2f} / {l1[2]:.2f} at the end; calibration: `python -c pass` took
-{calib[0] * 1000:.1f} ms before the runs and {calib[1] * 1000:.1f} ms after (median of 15).
+{calib[0] * 1000:.1f} ms before the runs and {calib[1] * 1000:.1f} ms after (median of 15; about
+7.5 ms on an idle machine of this kind: a larger figure is about how much a busy machine
+stretched the wall times — less so the CPU figures — while other work ran beside the bench).
 
 {wall_table}
 
