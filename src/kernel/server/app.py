@@ -66,18 +66,33 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         app.config["URL"] = str(app.config["URL"]).rstrip("/")
     check(app.config)
 
-    keyring = Keyring.from_file(Path(app.config["SEALING_KEY_FILE"] or data_dir / "sealing.key"))
+    key_file = Path(app.config["SEALING_KEY_FILE"] or data_dir / "sealing.key")
+    keyring = Keyring.from_file(key_file)
+    database: Database | None = None
     try:
         database = Database(app.config["DATABASE_URL"] or sqlite_url(data_dir))
         sealing.attach(database.engine, keyring)
         if app.config.get("MIGRATE", True):
             upgrade(database.engine)
             installation.check(database, data_dir, used_before=used_before)
+            installation.check_keys(
+                database,
+                keyring,
+                app.config["SECRET_KEY"],
+                key_file=key_file,
+                stale=app.config["REPLICA_STALE"],
+            )
             sealing.seal_plaintext(database.engine, "servers", "agent_key")
     except SQLAlchemyError as e:
         # A bad KERNEL_DATABASE_URL, a database that is down or damaged: one clear line.
+        if database is not None:
+            database.engine.dispose()
         reason = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
         raise ConfigError(f"cannot use the database (DATABASE_URL): {reason}") from e
+    except BaseException:
+        if database is not None:
+            database.engine.dispose()  # no connection left open by a server that did not start
+        raise
     # Not under TESTING: the example init scripts would run on whatever test agents join.
     if flag(app.config, "INSTALL_EXAMPLES"):
         install_examples(data_dir)

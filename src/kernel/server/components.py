@@ -79,8 +79,12 @@ class Components:
             self.poller.refresh([server_id])
 
     def close(self) -> None:
-        """Stop the background and close the database (the end of a process or a test)."""
+        """Stop the background and close the database (the end of a process or a test); also
+        the services a test started one by one (stopping one that is not running is
+        nothing)."""
         self.stop()
+        for service in reversed(self.background):
+            service.stop()
         self.db.dispose()
 
 
