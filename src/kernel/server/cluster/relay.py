@@ -124,6 +124,9 @@ class Relay:
                 conn: Any = raw.driver_connection
                 conn.autocommit = True
                 conn.execute(f"LISTEN {CHANNEL}")
+                # Events of the others sent before now (or while the connection was lost)
+                # never reach this bus: jobs that began before are not complete here.
+                self.bus.complete_since = time.time()
                 self._listening.set()
                 while not self._stop.is_set():
                     for note in conn.notifies(timeout=1.0):

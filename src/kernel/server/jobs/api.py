@@ -205,6 +205,8 @@ def events(job_id: int) -> Response:
         with database.session() as s:
             job = s.get(Job, job_id)
             assert job is not None
+            if live is not None and job.created_at.timestamp() < bus.complete_since:
+                live = None  # began before this replica heard every other's events
             data = job_json(job, job.runs)
             for run_data, run in zip(data["runs"], job.runs, strict=True):
                 if live is not None:
