@@ -138,6 +138,11 @@ def test_machines_that_cannot_be_imported_are_said_so() -> None:
             "PUBLIC_ARTIFACTS = true",
         ),
         (f"curl {OLD_SERVER}/api/thing", "", "downloads from the original server"),
+        (
+            f"BASE={OLD_SERVER}/static/service/web/; wget $BASE/web.tgz",
+            'BASE="$KERNEL_SERVICE_URL"; wget $BASE/web.tgz',
+            "",
+        ),
     ],
 )
 def test_hints_for_a_service(line: str, replacement: str, note: str) -> None:
@@ -327,11 +332,20 @@ def test_a_malicious_machine_list_stops_the_import(tmp_path: Path, db_url: str) 
 
 def test_servers_need_an_address_for_their_commands(tmp_path: Path, db_url: str) -> None:
     checkout = make_checkout(tmp_path / "old", {"web1": "http://10.0.0.5:8001"})
-    r = cli(tmp_path / "data", db_url, str(checkout), url=None)
-    assert r.returncode == 1 and "set URL (KERNEL_URL) or pass --url" in r.stderr
-    for bad in ("ftp://x", "nonsense", "http://x:99999"):
+    for bad in (
+        "ftp://x",
+        "nonsense",
+        "http://x:99999",
+        "http://\udcff/",
+        "http://a b/",
+        "http://\x1b/",
+    ):
         r = cli(tmp_path / "data", db_url, str(checkout), "--url", bad, url=None)
         assert r.returncode == 1 and "--url" in r.stderr and "Traceback" not in r.stderr
+        assert "\x1b" not in r.stderr and not (tmp_path / "data").exists()
+    r = cli(tmp_path / "data", db_url, str(checkout), url=None)
+    assert r.returncode == 1 and "set URL (KERNEL_URL) or pass --url" in r.stderr
+    assert not (tmp_path / "data/service").exists()
     r = cli(tmp_path / "data", db_url, str(checkout), "--url", "http://10.9.9.9:8002/")
     assert r.returncode == 0, r.stderr
     assert "curl -fsSL 'http://10.9.9.9:8002/agent/install.sh?token=" in r.stdout
@@ -357,3 +371,13 @@ def test_run_init_leaves_them_to_run_on_join(tmp_path: Path, db_url: str) -> Non
     assert "count as run" not in r.stdout
     (web1,) = servers_of(tmp_path, db_url)
     assert web1["init"] == []
+
+
+def test_a_path_that_is_not_text_is_shown_escaped(tmp_path: Path, db_url: str) -> None:
+    r = cli(tmp_path / "data", db_url, str(tmp_path / "\udcff\x1b[31mold"))
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "\\udcff\\x1b[31mold does not exist" in r.stderr and "\x1b" not in r.stderr
+    checkout = make_checkout(tmp_path / "\udcffcheckout", {})
+    r = cli(tmp_path / "data", db_url, str(checkout), "--dry-run")
+    assert r.returncode == 0, r.stderr
+    assert "from " + str(tmp_path) + "/\\udcffcheckout" in r.stdout

@@ -13,8 +13,11 @@ from urllib.parse import urlsplit
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from kernel.exceptions import InvalidInput, KernelError
+from kernel.server.app import create_app
+from kernel.server.components import components
 from kernel.server.core.files import sha256_hex
 from kernel.server.core.settings import data_dir_from
+from kernel.server.core.text import printable as shown
 from kernel.server.inventory import legacy as machines
 from kernel.server.models import installation
 from kernel.server.services import legacy as folders
@@ -38,14 +41,13 @@ def run_import(
     """Import (or with ``dry_run`` only plan) and yield the report line by line."""
     root = machines.check_checkout(checkout)
     machine_list = machines.read_machine_list(root)  # refused before anything else is done
+    _base_url(url)  # a bad --url too
     data_dir = data_dir_from(None)
     app = _open_app(data_dir, dry_run)
     try:
         yield from _run(app, root, data_dir, machine_list, dry_run, url, token_ttl, run_init)
     finally:
         if app is not None:
-            from kernel.server.components import components
-
             components(app).close()
 
 
@@ -53,8 +55,6 @@ def _open_app(data_dir: Path, dry_run: bool) -> Any:
     """The app on this server's settings (no examples copied: the original's folders are
     what goes in). A dry run on a data dir never used before opens nothing, so that it
     creates nothing: its inventory is empty."""
-    from kernel.server.app import create_app
-
     used = any((data_dir / f).exists() for f in ("secret_key", installation.ID_FILE))
     if dry_run and not used:
         return None
@@ -71,8 +71,6 @@ def _run(
     token_ttl: int | None,
     run_init: bool,
 ) -> Iterator[str]:
-    from kernel.server.components import components
-
     config = app.config if app is not None else {}
     base = _base_url(url or config.get("URL"))
     ttl = float(token_ttl or config.get("ENROLL_TOKEN_TTL") or 3600)
@@ -116,12 +114,14 @@ def _run(
             except SQLAlchemyError as e:
                 raise KernelError(f"cannot add the servers: {_first_line(e)}") from None
 
-    yield f"Importing the original Kernel from {root}" + (
+    yield f"Importing the original Kernel from {shown(str(root))}" + (
         " (dry run: nothing is changed)" if dry_run else ""
     )
     yield from _machines_report(machine_list, plans, dry_run, init_done)
     yield from _services_report(found, data_dir, dry_run)
     yield from _init_report(found, data_dir, dry_run)
+    for problem in found.problems:
+        yield f"! {problem}"
     yield ""
     yield _summary(plans, found, dry_run, added, copied)
 
@@ -130,6 +130,10 @@ def _base_url(url: object) -> str | None:
     if not url:
         return None
     text = str(url).rstrip("/")
+    if not text.isascii() or any(c.isspace() or not c.isprintable() for c in text):
+        raise InvalidInput(
+            f"--url '{shown(text)}' is not a URL (spaces, control or non-ASCII characters)"
+        )
     try:
         parts = urlsplit(text)
         parts.port  # noqa: B018 - raises for a bad port
@@ -194,7 +198,7 @@ def _services_report(found: folders.Folders, data_dir: Path, dry_run: bool) -> I
     if not found.services:
         yield "Services: the checkout has no static/service/ folders"
         return
-    yield f"Services (static/service/ -> {data_dir / 'service'}):"
+    yield f"Services (static/service/ -> {shown(str(data_dir / 'service'))}):"
     for item in found.services:
         yield "  " + _item_line(item, dry_run)
         if item.action != "skip":
@@ -212,7 +216,7 @@ def _init_report(found: folders.Folders, data_dir: Path, dry_run: bool) -> Itera
     if not found.init:
         yield "Init scripts: the checkout has no static/init/ scripts"
         return
-    yield f"Init scripts (static/init/ -> {data_dir / 'init'}), in the order they run:"
+    yield f"Init scripts (static/init/ -> {shown(str(data_dir / 'init'))}), in the order they run:"
     for item in found.init:
         if item.kind == "init" and not item.name:  # a file the scan refused
             yield f"  ! not imported: {item.reason}"
@@ -221,8 +225,8 @@ def _init_report(found: folders.Folders, data_dir: Path, dry_run: bool) -> Itera
         yield from _hint_lines(item)
     if found.others_in_init:
         yield (
-            f"  also in {data_dir / 'init'} (not the original's; they run on joining servers "
-            f"too): {', '.join(found.others_in_init)}"
+            f"  also in {shown(str(data_dir / 'init'))} (not the original's; they run on "
+            f"joining servers too): {', '.join(found.others_in_init)}"
         )
 
 
@@ -263,19 +267,24 @@ def _summary(
     tail = f"; {left} left out (see '!' above)" if left else ""
     if dry_run:
         if not to_add and not to_copy:
-            return "Dry run: nothing to do, everything was imported before" + tail + "."
+            return f"Dry run: nothing to do, {_nothing(plans, items)}{tail}."
         return (
             f"Dry run: {_count(to_add, 'server')} would be added and {to_copy} folders or "
             f"scripts copied{tail}. Nothing was changed."
         )
     if not added and not copied:
-        return "Nothing changed: everything was imported before" + tail + "."
+        return f"Nothing changed: {_nothing(plans, items)}{tail}."
     refresh = (
         " A running server shows new services after `kernel services refresh`." if copied else ""
     )
     return (
         f"Done: {_count(added, 'server')} added, {copied} folders or scripts copied{tail}.{refresh}"
     )
+
+
+def _nothing(plans: list[machines.MachinePlan], items: list[folders.Item]) -> str:
+    before = any(p.action == "exists" for p in plans) or any(i.action == "same" for i in items)
+    return "everything was imported before" if before else "the checkout holds nothing to import"
 
 
 def _count(n: int, what: str) -> str:

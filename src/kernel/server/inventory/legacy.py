@@ -47,13 +47,14 @@ MARKERS = ("mod_kernel.py", MACHINE_LIST, "static/service", "static/init")
 
 def check_checkout(root: Path) -> Path:
     """``root`` resolved, if it looks like the original server's checkout; else one line."""
+    where = shown(str(root))
     if not root.exists():
-        raise InvalidInput(f"{root} does not exist")
+        raise InvalidInput(f"{where} does not exist")
     if not root.is_dir():
-        raise InvalidInput(f"{root} is not a folder")
+        raise InvalidInput(f"{where} is not a folder")
     if not any((root / m).exists() for m in MARKERS):
         raise InvalidInput(
-            f"{root} is not a checkout of the original kernel-server: it has none of "
+            f"{where} is not a checkout of the original kernel-server: it has none of "
             + ", ".join(MARKERS)
         )
     return root.resolve()
@@ -146,13 +147,13 @@ def read_machine_list(root: Path) -> dict[object, object] | None:
         if not path.exists():
             return None
         if not path.is_file():
-            raise InvalidInput(f"{path} is not a file")
+            raise InvalidInput(f"{shown(str(path))} is not a file")
         with open(path, "rb") as f:
             data = f.read(MAX_PICKLE_BYTES + 1)
     except OSError as e:
-        raise InvalidInput(f"cannot read {path}: {e.strerror or e}") from None
+        raise InvalidInput(f"cannot read {shown(str(path))}: {e.strerror or e}") from None
     if len(data) > MAX_PICKLE_BYTES:
-        raise InvalidInput(f"{path} is larger than {MAX_PICKLE_BYTES} bytes")
+        raise InvalidInput(f"{shown(str(path))} is larger than {MAX_PICKLE_BYTES} bytes")
     return load_machine_list(data)
 
 

@@ -75,7 +75,7 @@ def _listing(folder: Path, out: Folders) -> list[str]:
     try:
         return sorted(n for n in os.listdir(folder) if not is_hidden(n))
     except OSError as e:
-        out.problems.append(f"cannot read {folder}: {e.strerror}")
+        out.problems.append(f"cannot read {shown(str(folder))}: {e.strerror}")
         return []
 
 
@@ -104,7 +104,7 @@ def _plan_services(src: Path, dst: Path, download_url: str | None, out: Folders)
             item.action = "same"
         else:
             item.action = "conflict"
-            item.reason = f"{there} exists and differs from the original's; left alone"
+            item.reason = f"{shown(str(there))} exists and differs from the original's; left alone"
             if (EXAMPLES_DIR / "service" / name).is_dir() and same_tree(
                 EXAMPLES_DIR / "service" / name, there
             ):
@@ -129,7 +129,7 @@ def _plan_init(src: Path, dst: Path, download_url: str | None, out: Folders) -> 
             item.action = "same"
         else:
             item.action = "conflict"
-            item.reason = f"{there} exists and differs from the original's; left alone"
+            item.reason = f"{shown(str(there))} exists and differs from the original's; left alone"
         out.init.append(item)
     for problem in scan.problems:
         out.init.append(Item("init", "", "skip", reason=problem))
@@ -223,10 +223,11 @@ def hints(
             path = parts.path
             if path.startswith("/static/"):
                 sub = path[len("/static/") :]
-                if service is not None and sub.startswith(f"service/{service}/"):
-                    rest = sub[len(f"service/{service}/") :]
-                    repl = f"$KERNEL_SERVICE_URL/{rest}"
-                    if rest not in artifacts:
+                own = f"service/{service}"
+                if service is not None and (sub == own or sub.startswith(own + "/")):
+                    rest = sub[len(own) + 1 :]  # "" for the folder itself (a base in a variable)
+                    repl = f"$KERNEL_SERVICE_URL/{rest}" if rest else "$KERNEL_SERVICE_URL"
+                    if rest and rest not in artifacts:
                         notes.append(f"{rest} is not in the service folder: add it there")
                 elif sub.startswith(("service/", "init/")):
                     repl = f"$KERNEL_URL/static/{sub}"
