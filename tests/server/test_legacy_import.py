@@ -171,11 +171,14 @@ def test_hints_leave_other_lines_alone() -> None:
 
 
 # -- the command ---------------------------------------------------------------------------------
-def cli(data: Path, db_url: str, *args: str, url: str | None = URL) -> subprocess.CompletedProcess:
+def cli(
+    data: Path, db_url: str, *args: str, url: str | None = URL, **more: str
+) -> subprocess.CompletedProcess:
     env = {
         **os.environ,
         "KERNEL_DATA_DIR": str(data),
         "KERNEL_DATABASE_URL": db_url,
+        **more,
     }
     env.pop("KERNEL_URL", None)
     if url:
@@ -381,3 +384,22 @@ def test_a_path_that_is_not_text_is_shown_escaped(tmp_path: Path, db_url: str) -
     r = cli(tmp_path / "data", db_url, str(checkout), "--dry-run")
     assert r.returncode == 0, r.stderr
     assert "from " + str(tmp_path) + "/\\udcffcheckout" in r.stdout
+
+
+@pytest.mark.parametrize(
+    "args, env, needle",
+    [
+        ([], {}, "Missing argument 'DIR'"),
+        (["--token-ttl", "abc"], {}, "Invalid value for '--token-ttl'"),
+        (["--token-ttl", "5"], {}, "Invalid value for '--token-ttl'"),
+        ([], {"KERNEL_DATABASE_URL": "foo://x"}, "cannot use the database"),
+        ([], {"KERNEL_THREADS": "abc"}, "KERNEL_THREADS"),
+    ],
+)
+def test_garbage_on_the_command_line(
+    tmp_path: Path, db_url: str, args: list[str], env: dict[str, str], needle: str
+) -> None:
+    checkout = [] if needle.startswith("Missing") else [str(make_checkout(tmp_path / "old", {}))]
+    r = cli(tmp_path / "data", db_url, *args, *checkout, **env)
+    assert r.returncode != 0 and needle in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr + r.stdout
