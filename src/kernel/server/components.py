@@ -15,6 +15,8 @@ from flask import Flask, current_app
 
 if TYPE_CHECKING:
     from kernel.server.auth.limiter import LoginLimiter
+    from kernel.server.cluster.membership import Membership
+    from kernel.server.cluster.relay import Relay
     from kernel.server.core.db import Database
     from kernel.server.core.events import EventBus
     from kernel.server.inventory.local_agent import LocalAgent
@@ -36,17 +38,22 @@ class Components:
     db: Database
     bus: EventBus
     catalogue: CatalogueCache
+    membership: Membership
     runner: Runner
     poller: Poller
     limiter: LoginLimiter
     local_agent: LocalAgent | None = None
+    relay: Relay | None = None  # live events to and from other replicas (PostgreSQL)
     poll: bool = True  # the poller runs with the others (STATUS_POLLER)
     _started: list[Background] = field(default_factory=list, repr=False)
 
     @property
     def background(self) -> list[Background]:
         """The background services in start order (stopped in reverse)."""
-        services: list[Background] = [self.runner]
+        services: list[Background] = [self.membership]
+        if self.relay is not None:
+            services.append(self.relay)
+        services.append(self.runner)
         if self.poll:
             services.append(self.poller)
         if self.local_agent is not None:
