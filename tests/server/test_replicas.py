@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import shutil
+import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -20,10 +21,31 @@ from kernel.exceptions import ConfigError
 from kernel.server.app import create_app
 from kernel.server.components import components
 from support.nginx import Nginx
-from support.servers import ServerProc, app_config
+from support.servers import KERNEL_SERVER, ServerProc, app_config
 from support.sse import Follower
 
 
+def test_a_second_server_on_one_sqlite_file_is_refused(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    first = ServerProc(data).start()
+    try:
+        second = ServerProc(data)
+        out = subprocess.run(
+            [str(KERNEL_SERVER)], env=second.env, capture_output=True, text=True, timeout=60
+        )
+        assert out.returncode != 0
+        assert "SQLite is for one server" in out.stderr and "PostgreSQL" in out.stderr, out
+        assert "Traceback" not in out.stderr
+        assert httpx.get(first.url + "/healthz").status_code == 200  # the first serves on
+    finally:
+        first.stop()
+
+
+ON_POSTGRES = pytest.mark.parametrize("db_url", ["postgres"], indirect=True)  # emptied first
+
+
+@ON_POSTGRES
 def test_a_replica_needs_the_installations_keys(tmp_path, db_url):
     first = create_app(app_config(tmp_path / "a", db_url))
     parts = components(first)
@@ -85,13 +107,14 @@ def _eventually(fn: Any, timeout: float, what: str) -> Any:
     return value
 
 
+@ON_POSTGRES
 @pytest.mark.testbed
 @pytest.mark.slow
-def test_three_replicas_behind_nginx_lose_one_mid_job(light_hosts, pg_module_url, tmp_path):
+def test_three_replicas_behind_nginx_lose_one_mid_job(light_hosts, db_url, tmp_path):
     bed = light_hosts(HOSTS)
     network = str(bed.record.network)
-    engine = create_engine(pg_module_url)
-    first = _replica(tmp_path / "a", pg_module_url, network).start()
+    engine = create_engine(db_url)
+    first = _replica(tmp_path / "a", db_url, network).start()
     replicas = [first]
     proxy = None
     try:
@@ -100,7 +123,7 @@ def test_three_replicas_behind_nginx_lose_one_mid_job(light_hosts, pg_module_url
             (tmp_path / name).mkdir()
             for key_file in ("secret_key", "sealing.key"):
                 shutil.copy(first.data_dir / key_file, tmp_path / name / key_file)
-            replicas.append(_replica(tmp_path / name, pg_module_url, network).start())
+            replicas.append(_replica(tmp_path / name, db_url, network).start())
         proxy = Nginx(tmp_path / "nginx", [r.url.removeprefix("http://") for r in replicas])
         proxy.start()
         api = httpx.Client(

@@ -93,7 +93,10 @@ def check_keys(
                     f"secrets were sealed with ({e}); every replica needs the same key file: "
                     "copy it from a server of this installation (SEALING_KEY_FILE)"
                 ) from None
-        if row.secret_check and row.secret_check != mine:
+        # (SQLite: one server by construction — serve() refuses a second — so a new key
+        # is always a rotation.)
+        multi = db.engine.dialect.name != "sqlite"
+        if multi and row.secret_check and row.secret_check != mine:
             cut = utcnow() - dt.timedelta(seconds=stale)
             others = s.scalars(select(Replica.host).where(Replica.seen_at > cut)).all()
             if others:
