@@ -73,6 +73,7 @@ def claim(db: Database, now: dt.datetime) -> list[Group]:
             groups.setdefault((ch.id, batch, n.event), []).append(n)
         out = []
         for (cid, _batch, event), rows in groups.items():
+            rows.sort(key=lambda r: (r.title, r.id))
             parts = [messages.Message(r.title, r.body) for r in rows]
             out.append(
                 Group(tuple(r.id for r in rows), chans[cid].name, chans[cid].url, event,

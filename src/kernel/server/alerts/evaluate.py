@@ -165,10 +165,8 @@ def evaluate(
     when = dt.datetime.fromtimestamp(now, dt.UTC)
     with db.session() as s:
         enabled = set(s.scalars(select(AlertRule.id).where(AlertRule.enabled.is_(True))))
-        channels = dict(
-            s.execute(select(AlertChannel.id, AlertChannel.name).where(AlertChannel.enabled))
-        )
-        box = Outbox(s, when, link, uuid.uuid4().hex, {int(k): str(v) for k, v in channels.items()})
+        rows = s.execute(select(AlertChannel.id, AlertChannel.name).where(AlertChannel.enabled))
+        box = Outbox(s, when, link, uuid.uuid4().hex, {int(i): str(n) for i, n in rows})
         for ch in changes:
             if ch.rule.id not in enabled:
                 continue  # disabled or removed since the snapshot was read
