@@ -39,7 +39,7 @@ RULE_GARBAGE = [
     ({"name": "x", "kind": "load", "above": 2, "minutes": 1e9}, "'minutes' must be less"),
     ({"name": "x", "kind": "load", "above": 2, "metric": "load2"}, "'metric' must be one of"),
     ({"name": "x", "kind": "offline", "seconds": 0}, "'seconds' must be greater than"),
-    ({"name": "x", "kind": "offline", "percent": 5}, "do(es) not apply to a offline rule"),
+    ({"name": "x", "kind": "offline", "percent": 5}, "is not a threshold of offline rules"),
     ({"name": "x", "kind": "weather"}, "'kind' must be one of"),
     ({"name": "", "kind": "offline"}, "'name' must have at least 1 character"),
     ({"name": "   ", "kind": "offline"}, "'name' must not be empty"),
@@ -60,7 +60,7 @@ def test_rule_garbage_is_a_clear_400(admin):
         assert answer["error"] == "bad_request" and says in answer["message"], (body, answer)
     rule = admin.post(RULES, {"name": "ok", "kind": "disk", "percent": 90.0}, expect=201)
     for body, says in [
-        ({"above": 3.0}, "'above' do(es) not apply to a disk rule"),
+        ({"above": 3.0}, "'above' is not a threshold of disk rules"),
         ({"percent": 100}, "less than 100"),
         ({"kind": "load"}, "unknown field"),
         ({"channels": [1], "all_channels": True}, "not both"),

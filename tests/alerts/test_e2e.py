@@ -18,8 +18,7 @@ from kernel.server.core.db import utcnow
 from kernel.server.models.servers import Server
 from support.api import Api, make_token, wait_job
 from support.procs import wait_for
-
-from .conftest import Mailbox, Sink
+from support.receivers import Mailbox, Sink
 
 pytestmark = pytest.mark.slow
 STATUS_INTERVAL = 1.0

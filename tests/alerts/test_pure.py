@@ -23,7 +23,7 @@ def test_params_take_defaults_and_refuse_other_kinds_thresholds():
     assert edited == {"percent": 80.0, "mounts": ["/var"]}
     with pytest.raises(InvalidInput, match="a disk rule needs 'percent'"):
         params_for("disk", {})
-    with pytest.raises(InvalidInput, match=r"'percent' do\(es\) not apply to a offline rule"):
+    with pytest.raises(InvalidInput, match="'percent' is not a threshold of offline rules"):
         params_for("offline", {"percent": 5.0})
     with pytest.raises(InvalidInput, match="'kind' must be one of"):
         params_for("weather", {})

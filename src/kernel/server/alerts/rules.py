@@ -38,7 +38,8 @@ def params_for(
     if foreign:
         names = ", ".join(f"'{n}'" for n in foreign)
         said = ", ".join(f"'{n}'" for n in takes) or "nothing"
-        raise InvalidInput(f"{names} do(es) not apply to a {kind} rule (it takes {said})")
+        what = "is not a threshold" if len(foreign) == 1 else "are not thresholds"
+        raise InvalidInput(f"{names} {what} of {kind} rules (they take {said})")
     out = {**takes, **(base or {}), **given}
     missing = [n for n, v in out.items() if v is REQUIRED]
     if missing:
