@@ -318,3 +318,67 @@ def test_the_list_of_open_and_past_alerts(app, admin):
     resolved = next(x for x in everything if x["server"] == "web1")
     one = admin.get(f"/api/v1/alerts/{resolved['id']}")
     assert one["resolution"] == "cleared" and one["resolved_at"] and one["notifications"] == []
+
+
+def test_two_evaluators_racing_in_threads_on_one_database(app, admin, db_url, monkeypatch):
+    """Two evaluators with their own connections, made to read the same state before
+    either writes (a barrier after the read): one alert, one message per event."""
+    import threading
+
+    from kernel.server.alerts import evaluate as evaluate_module
+    from kernel.server.core.db import Database
+
+    admin.post("/api/v1/alerts/channels", {"name": "c", "url": "json://127.0.0.1:9/x"},
+               expect=201)  # fmt: skip
+    admin.post(RULES, {"name": "down", "kind": "offline", "seconds": 1.0, "hold_resolve": 0.0},
+               expect=201)  # fmt: skip
+    now = time.time()
+    sid = add_host(app, "web1", state="offline", last_ok_at=now - 30)
+    barrier = threading.Barrier(2, timeout=30)
+    real_read = evaluate_module.read
+
+    def read_then_wait(s, at, gap):
+        snap = real_read(s, at, gap)
+        barrier.wait()
+        return snap
+
+    monkeypatch.setattr(evaluate_module, "read", read_then_wait)
+    dbs = [Database(db_url), Database(db_url)]
+    try:
+        for at in (now, now + 5):
+            results: list[dict] = []
+
+            def one(d, at=at, results=results):
+                results.append(evaluate(d, {}, now=at, max_gap=GAP))
+
+            threads = [threading.Thread(target=one, args=(d,)) for d in dbs]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(60)
+            assert len(results) == 2
+            assert sum(sum(r["changes"].values()) for r in results) == 1, results
+            set_status(app, sid, state="online")
+    finally:
+        for d in dbs:
+            d.dispose()
+    with components(app).db.reading() as s:
+        assert s.scalar(select(func.count()).select_from(Alert)) == 1
+        events = s.scalars(select(AlertNotification.event).order_by(AlertNotification.id)).all()
+    assert events == ["open", "resolve"]
+
+
+def test_resolved_alerts_past_alerts_keep_are_pruned(app, admin):
+    admin.post(RULES, {"name": "down", "kind": "offline", "seconds": 1.0, "hold_resolve": 0.0},
+               expect=201)  # fmt: skip
+    now = time.time()
+    a = add_host(app, "web1", state="offline", last_ok_at=now - 30)
+    add_host(app, "web2", state="offline", last_ok_at=now - 30)
+    rnd(app, now)
+    set_status(app, a, state="online")
+    rnd(app, now + 1)
+    service = components(app).alerts
+    service._prune(now + service.keep - 10)  # not old enough yet
+    assert len(alerts(app)) == 2
+    service._prune(now + service.keep + 10)
+    assert [(x.server_name, x.state) for x in alerts(app)] == [("web2", "open")]

@@ -6,7 +6,6 @@ only — never the poller's memory — so it runs unchanged beside other replica
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 import time
@@ -78,6 +77,7 @@ class AlertService(LoopThread):
         next_prune = time.monotonic() + 60.0
         while not self._stopping.is_set():
             started = time.monotonic()
+            self._wakeup.clear()  # a wake-up during the round brings the next one forward
             try:
                 await self._round()
             except Exception:
@@ -89,16 +89,13 @@ class AlertService(LoopThread):
                 except Exception:
                     log.exception("pruning old alerts failed")
             wait = max(0.05, self.interval - (time.monotonic() - started))
-            self._wakeup.clear()
-            with contextlib.suppress(TimeoutError):
-                stop = asyncio.ensure_future(self._stopping.wait())
-                wake = asyncio.ensure_future(self._wakeup.wait())
-                try:
-                    await asyncio.wait({stop, wake}, timeout=wait,
-                                       return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
-                finally:
-                    stop.cancel()
-                    wake.cancel()
+            stop = asyncio.ensure_future(self._stopping.wait())
+            wake = asyncio.ensure_future(self._wakeup.wait())
+            try:
+                await asyncio.wait({stop, wake}, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stop.cancel()
+                wake.cancel()
 
     async def _round(self) -> dict[str, Any]:
         async with self._lock:  # a wake-up during a round waits for it
