@@ -218,7 +218,10 @@ def test_messages():
     assert m.title == "[Kernel] PROBLEM web1: offline"
     assert "web1 is offline" in m.body and "http://k/a/7" in m.body and "UTC" in m.body
     r = messages.resolved(facts, NOW)
-    assert r.title == "[Kernel] RESOLVED web1: offline" and "after 2 min 5 s" in r.body
+    assert (
+        r.title == "[Kernel] RESOLVED web1: offline"
+        and "after 2 min 5 s. It was: web1 is offline" in r.body
+    )
     d = messages.digest("open", [m, m, m, m])
     assert d.title.startswith("[Kernel] 4 problems: web1: offline") and "and 1 more" in d.title
     assert messages.digest("open", [m]) is m

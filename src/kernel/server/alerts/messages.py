@@ -55,7 +55,7 @@ def opened(a: AlertFacts) -> Message:
 def resolved(a: AlertFacts, now: float, reason: str = "cleared") -> Message:
     why = "" if reason == "cleared" else f" ({reason})"
     lines = [
-        f"Resolved{why} after {seconds(max(0.0, now - a.since))}: {a.summary}",
+        f"Resolved{why} after {seconds(max(0.0, now - a.since))}. It was: {a.summary}",
         f"Began: {_at(a.since)}; resolved: {_at(now)}",
         f"Rule: {a.rule} ({a.condition})",
         f"Alert #{a.id}" + (f": {a.link}" if a.link else ""),
