@@ -19,6 +19,8 @@ from werkzeug.routing import IntegerConverter
 from kernel.exceptions import ConfigError
 from kernel.server.alerts.service import AlertService
 from kernel.server.auth.limiter import LoginLimiter
+from kernel.server.cluster.membership import Membership
+from kernel.server.cluster.relay import Relay
 from kernel.server.components import KEY, Components
 from kernel.server.core import sealing
 from kernel.server.core.datadir import install_examples
@@ -97,12 +99,19 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 def _components(app: Flask, database: Database, data_dir: Path) -> Components:
     bus = EventBus()
     catalogue = CatalogueCache(data_dir / "service")
+    membership = Membership(database, app.config["REPLICA_HEARTBEAT"], app.config["REPLICA_STALE"])
     parts = Components(
         db=database,
         bus=bus,
         catalogue=catalogue,
-        runner=Runner(app.config, database, bus),
-        poller=Poller(app.config, database, lambda: catalogue.get().units),
+        membership=membership,
+        runner=Runner(app.config, database, bus, membership),
+        poller=Poller(
+            app.config,
+            database,
+            lambda: catalogue.get().units,
+            lambda: (membership.id, membership.live()),
+        ),
         limiter=LoginLimiter(
             database, app.config["LOGIN_MAX_FAILURES"], app.config["LOGIN_WINDOW"]
         ),
@@ -114,6 +123,8 @@ def _components(app: Flask, database: Database, data_dir: Path) -> Components:
         poll=flag(app.config, "STATUS_POLLER"),
         alert=flag(app.config, "ALERTS"),
     )
+    if database.engine.dialect.name == "postgresql":
+        parts.relay = Relay(database, bus, membership.id)
     if app.config.get("LOCAL_AGENT"):
         parts.local_agent = LocalAgent(app.config, database, parts.joined)
     return parts

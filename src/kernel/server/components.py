@@ -17,6 +17,8 @@ from flask import Flask, current_app
 if TYPE_CHECKING:
     from kernel.server.alerts.service import AlertService
     from kernel.server.auth.limiter import LoginLimiter
+    from kernel.server.cluster.membership import Membership
+    from kernel.server.cluster.relay import Relay
     from kernel.server.core.db import Database
     from kernel.server.core.events import EventBus
     from kernel.server.inventory.local_agent import LocalAgent
@@ -38,11 +40,13 @@ class Components:
     db: Database
     bus: EventBus
     catalogue: CatalogueCache
+    membership: Membership
     runner: Runner
     poller: Poller
     limiter: LoginLimiter
     alerts: AlertService
     local_agent: LocalAgent | None = None
+    relay: Relay | None = None  # live events to and from other replicas (PostgreSQL)
     poll: bool = True  # the poller runs with the others (STATUS_POLLER)
     alert: bool = True  # the alerts service runs with the others (ALERTS)
     _started: list[Background] = field(default_factory=list, repr=False)
@@ -50,7 +54,10 @@ class Components:
     @property
     def background(self) -> list[Background]:
         """The background services in start order (stopped in reverse)."""
-        services: list[Background] = [self.runner]
+        services: list[Background] = [self.membership]
+        if self.relay is not None:
+            services.append(self.relay)
+        services.append(self.runner)
         if self.poll:
             services.append(self.poller)
         if self.alert:

@@ -75,6 +75,10 @@ SETTINGS: tuple[Setting, ...] = (
     S("MAX_CONTENT_LENGTH", "count", 16 * 1024 * 1024, "largest request body, in bytes"),
     S("INSTALL_EXAMPLES", "auto", None, "fill a new data dir with the example services and "
       "init scripts", shown="true (false under `TESTING`)"),
+    S("REPLICA_HEARTBEAT", "seconds", 2.0, "seconds between a replica's heartbeats (several "
+      "servers on one PostgreSQL)"),
+    S("REPLICA_STALE", "seconds", 10.0, "seconds without a heartbeat after which a replica is "
+      "gone: its runs are adopted, its share of the hosts probed by the others"),
     # -- users
     S("LOGIN_MAX_FAILURES", "count", 5, "failed logins per user and address within "
       "`LOGIN_WINDOW` before 429"),

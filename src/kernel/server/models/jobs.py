@@ -55,5 +55,8 @@ class Run(Base):
     started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     duration: Mapped[float | None] = mapped_column(Float)
+    # The replica that sent it and follows it (cluster/membership.py); a run whose owner is
+    # gone is adopted by another (re-attached by its id, never sent again).
+    owner: Mapped[str | None] = mapped_column(String(36), index=True)
 
     job: Mapped[Job] = relationship(back_populates="runs")

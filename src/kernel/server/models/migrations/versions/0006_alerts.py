@@ -2,14 +2,14 @@
 units seen active; an index on jobs.finished_at for the job rules.
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0007 (another helper adds 0005 from 0004; the lead re-chains)
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0006"
-down_revision = "0004"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
