@@ -17,6 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.routing import IntegerConverter
 
 from kernel.exceptions import ConfigError
+from kernel.server.alerts.service import AlertService
 from kernel.server.auth.limiter import LoginLimiter
 from kernel.server.cluster.membership import Membership
 from kernel.server.cluster.relay import Relay
@@ -129,9 +130,13 @@ def _components(app: Flask, database: Database, data_dir: Path) -> Components:
         limiter=LoginLimiter(
             database, app.config["LOGIN_MAX_FAILURES"], app.config["LOGIN_WINDOW"]
         ),
+        alerts=AlertService(
+            app.config, database, lambda: {s.unit: s.name for s in catalogue.get() if s.unit}
+        ),
         # Under TESTING only when asked: other areas' tests start the runner with their own
         # agents and should not see probes arrive (nor servers marked offline by them).
         poll=flag(app.config, "STATUS_POLLER"),
+        alert=flag(app.config, "ALERTS"),
     )
     if database.engine.dialect.name == "postgresql":
         parts.relay = Relay(database, bus, membership.id)
@@ -147,6 +152,7 @@ class DatabaseId(IntegerConverter):
 
 
 def _register_blueprints(app: Flask) -> None:
+    from kernel.server.alerts import api as alerts_api
     from kernel.server.audit import api as audit_api
     from kernel.server.auth import api as auth_api
     from kernel.server.inventory import api as inventory_api
@@ -155,7 +161,8 @@ def _register_blueprints(app: Flask) -> None:
     from kernel.server.status import api as status_api
     from kernel.server.web import openapi
 
-    for area in (auth_api, audit_api, inventory_api, jobs_api, services_api, status_api, openapi):
+    areas = (auth_api, audit_api, inventory_api, jobs_api, services_api, status_api, alerts_api)
+    for area in (*areas, openapi):
         for blueprint in getattr(area, "blueprints", (area.bp,)):
             app.register_blueprint(blueprint)
 

@@ -1,6 +1,7 @@
 """What one server process is made of, in one place: the database, the live event bus, the
-catalogue, and the background services — the job runner, the status poller and, with
-LOCAL_AGENT, the local agent — listed in the order they start.
+catalogue, and the background services — the job runner, the status poller, the alerts
+(evaluator and sender) and, with LOCAL_AGENT, the local agent — listed in the order they
+start.
 
 `create_app` builds them (`app.extensions["kernel"]`); whoever serves the app (kernel-server,
 a test fixture, a benchmark) starts and stops the background with `start()` / `stop()`.
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Protocol
 from flask import Flask, current_app
 
 if TYPE_CHECKING:
+    from kernel.server.alerts.service import AlertService
     from kernel.server.auth.limiter import LoginLimiter
     from kernel.server.cluster.membership import Membership
     from kernel.server.cluster.relay import Relay
@@ -42,9 +44,11 @@ class Components:
     runner: Runner
     poller: Poller
     limiter: LoginLimiter
+    alerts: AlertService
     local_agent: LocalAgent | None = None
     relay: Relay | None = None  # live events to and from other replicas (PostgreSQL)
     poll: bool = True  # the poller runs with the others (STATUS_POLLER)
+    alert: bool = True  # the alerts service runs with the others (ALERTS)
     _started: list[Background] = field(default_factory=list, repr=False)
 
     @property
@@ -56,6 +60,8 @@ class Components:
         services.append(self.runner)
         if self.poll:
             services.append(self.poller)
+        if self.alert:
+            services.append(self.alerts)
         if self.local_agent is not None:
             services.append(self.local_agent)
         return services
