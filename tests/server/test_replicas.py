@@ -147,6 +147,9 @@ def test_three_replicas_behind_nginx_lose_one_mid_job(light_hosts, db_url, tmp_p
                                      {"c": cut}).scalar() or 0)  # fmt: skip
 
         _eventually(lambda: live() == 3, 30, "three replicas beating")
+        shown = api.get("/api/v1/status").json()["replicas"]
+        assert len(shown) == 3 and all(r["alive"] for r in shown), shown
+        assert sum(r["me"] for r in shown) == 1 and shown[0]["me"]
         time.sleep(2 * INTERVAL)  # every poller has seen the three
         since = time.time()
         time.sleep(6)
@@ -203,6 +206,8 @@ def test_three_replicas_behind_nginx_lose_one_mid_job(light_hosts, db_url, tmp_p
         time.sleep(4)
         after = {h.name: _probes(h, since, time.time()) for h in bed.hosts}
         assert min(after.values()) >= 1, after
+        alive = [r for r in api.get("/api/v1/status").json()["replicas"] if r["alive"]]
+        assert len(alive) == 3 - len(victims), alive
     finally:
         if proxy is not None:
             proxy.stop()

@@ -15,10 +15,12 @@ import os
 import socket
 import threading
 import uuid
+from typing import Any
 
 from sqlalchemy import delete, select, update
 
 from kernel.server.core.db import Database, utcnow
+from kernel.server.core.text import iso
 from kernel.server.models.cluster import Replica
 
 log = logging.getLogger(__name__)
@@ -42,6 +44,26 @@ class Membership:
         with self.db.reading() as s:
             ids = set(s.scalars(select(Replica.id).where(Replica.seen_at > cut)))
         return sorted(ids | {self.id})
+
+    def replicas(self) -> list[dict[str, Any]]:
+        """Every replica with a heartbeat row (the gone ones until their row is cleared, an
+        hour later), this one first: what ``GET /api/v1/status`` shows."""
+        cut = utcnow() - dt.timedelta(seconds=self.stale)
+        with self.db.reading() as s:
+            rows = s.scalars(select(Replica).order_by(Replica.started_at)).all()
+            out = [
+                {
+                    "id": r.id,
+                    "host": r.host,
+                    "pid": r.pid,
+                    "started_at": iso(r.started_at),
+                    "seen_at": iso(r.seen_at),
+                    "alive": r.seen_at > cut or r.id == self.id,
+                    "me": r.id == self.id,
+                }
+                for r in rows
+            ]
+        return sorted(out, key=lambda r: not r["me"])
 
     def start(self) -> None:
         if self._thread is not None:

@@ -32,7 +32,8 @@ MAX_POINTS = 20000  # per series answer; ask for a shorter range for more detail
 
 @bp.get("/status")
 @role("viewer")
-@endpoint("every host's health, facts and last metrics", answers={200: StatusAnswer})
+@endpoint("every host's health, facts and last metrics; the server's replicas",
+          answers={200: StatusAnswer})  # fmt: skip
 def all_hosts() -> Response:
     rows = host_rows(context.session())
     p = context.poller()
@@ -45,6 +46,7 @@ def all_hosts() -> Response:
                 "offline_after": p.offline_after,
                 "last_round": p.last_round,
             },
+            "replicas": context.membership().replicas(),
         }
     )
 

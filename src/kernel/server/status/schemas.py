@@ -63,9 +63,22 @@ class PollerAnswer(Answer):
     last_round: dict[str, Any]
 
 
+class ReplicaAnswer(Answer):
+    """One kernel-server process of this installation (docs/replicas.md)."""
+
+    id: str
+    host: str
+    pid: int
+    started_at: str | None
+    seen_at: str | None
+    alive: bool
+    me: bool  # the one that answered
+
+
 class StatusAnswer(Answer):
     hosts: list[HostAnswer]
     poller: PollerAnswer
+    replicas: list[ReplicaAnswer]
 
 
 class HostService(Answer):

@@ -7,6 +7,7 @@ from flask import g
 from sqlalchemy.orm import Session
 
 from kernel.server.alerts.service import AlertService
+from kernel.server.cluster.membership import Membership
 from kernel.server.components import Components, components
 from kernel.server.core.db import Database
 from kernel.server.core.events import EventBus
@@ -15,7 +16,8 @@ from kernel.server.services.cache import CatalogueCache
 from kernel.server.status.poller import Poller
 
 __all__ = [
-    "Components", "alerts", "bus", "catalogue", "components", "db", "poller", "runner", "session",
+    "Components", "alerts", "bus", "catalogue", "components", "db", "membership", "poller",
+    "runner", "session",
 ]  # fmt: skip
 
 
@@ -46,6 +48,10 @@ def runner() -> Runner:
 
 def poller() -> Poller:
     return components().poller
+
+
+def membership() -> Membership:
+    return components().membership
 
 
 def alerts() -> AlertService:
