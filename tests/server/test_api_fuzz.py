@@ -16,8 +16,9 @@ from .support import check_operation, make_token
 
 pytestmark = pytest.mark.slow
 EXAMPLES = 12
-# The event stream of an existing job stays open until the job ends; it has its own tests.
-SKIP = {("GET", "/api/v1/jobs/{job_id}/events")}
+# Event streams stay open (a job's until it ends, the status stream for ever); they have their
+# own tests.
+SKIP = {("GET", "/api/v1/jobs/{job_id}/events"), ("GET", "/api/v1/status/events")}
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,9 @@ from kernel.server.web.access import unguarded_endpoints
 # API description, and the services area's signed artifact URLs (the signature is the check).
 PUBLIC = {
     "healthz",
-    "auth.login",
+    "ui.login",
+    "ui.set_language",
+    "ui.static_file",
     "auth.token_for_password",
     "openapi.openapi_json",
     "root",

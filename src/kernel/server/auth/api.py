@@ -1,11 +1,9 @@
-"""Logging in and out (session cookie for the web UI), API tokens for the CLI."""
+"""Checking a user name and password (the console's /login page, in ui/login.py, uses it
+too), and API tokens for the CLI."""
 
 from __future__ import annotations
 
-import html
-
-from flask import Blueprint, Response, g, jsonify, redirect, request, session
-from flask.typing import ResponseReturnValue
+from flask import Blueprint, Response, g, jsonify
 from flask_wtf.csrf import generate_csrf
 from sqlalchemy import func, select
 
@@ -21,23 +19,10 @@ from kernel.server.auth.schemas import (
 )
 from kernel.server.models.users import ApiToken, User
 from kernel.server.web import audit, context
-from kernel.server.web.access import csrf, current_user, login_session, public, role, source_address
+from kernel.server.web.access import csrf, current_user, public, role, source_address
 from kernel.server.web.endpoint import endpoint
-from kernel.server.web.errors import status_of
 
 bp = Blueprint("auth", __name__)
-
-LOGIN_PAGE = """<!doctype html>
-<html><head><meta charset="utf-8"><title>Kernel — log in</title></head>
-<body><main><h1>Kernel</h1>{error}
-<form method="post" action="/login">
-<input type="hidden" name="csrf_token" value="{csrf}">
-<input type="hidden" name="next" value="{next}">
-<label>User <input name="username" autocomplete="username" required></label>
-<label>Password <input name="password" type="password" autocomplete="current-password"
- required></label>
-<button type="submit">Log in</button>
-</form></main></body></html>"""
 
 
 def check_credentials(name: str, password: str) -> User:
@@ -57,44 +42,6 @@ def check_credentials(name: str, password: str) -> User:
         raise NotAuthenticated("wrong user name or password")
     context.components().limiter.succeeded(name, source)
     return user
-
-
-def _safe_next(target: str | None) -> str:
-    # Only same-site paths: never redirect a fresh login to another host.
-    if target and target.startswith("/") and not target.startswith("//"):
-        return target
-    return "/"
-
-
-@bp.route("/login", methods=["GET", "POST"])
-@public
-def login() -> ResponseReturnValue:
-    if request.method == "GET":
-        page = LOGIN_PAGE.format(
-            error="", csrf=generate_csrf(), next=html.escape(request.args.get("next", "/"))
-        )
-        return page, 200
-    csrf.protect()
-    name = request.form.get("username", "")[:64]
-    try:
-        user = check_credentials(name, request.form.get("password", ""))
-    except (NotAuthenticated, RateLimited) as err:
-        page = LOGIN_PAGE.format(
-            error=f"<p role='alert'>{html.escape(err.message)}</p>",
-            csrf=generate_csrf(),
-            next=html.escape(request.form.get("next", "/")),
-        )
-        return page, status_of(err)[0]
-    login_session(user)
-    return redirect(_safe_next(request.form.get("next")))
-
-
-@bp.post("/logout")
-@role("viewer")
-def logout() -> Response:
-    audit.note("auth.logout")
-    session.clear()
-    return jsonify({"ok": True})
 
 
 @bp.post("/api/v1/auth/token")

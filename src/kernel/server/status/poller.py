@@ -23,6 +23,7 @@ from kernel.server.core.db import Database
 from kernel.server.core.loopthread import LoopThread
 from kernel.server.core.shell import RemoteCommand
 from kernel.server.status import store
+from kernel.server.status.feed import StatusFeed
 from kernel.server.status.gate import Gate
 from kernel.server.status.history import RetentionPolicy
 from kernel.server.status.probe import (
@@ -47,11 +48,16 @@ class Poller(LoopThread):
     name = "kernel-poller"
 
     def __init__(
-        self, config: Mapping[str, Any], db: Database, units: Callable[[], list[str]]
+        self,
+        config: Mapping[str, Any],
+        db: Database,
+        units: Callable[[], list[str]],
+        feed: StatusFeed | None = None,
     ) -> None:
         super().__init__()
         cfg = config
         self.db = db
+        self.feed = feed or StatusFeed()  # what changed, for the live status stream
         self.units = units  # the catalogue's units, asked of every host
         self.interval = float(cfg["STATUS_INTERVAL"])
         self.concurrency = int(cfg["STATUS_CONCURRENCY"])
@@ -134,7 +140,7 @@ class Poller(LoopThread):
                 await writer
             if self._done:
                 batch, self._done = self._done, []
-                await self._db(store.store, self.db, batch, self.offline_after)
+                self.feed.publish(await self._db(store.store, self.db, batch, self.offline_after))
 
     async def poll(self, server_ids: list[int] | None) -> dict[str, Any]:
         """One round over these servers (None: all joined); waits until stored."""
@@ -246,13 +252,14 @@ class Poller(LoopThread):
             if not batch:
                 continue
             try:
-                await self._db(store.store, self.db, batch, self.offline_after)
+                changed = await self._db(store.store, self.db, batch, self.offline_after)
             except Exception as e:
                 log.exception("could not store %d probe results", len(batch))
                 for o in batch:
                     if not o.stored.done():
                         o.stored.set_exception(e)
                 continue
+            self.feed.publish(changed)
             for o in batch:
                 if not o.stored.done():
                     o.stored.set_result(None)
