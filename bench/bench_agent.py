@@ -1,6 +1,8 @@
 """Agent benchmark: round trip of a signed `true` exec on a kept-alive connection, beside
-the floor (spawning `bash -c true` directly from Python) measured in the same run, and the
-agent's resident memory idle and under 32 concurrent runs.
+the floor (spawning `bash -c true` directly from Python) measured in the same run, what
+making each run's journal entry durable costs (a second agent with `journal_fsync = false`,
+interleaved), and the agent's resident memory idle and under 32 concurrent runs. State dirs
+are on /var/tmp (a real disk: on tmpfs fsync costs nothing).
 
     .venv/bin/python bench/bench_agent.py [N]
 
@@ -14,6 +16,7 @@ import http.client
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import statistics
@@ -54,29 +57,45 @@ def floor(n: int) -> list[float]:
     return out
 
 
-def main() -> None:
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 400
-    tmp = Path(tempfile.mkdtemp(prefix="bench-agent-"))
-    (tmp / "key").write_text(KEY)
+def start_agent(tmp: Path, name: str, *extra: str) -> tuple[subprocess.Popen[bytes], int, int]:
+    """An agent as its unit runs it; (process, port, keeper pid)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    log = open(tmp / "log", "wb")
-    agent = subprocess.Popen(
-        [sys.executable, "-S", str(AGENT_PY), "--config", "/dev/null",
-         "--listen", f"127.0.0.1:{port}", "--key-file", str(tmp / "key"),
-         "--state-dir", str(tmp / "state"),
-         "--max-concurrency", "64"],
-        stdout=log, stderr=log,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
+    log_path = tmp / f"{name}.log"
+    with open(log_path, "wb") as log:
+        agent = subprocess.Popen(
+            [sys.executable, "-S", str(AGENT_PY), "--config", "/dev/null",
+             "--listen", f"127.0.0.1:{port}", "--key-file", str(tmp / "key"),
+             "--state-dir", str(tmp / name), "--max-concurrency", "64", *extra],
+            stdout=log, stderr=log,
+        )  # fmt: skip
     while True:
         try:
-            if httpx.get(url + "/healthz").text == "ok":
+            if httpx.get(f"http://127.0.0.1:{port}/healthz").text == "ok":
                 break
         except httpx.HTTPError:
             time.sleep(0.05)
-    keeper = int(re.findall(r"keeper pid (\d+)", (tmp / "log").read_text())[0])
+    return agent, port, int(re.findall(r"keeper pid (\d+)", log_path.read_text())[0])
+
+
+def filesystem(path: Path) -> str:
+    """The type of the filesystem holding ``path`` (stat -f says ext2/ext3 for ext4)."""
+    r = subprocess.run(
+        ["findmnt", "-n", "-o", "FSTYPE", "-T", str(path)], capture_output=True, text=True
+    )
+    return r.stdout.strip() or "unknown"
+
+
+def main() -> None:
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 400
+    base_dir = "/var/tmp" if os.path.isdir("/var/tmp") else None
+    tmp = Path(tempfile.mkdtemp(prefix="bench-agent-", dir=base_dir))
+    (tmp / "key").write_text(KEY)
+    fs = filesystem(tmp)
+    agent, port, keeper = start_agent(tmp, "state")
+    nosync, nosync_port, nosync_keeper = start_agent(tmp, "nosync", "--journal-fsync", "false")
+    url = f"http://127.0.0.1:{port}"
     client = httpx.Client(timeout=60)
 
     def exec_true(cmd: str = "true") -> dict:
@@ -87,12 +106,13 @@ def main() -> None:
         return r.json()
 
     lean = http.client.HTTPConnection("127.0.0.1", port)
+    lean_nosync = http.client.HTTPConnection("127.0.0.1", nosync_port)
 
-    def exec_lean() -> None:
+    def exec_lean(conn: http.client.HTTPConnection = lean) -> None:
         body = b'{"cmd": "true"}'
         h = signed_headers(KEY, "POST", "/api/v2/exec", body)
-        lean.request("POST", "/api/v2/exec", body=body, headers=h)
-        r = lean.getresponse()
+        conn.request("POST", "/api/v2/exec", body=body, headers=h)
+        r = conn.getresponse()
         data = r.read()
         assert r.status == 200 and b'"exit_code": 0' in data, data
 
@@ -112,11 +132,12 @@ def main() -> None:
         for _ in range(20):  # warm up all
             exec_true()
             exec_lean()
+            exec_lean(lean_nosync)
         loop.run_until_complete(exec_async(20))
         floor(20)
         time.sleep(1)
         idle_fresh = rss_kb(agent.pid)
-        rtt, rtt_lean, rtt_async, base = [], [], [], []
+        rtt, rtt_lean, rtt_nosync, rtt_async, base = [], [], [], [], []
         for _ in range(n // 50):  # interleave so all see the same machine load
             base += floor(50)
             for _ in range(50):
@@ -127,6 +148,10 @@ def main() -> None:
                 t = time.perf_counter()
                 exec_lean()
                 rtt_lean.append(time.perf_counter() - t)
+            for _ in range(50):
+                t = time.perf_counter()
+                exec_lean(lean_nosync)
+                rtt_nosync.append(time.perf_counter() - t)
             rtt_async += loop.run_until_complete(exec_async(50))
         time.sleep(1)
         idle_agent, idle_keeper = rss_kb(agent.pid), rss_kb(keeper)
@@ -162,19 +187,24 @@ def main() -> None:
         loop.close()
         client.close()
         lean.close()
-        agent.send_signal(signal.SIGTERM)
-        agent.wait(10)
-        os.kill(keeper, signal.SIGTERM)
-        log.close()
+        lean_nosync.close()
+        for proc, keeper_pid in ((agent, keeper), (nosync, nosync_keeper)):
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(10)
+            os.kill(keeper_pid, signal.SIGTERM)
+        shutil.rmtree(tmp, ignore_errors=True)
 
     f50, f99 = percentiles(base)
     a50, a99 = percentiles(rtt)
     l50, l99 = percentiles(rtt_lean)
+    u50, u99 = percentiles(rtt_nosync)
     s50, s99 = percentiles(rtt_async)
     rows = [
         ["floor: `bash -c true` from Python", f"{f50 * 1000:.2f}", f"{f99 * 1000:.2f}", "1.00x"],
         ["signed exec `true`, http.client kept-alive", f"{l50 * 1000:.2f}",
          f"{l99 * 1000:.2f}", f"{l50 / f50:.2f}x"],
+        ["same, `journal_fsync = false` (no durability)", f"{u50 * 1000:.2f}",
+         f"{u99 * 1000:.2f}", f"{u50 / f50:.2f}x"],
         ["signed exec `true`, httpx kept-alive", f"{a50 * 1000:.2f}", f"{a99 * 1000:.2f}",
          f"{a50 / f50:.2f}x"],
         ["signed exec `true`, AsyncAgentClient (aiohttp)", f"{s50 * 1000:.2f}",
@@ -198,6 +228,10 @@ def main() -> None:
         "every request. The server talks to agents through `AsyncAgentClient` (aiohttp); "
         "httpx is the sync client's library.\n\n"
         + table(["what", "p50 ms", "p99 ms", "p50 vs floor"], rows)
+        + f"\n\nMaking each run's journal entry durable before it starts (fdatasync of the "
+        f"entry, fsync of its directory) costs {(l50 - u50) * 1000:.2f} ms at p50 "
+        f"({(l99 - u99) * 1000:.2f} ms at p99), state dir on {fs} (this machine's "
+        "virtual disk; a disk without a write cache pays more)."
         + "\n\nResident memory (VmRSS, MB); the keeper is the agent's forked run owner.\n\n"
         + table(["state", "agent", "keeper"], mem)
         + f"\n\n32 concurrent `sleep 2` runs finished in {wall32:.2f} s wall.\n"

@@ -16,13 +16,14 @@ Layout of this file, top to bottom:
 from __future__ import annotations
 
 import codecs
+import collections
+import errno
 import json
 import os
 import re
 import select
 import signal
 import socket
-import socketserver
 import sys
 import threading
 import time
@@ -30,7 +31,7 @@ import time
 # typing is only for the type checker: importing it would cost every host ~1 MB of memory.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+    from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Tuple
 
 # The HMAC is built on the interpreter's own SHA-256 rather than hashlib: importing hashlib
 # maps OpenSSL and costs ~4 MB of resident memory on every host, for nothing.
@@ -61,6 +62,9 @@ _PAD_OUTER = bytes(x ^ 0x5C for x in range(256))
 _PAD_INNER = bytes(x ^ 0x36 for x in range(256))
 _NONCE_RE = re.compile(r"\A[A-Za-z0-9_-]{16,64}\Z")
 _KEY_RE = re.compile(r"\A[0-9a-fA-F]{64}\Z")
+_SIGNATURE_RE = re.compile(r"\A[0-9a-fA-F]{64}\Z")
+# str.isdigit() is true of "²" and "٣" too, which int() refuses: ASCII digits only.
+_DIGITS_RE = re.compile(r"\A[0-9]+\Z")
 
 
 def _hmac_sha256(key: bytes, msg: bytes) -> str:
@@ -125,15 +129,18 @@ def verify_signature(
     signature = headers.get("x-kernel-signature", "")
     if not ts_text or not nonce or not signature:
         return "missing X-Kernel-Time, X-Kernel-Nonce or X-Kernel-Signature", 0, ""
-    if not ts_text.isdigit() or len(ts_text) > 12:
+    if not _DIGITS_RE.match(ts_text) or len(ts_text) > 12:
         return "X-Kernel-Time must be unix seconds", 0, ""
     if not _NONCE_RE.match(nonce):
         return "X-Kernel-Nonce must be 16-64 chars of [A-Za-z0-9_-]", 0, ""
     timestamp = int(ts_text)
     if abs(now - timestamp) > window:
         return "request time is more than %d s away from the agent's clock" % window, 0, ""
+    signature = signature.strip()
+    if not _SIGNATURE_RE.match(signature):
+        return "bad signature", 0, ""
     expected = sign(key, method, path_and_query, timestamp, nonce, body)
-    if not compare_digest(expected.encode("ascii"), signature.strip().lower().encode("ascii")):
+    if not compare_digest(expected.encode("ascii"), signature.lower().encode("ascii")):
         return "bad signature", 0, ""
     return None, timestamp, nonce
 
@@ -151,11 +158,37 @@ class NonceCache:
         self.limit = limit
         self._seen: Dict[str, int] = {}
         self._lock = threading.Lock()
-        self._file: Any = None
+        self._failing = False  # the last write failed (said once, not per request)
         self._lines = 0
+        self.janitor: Any = None  # told when the new nonce expires (see Janitor)
         if path:
             self._load(path)
-            self._file = open(path, "a", encoding="ascii")
+
+    def _append(self, line: bytes) -> None:
+        # Opened for each line (~10 us) rather than held: a descriptor open for writing
+        # would stop the state dir's filesystem from being remounted read-only under us.
+        assert self.path is not None
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                os.write(fd, line)
+            finally:
+                os.close(fd)
+        except OSError as e:
+            self._failed(e)
+            return
+        self._failing = False
+        self._lines += 1
+
+    def _failed(self, e: OSError) -> None:
+        # A state dir that cannot be written (full, read-only) must not stop signed requests:
+        # nonces are then kept in memory only, which still refuses replays until a restart.
+        if not self._failing:
+            self._failing = True
+            sys.stderr.write(
+                "kernel-agent: cannot record nonces in %s (%s): kept in memory only\n"
+                % (self.path, e.strerror)
+            )
 
     def _load(self, path: str) -> None:
         now = time.time()
@@ -163,11 +196,11 @@ class NonceCache:
             with open(path, encoding="ascii", errors="replace") as f:
                 for line in f:
                     parts = line.split()
-                    if len(parts) == 2 and parts[0].isdigit():
+                    if len(parts) == 2 and _DIGITS_RE.match(parts[0]) and len(parts[0]) < 13:
                         ts = int(parts[0])
                         if ts + self.window >= now:
                             self._seen[parts[1]] = ts
-        except FileNotFoundError:
+        except OSError:  # none yet, or unreadable: start empty
             pass
         self._lines = len(self._seen)
 
@@ -181,22 +214,32 @@ class NonceCache:
                 if len(self._seen) >= self.limit:
                     return "too many requests inside the signature window"
             self._seen[nonce] = timestamp
-            if self._file is not None:
-                self._file.write("%d %s\n" % (timestamp, nonce))
-                self._file.flush()
-                self._lines += 1
+            if self.path is not None:
+                self._append(b"%d %s\n" % (timestamp, nonce.encode("ascii")))
+        if self.janitor is not None:
+            self.janitor.want(timestamp + self.window + 1)
         return None
 
+    def remember(self, nonce: str, timestamp: int) -> None:
+        """A nonce known from elsewhere (a run's journal), if still inside the window."""
+        if timestamp + self.window >= time.time():
+            with self._lock:
+                self._seen.setdefault(nonce, timestamp)
+
     def close(self) -> None:
-        with self._lock:
-            if self._file is not None:
-                self._file.close()
-                self._file = None
+        pass  # nothing held open (see _append)
 
     def _expire(self, now: float) -> None:
         old = [n for n, ts in self._seen.items() if ts + self.window < now]
         for n in old:
             del self._seen[n]
+
+    def oldest(self) -> Optional[int]:
+        """About the oldest nonce's time (the first remembered), or None."""
+        with self._lock:
+            for ts in self._seen.values():
+                return ts
+        return None
 
     def compact(self) -> None:
         """Forget expired nonces; rewrite the file when it holds mostly dead lines."""
@@ -205,13 +248,15 @@ class NonceCache:
             if self.path is None or self._lines < 2 * len(self._seen) + 1000:
                 return
             tmp = self.path + ".tmp"
-            with open(tmp, "w", encoding="ascii") as f:
-                for n, ts in self._seen.items():
-                    f.write("%d %s\n" % (ts, n))
-            os.replace(tmp, self.path)
-            if self._file is not None:
-                self._file.close()
-                self._file = open(self.path, "a", encoding="ascii")
+            try:
+                with open(tmp, "w", encoding="ascii") as f:
+                    for n, ts in self._seen.items():
+                        f.write("%d %s\n" % (ts, n))
+                os.replace(tmp, self.path)
+            except OSError as e:
+                _unlink(tmp)
+                self._failed(e)
+                return
             self._lines = len(self._seen)
 
 
@@ -235,8 +280,20 @@ SETTINGS: List[Tuple[str, str, Any, str]] = [
     ("max_concurrency", "int", 64, "running executions at once; more get 429"),
     ("max_output_bytes", "bytes", 8 << 20, "output kept per stream of a run (K/M/G suffixes)"),
     ("max_body_bytes", "bytes", 16 << 20, "largest request body; larger get 413"),
-    ("max_connections", "int", 256, "open client connections at once; more are closed"),
+    ("max_connections", "int", 256, "open client connections at once (see docs/agent.md)"),
+    (
+        "max_unauthenticated_per_ip",
+        "int",
+        16,
+        "requests one address may send at once before their signature is checked; more wait",
+    ),
     ("request_timeout", "int", 30, "seconds a client may take to send a request or read a reply"),
+    (
+        "journal_fsync",
+        "bool",
+        True,
+        "make a run's journal entry durable before it starts (docs/agent.md)",
+    ),
     ("keep_finished_seconds", "int", 3600, "how long finished runs are kept"),
     ("keep_finished_count", "int", 1000, "how many finished runs are kept at most"),
     ("log_requests", "bool", False, "log one line per request"),
@@ -259,7 +316,9 @@ class Config:
     max_output_bytes: int
     max_body_bytes: int
     max_connections: int
+    max_unauthenticated_per_ip: int
     request_timeout: int
+    journal_fsync: bool
     keep_finished_seconds: int
     keep_finished_count: int
     log_requests: bool
@@ -301,7 +360,7 @@ def parse_setting(name: str, kind: str, text: str) -> Any:
     m = re.match(r"\A(\d+)\s*([kKmMgG]?)(?:i?[bB])?\Z", text) if kind == "bytes" else None
     if m:
         return int(m.group(1)) * _SIZE_UNITS[m.group(2).lower()]
-    if text.isdigit():
+    if _DIGITS_RE.match(text) and len(text) < 19:
         value = int(text)
         if value <= 0:
             raise ConfigError("%s: must be positive" % name)
@@ -311,7 +370,7 @@ def parse_setting(name: str, kind: str, text: str) -> Any:
 
 def parse_listen(text: str) -> Tuple[str, int]:
     host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+    if not sep or not _DIGITS_RE.match(port) or len(port) > 5 or not int(port) < 65536:
         raise ConfigError("listen: expected HOST:PORT, got %r" % text)
     host = host.strip("[]") or "0.0.0.0"
     return host, int(port)
@@ -593,6 +652,7 @@ class _KeeperRun:
         self.timed_out = False
         self.cancelled = False
         self.error: Optional[str] = None
+        self.output_error: Optional[str] = None
 
 
 class Keeper:
@@ -671,10 +731,12 @@ class Keeper:
             os.write(2, ("kernel-agent keeper: no subreaper: %r\n" % (e,)).encode())
 
     def _next_timer_ms(self) -> int:
+        """Until the next deadline of a run (-1: none). Output, exits (SIGCHLD), cancels and
+        the agent all arrive as events, so a keeper whose runs are quiet sleeps."""
         if not self.runs:
             return -1
         now = time.monotonic()
-        soonest = now + 1.0
+        soonest = float("inf")
         for run in self.runs.values():
             if run.kill_stage:
                 soonest = min(soonest, now + 0.05)
@@ -682,7 +744,7 @@ class Keeper:
                 soonest = min(soonest, run.deadline)
             if run.status is not None:
                 soonest = min(soonest, run.leader_gone_at + LINGER, now + 0.05)
-        return max(0, int((soonest - now) * 1000) + 1)
+        return max(0, min(int((soonest - now) * 1000) + 1, 1 << 30))
 
     def _read_control(self) -> None:
         try:
@@ -707,6 +769,12 @@ class Keeper:
             msg = json.loads(line)
         except ValueError as e:
             os.write(2, ("kernel-agent keeper: bad control line: %s\n" % e).encode())
+            return
+        if isinstance(msg, dict) and msg.get("op") == "cancel":
+            run = self.runs.get(msg.get("id"))  # type: ignore[arg-type]
+            if run is not None and run.kill_stage == 0:
+                run.cancelled = True
+                self._kill(run, signal.SIGTERM)
             return
         if not isinstance(msg, dict) or msg.get("op") != "spawn":
             return
@@ -804,7 +872,10 @@ class Keeper:
             run.status = 127 << 8
             self._finish(run)
             return
-        os.write(run.journal, b'{"pid": %d}\n' % run.pid)  # the command has started
+        try:
+            os.write(run.journal, b'{"pid": %d}\n' % run.pid)  # the command has started
+        except OSError:  # full disk: the run goes on (a restarted agent will call it lost)
+            pass
         self.by_pid[run.pid] = run
         for read_fd, name in ((out_r, "stdout"), (err_r, "stderr")):
             os.set_blocking(read_fd, False)
@@ -859,11 +930,28 @@ class Keeper:
 
     @staticmethod
     def _output(run: _KeeperRun, name: str, data: bytes) -> None:
-        if run.files[name] < 0:
-            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
-            run.files[name] = os.open("%s.%s" % (run.base, name), flags, 0o600)
-        os.write(run.files[name], data)
-        run.written[name] += len(data)
+        """Keep output in the run's file. A disk that is full (or gone read-only) loses the
+        rest of that stream, marked truncated, and nothing else: the command runs on."""
+        if run.files[name] == -2:  # this stream could not be kept
+            run.truncated = True
+            return
+        try:
+            if run.files[name] < 0:
+                flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+                run.files[name] = os.open("%s.%s" % (run.base, name), flags, 0o600)
+            n = os.write(run.files[name], data)
+            run.written[name] += n
+            if n == len(data):
+                return
+            error = os.strerror(errno.ENOSPC)
+        except OSError as e:
+            error = e.strerror or str(e)
+        if run.files[name] >= 0:
+            os.close(run.files[name])
+        run.files[name] = -2
+        run.truncated = True
+        lost = "%s not kept past %d bytes: %s" % (name, run.written[name], error)
+        run.output_error = run.output_error + "; " + lost if run.output_error else lost
 
     def _close_pipe(self, run: _KeeperRun, fd: int) -> None:
         del run.pipes[fd]
@@ -943,12 +1031,17 @@ class Keeper:
         }
         if run.error:
             result["error"] = run.error
+        if run.output_error:
+            result["output_error"] = run.output_error
         for fd in run.files.values():
             if fd >= 0:
                 os.close(fd)
         try:
             # One appended line: a reader sees the whole status or none of it.
             os.write(run.journal, json.dumps({"status": result}).encode("utf-8") + b"\n")
+        except OSError as e:  # full disk: the agent still learns it below (a restart: lost)
+            os.write(2, ("kernel-agent keeper: %s: status not journalled: %s\n" % (
+                run.id, e.strerror)).encode())  # fmt: skip
         finally:
             if run.journal >= 0:
                 os.close(run.journal)
@@ -1113,6 +1206,13 @@ class RunStore:
         self.keeper_sock: Optional[socket.socket] = None
         self.keeper: Tuple[int, str] = (0, "")
         self.send_lock = threading.Lock()
+        # Durability of new journal entries in runs/ (see _make_durable).
+        self.dir_fd = os.open(self.root, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        self.dir_lock = threading.Lock()
+        self.dir_created = 0  # journal files created so far (under self.lock)
+        self.dir_synced = 0  # of which the directory entries are known durable
+        self.journal_nonces: List[Tuple[int, str]] = []  # (time, nonce) of journalled runs
+        self.janitor: Optional[Janitor] = None
 
     # start-up
 
@@ -1136,6 +1236,9 @@ class RunStore:
                 self._remove_files(base)
                 continue
             keeper = journal.get("keeper") or [0, ""]
+            nonce = journal.get("nonce")
+            if isinstance(nonce, list) and len(nonce) == 2 and isinstance(nonce[0], int):
+                self.journal_nonces.append((nonce[0], str(nonce[1])))
             run = Run(
                 run_id,
                 base,
@@ -1195,6 +1298,21 @@ class RunStore:
                 return
             self.running -= 1
             run.finish(status, state)
+            over = len(self.runs) - self.running > self.cfg.keep_finished_count
+        if self.janitor is not None:
+            finished = status.get("finished_at") or time.time()
+            self.janitor.want(time.time() if over else finished + self.cfg.keep_finished_seconds)
+
+    def next_prune(self) -> Optional[float]:
+        """When prune() next has something to forget (None: nothing finished)."""
+        with self.lock:
+            finished = [r for r in self.runs.values() if r.done.is_set()]
+        if not finished:
+            return None
+        if len(finished) > self.cfg.keep_finished_count:
+            return time.time()
+        oldest = min((r.status or {}).get("finished_at") or r.started_at for r in finished)
+        return float(oldest) + self.cfg.keep_finished_seconds
 
     def _keeper_reader(self) -> None:
         sock = self.keeper_sock
@@ -1222,8 +1340,10 @@ class RunStore:
 
     # executions
 
-    def submit(self, spec: ExecSpec) -> Tuple[Run, bool]:
-        """Start a run, or find the run with the same id: (run, newly started)."""
+    def submit(self, spec: ExecSpec, nonce: Optional[Tuple[int, str]] = None) -> Tuple[Run, bool]:
+        """Start a run, or find the run with the same id: (run, newly started). ``nonce`` is
+        the (time, nonce) of the signed request: journalled with the run, it stays refused
+        after a power cut even if the nonces file lost it."""
         fingerprint = spec.fingerprint()
         with self.lock:
             if spec.id is not None:
@@ -1248,14 +1368,35 @@ class RunStore:
                 "started_at": run.started_at,
                 "keeper": list(self.keeper),
             }
-            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
-            fd = os.open(base + ".run", flags, 0o600)
+            if nonce is not None:
+                journal["nonce"] = list(nonce)
+            line = json.dumps(journal).encode("utf-8") + b"\n"
             try:
-                os.write(fd, json.dumps(journal).encode("utf-8") + b"\n")
+                fd = os.open(base + ".run", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:  # left by a run that was pruned from memory only
+                raise HttpError(409, "conflict", "id %s is still on disk" % run_id) from None
+            except OSError as e:
+                raise self.storage_error(e) from None
+            try:
+                if os.write(fd, line) != len(line):
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                self.dir_created += 1
+                created = self.dir_created
+                if self.cfg.journal_fsync:
+                    os.fdatasync(fd)  # the entry's data and size, not its times
+            except OSError as e:
+                _unlink(base + ".run")  # not journalled, so it must not run
+                raise self.storage_error(e) from None
             finally:
                 os.close(fd)
             self.runs[run_id] = run
             self.running += 1
+        if self.cfg.journal_fsync:
+            try:
+                self._make_durable(created)
+            except OSError as e:
+                self._abandon(run, "its journal entry could not be made durable: %s" % e.strerror)
+                raise self.storage_error(e) from None
         msg = {
             "op": "spawn",
             "id": run_id,
@@ -1274,6 +1415,40 @@ class RunStore:
             self.keeper_sock.sendall(data)
         return run, True
 
+    def storage_error(self, e: OSError) -> HttpError:
+        """The answer when the state dir cannot take a new run's journal: 507, naming it."""
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            slug, what = "storage_full", "is full"
+        else:
+            slug, what = "state_dir_unwritable", "cannot be written"
+        return HttpError(
+            507,
+            slug,
+            "state dir %s %s (%s): new runs are refused until it can be written"
+            % (self.cfg.state_dir, what, e.strerror),
+        )
+
+    def _abandon(self, run: Run, reason: str) -> None:
+        """A run that was registered but must not start: forgotten, its journal removed."""
+        with self.lock:
+            if self.runs.get(run.id) is run:
+                del self.runs[run.id]
+                self.running -= 1
+        _unlink(run.base + ".run")
+        # whoever attached to it meanwhile (same id) learns it did not start
+        run.finish({"exit_code": 127, "error": "not started: " + reason}, "finished")
+
+    def _make_durable(self, created: int) -> None:
+        """The directory entry of the ``created``-th journal file is on disk when this
+        returns. One fsync of the directory covers every entry created before it started, so
+        concurrent runs share it rather than queue for one each."""
+        with self.dir_lock:
+            if self.dir_synced >= created:
+                return
+            covered = self.dir_created  # read before the fsync: these entries exist already
+            os.fsync(self.dir_fd)
+            self.dir_synced = covered
+
     def get(self, run_id: str) -> Run:
         run = self.runs.get(run_id) if _ID_RE.match(run_id) else None
         if run is None:
@@ -1283,7 +1458,17 @@ class RunStore:
     def cancel(self, run: Run) -> None:
         if run.done.is_set():
             return
-        os.close(os.open(run.base + ".cancel", os.O_WRONLY | os.O_CREAT, 0o600))
+        if run.keeper == self.keeper:  # our keeper: told over its socket, no disk needed
+            data = json.dumps({"op": "cancel", "id": run.id}).encode("utf-8") + b"\n"
+            with self.send_lock:
+                assert self.keeper_sock is not None
+                self.keeper_sock.sendall(data)
+            return
+        # A run of an earlier agent's keeper: a file it looks for, and a signal to look.
+        try:
+            os.close(os.open(run.base + ".cancel", os.O_WRONLY | os.O_CREAT, 0o600))
+        except OSError as e:
+            raise self.storage_error(e) from None
         pid, start = run.keeper
         if _pid_matches(pid, start):
             os.kill(pid, signal.SIGUSR1)
@@ -1306,6 +1491,8 @@ class RunStore:
             result["reason"] = st.get("reason", "")
         if st.get("error"):
             result["error"] = st["error"]
+        if st.get("output_error"):
+            result["output_error"] = st["output_error"]
         if output:
             cap = self.cfg.max_output_bytes
             sizes = st.get("sizes") or [cap, cap]
@@ -1336,6 +1523,53 @@ class RunStore:
     def _remove_files(base: str) -> None:
         for suffix in (".stdout", ".stderr", ".cancel", ".run"):
             _unlink(base + suffix)
+
+
+class Janitor:
+    """Forgets finished runs past retention and expired nonces when that is due, not on a
+    clock: an agent with nothing to forget never wakes. Passes are at least GAP apart, so a
+    busy agent prunes in batches, as often as it did every 30 s before."""
+
+    GAP = 30.0
+
+    def __init__(self, store: RunStore, nonces: NonceCache):
+        self.store = store
+        self.nonces = nonces
+        self.event = threading.Event()
+        self.next_wake = float("inf")
+
+    def want(self, at: float) -> None:
+        """Something will be due at ``at`` (unix time): wake then, if not sooner anyway."""
+        if at < self.next_wake - 1.0:
+            self.next_wake = at
+            self.event.set()
+
+    def due(self) -> float:
+        due = float("inf")
+        prune = self.store.next_prune()
+        if prune is not None:
+            due = prune
+        oldest = self.nonces.oldest()
+        if oldest is not None:
+            due = min(due, oldest + self.nonces.window + 1.0)
+        return due
+
+    def run(self) -> None:
+        last = float("-inf")
+        while True:
+            due = max(self.due(), last + self.GAP)
+            self.next_wake = due
+            wait = due - time.time()
+            if wait > 0:
+                self.event.wait(None if due == float("inf") else wait)
+                self.event.clear()
+                continue  # woken by want(), or the time has come: look again
+            last = time.time()
+            try:
+                self.store.prune()
+                self.nonces.compact()
+            except OSError as e:
+                sys.stderr.write("kernel-agent: clean-up failed: %s\n" % e)
 
 
 def command_env() -> Dict[str, str]:
@@ -1369,10 +1603,18 @@ _REASONS = {
     431: "Request Header Fields Too Large",
     500: "Internal Server Error",
     501: "Not Implemented",
+    507: "Insufficient Storage",
 }
 _MAX_LINE = 16384
+_HEX_RE = re.compile(rb"\A[0-9A-Fa-f]+\Z")
 _MAX_HEADERS = 100
-_IDLE_TIMEOUT = 75.0
+# Deadlines of connections nobody is serving yet (see "HTTP server" in docs/agent.md).
+_FIRST_BYTE_TIMEOUT = 5.0  # a new connection must start its request within this (s)
+_IDLE_TIMEOUT = 75.0  # a kept-alive connection may wait this long for its next request
+_THREAD_LINGER = 1.0  # a connection's thread waits this long for the next request, then parks it
+_FENCE_TIMEOUT = 2.0  # a refused address has this long to send its request line
+_FENCE_MAX = 64  # refused connections being answered at once; beyond, the oldest is dropped
+_LEGACY_REFUSED = '{"code":-1,"err":"非服务器IP","msg":"非服务器IP"}'.encode()
 
 
 class _Closed(Exception):
@@ -1396,33 +1638,40 @@ def _chunk(data: bytes) -> bytes:
     return b"%x\r\n%s\r\n" % (len(data), data)
 
 
-class Connection(socketserver.BaseRequestHandler):
-    """One client connection: requests in a keep-alive loop, each under a deadline."""
-
-    server: "AgentServer"
+class Connection:
+    """A connection being served by its own thread: requests in a keep-alive loop, each under
+    a deadline. It is given a thread only once its client has sent something; between
+    requests it goes back to the accept loop (``AgentServer``), which holds it without one."""
 
     close = False
     method = ""
     status = 0
     http10 = False
 
-    def setup(self) -> None:
-        self.sock: socket.socket = self.request
+    def __init__(self, server: AgentServer, sock: Any, peer: str, tls_done: bool):
+        self.server = server
+        self.sock = sock
+        self.peer = peer
+        self.tls_done = tls_done  # the TLS handshake happened in an earlier thread
+        self.slot = True  # holds one of its address's unauthenticated slots (see authorized)
         self.buf = b""
         self.deadline = 0.0
-        self.peer = self.client_address[0] if self.client_address else ""
+
+    def run(self) -> None:
+        park = False
         try:
-            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            pass
+            park = self.serve()
+        except Exception as e:  # noqa: BLE001 - a bug must not kill the agent or leak a trace
+            sys.stderr.write("kernel-agent: connection error from %s: %r\n" % (self.peer, e))
+        finally:
+            if not park:
+                try:
+                    self.sock.close()
+                except OSError:
+                    pass
+            self.server.connection_ended(self, park)
 
     # reading with a deadline: a slow client gets request_timeout in total, not per byte
-
-    def finish(self) -> None:
-        try:
-            self.sock.close()  # the TLS wrapper, if any, owns the connection now
-        except OSError:
-            pass
 
     def client_gone(self) -> bool:
         """True when the client has already closed its side (an EOF waits after its request).
@@ -1467,12 +1716,9 @@ class Connection(socketserver.BaseRequestHandler):
         data, self.buf = self.buf[:n], self.buf[n:]
         return data
 
-    def _read_request(self) -> Optional[Request]:
-        # An idle keep-alive connection may wait for its next request; once the first byte
-        # is in, the whole request (line, headers, body) must arrive within request_timeout.
-        self.deadline = time.monotonic() + _IDLE_TIMEOUT
-        if not self.buf:
-            self._recv()
+    def _read_request(self) -> Request:
+        # The client has sent something (the loop or the linger saw it): from now on the whole
+        # request (line, headers, body) must arrive within request_timeout.
         self.deadline = time.monotonic() + self.server.cfg.request_timeout
         line = self._read_line()
         while not line:  # tolerate blank lines between requests
@@ -1507,16 +1753,20 @@ class Connection(socketserver.BaseRequestHandler):
         te = req.headers.get("transfer-encoding", "").lower()
         length_text = req.headers.get("content-length")
         if te:
+            if length_text is not None:  # which one ends the body? (request smuggling)
+                raise HttpError(
+                    400, "bad_request", "Content-Length with Transfer-Encoding", close=True
+                )
             if te != "chunked":
                 raise HttpError(400, "bad_request", "only chunked transfer encoding", close=True)
             self._continue(req)
             body = b""
             while True:
                 size_line = self._read_line().split(b";")[0].strip()
-                try:
-                    size = int(size_line, 16)
-                except ValueError:
-                    raise HttpError(400, "bad_request", "bad chunk size", close=True) from None
+                # int(x, 16) also takes "-5", "+5", "0x5" and "5_0"
+                if not _HEX_RE.match(size_line):
+                    raise HttpError(400, "bad_request", "bad chunk size", close=True)
+                size = int(size_line, 16) if len(size_line) <= 16 else limit + 1
                 if size == 0:
                     while self._read_line():  # trailers
                         pass
@@ -1527,9 +1777,10 @@ class Connection(socketserver.BaseRequestHandler):
                 self._read_exact(2)
             req.body = body
         elif length_text is not None:
-            if not length_text.isdigit():
+            if not _DIGITS_RE.match(length_text):
                 raise HttpError(400, "bad_request", "bad Content-Length", close=True)
-            length = int(length_text)
+            # int() of thousands of digits is refused (and slow): such a length is too large
+            length = int(length_text) if len(length_text) <= 19 else limit + 1
             if length > limit:  # decided before reading a byte of it
                 raise HttpError(413, "too_large", "body over %d bytes" % limit, close=True)
             if length:
@@ -1588,27 +1839,27 @@ class Connection(socketserver.BaseRequestHandler):
 
     # the loop
 
-    def handle(self) -> None:
+    def serve(self) -> bool:
+        """Serve requests until the connection ends (False) or falls idle (True: park it)."""
         server = self.server
-        try:
-            if server.tls is not None:
+        if server.tls is not None and not self.tls_done:
+            try:
                 self.sock.settimeout(server.cfg.request_timeout)
                 self.sock = server.tls.wrap_socket(self.sock, server_side=True)
-        except OSError:
-            return
+            except OSError:
+                return False
+            self.tls_done = True
         self.close = False
-        while not self.close:
+        while True:
             self.method = ""
             self.status = 0
             try:
                 req = self._read_request()
             except _Closed:
-                return
+                return False
             except HttpError as e:
                 self._safe_error(e)
-                return
-            if req is None:
-                return
+                return False
             self.method = req.method
             conn = req.headers.get("connection", "").lower()
             self.close = conn == "close" or (self.http10 and conn != "keep-alive")
@@ -1616,16 +1867,16 @@ class Connection(socketserver.BaseRequestHandler):
             try:
                 server.dispatch(self, req)
             except _Closed:
-                return
+                return False
             except HttpError as e:
                 if not self._safe_error(e):
-                    return
+                    return False
             except Exception as e:  # noqa: BLE001 - a bug must not kill the agent or leak a trace
                 sys.stderr.write(
                     "kernel-agent: internal error on %s %s: %r\n" % (req.method, req.path, e)
                 )
                 if not self._safe_error(HttpError(500, "internal", "internal error", close=True)):
-                    return
+                    return False
             if server.cfg.log_requests:
                 sys.stderr.write(
                     "%s %s %s %d %.1fms\n"
@@ -1637,6 +1888,24 @@ class Connection(socketserver.BaseRequestHandler):
                         (time.monotonic() - started) * 1000,
                     )
                 )
+            if self.close:
+                return False
+            if not self._next_request_soon():
+                return True
+
+    def _next_request_soon(self) -> bool:
+        """Whether the next request starts within _THREAD_LINGER: a client sending requests
+        back to back keeps its thread; an idle one is parked and costs only its socket."""
+        if self.buf:
+            return True
+        try:
+            if self.server.tls is not None and self.sock.pending():
+                return True
+            poller = select.poll()
+            poller.register(self.sock.fileno(), select.POLLIN)
+            return bool(poller.poll(int(_THREAD_LINGER * 1000)))
+        except OSError:
+            return False
 
     def _safe_error(self, err: HttpError) -> bool:
         if self.status:  # an answer had started: the connection can't carry another
@@ -1649,10 +1918,36 @@ class Connection(socketserver.BaseRequestHandler):
         return True
 
 
-class AgentServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 128
+class _Parked:
+    """A connection the accept loop holds without a thread. States: ``new`` (no byte yet),
+    ``idle`` (between requests), ``queued`` (its request has started, waiting for its
+    address's turn), ``fenced`` (a refused address: the loop answers it), ``closing`` (the
+    loop has answered; what the client still sends is read and dropped until it closes)."""
+
+    __slots__ = ("buf", "deadline", "handshake", "peer", "since", "sock", "state", "tls_done")
+
+    def __init__(self, sock: Any, peer: str, state: str, deadline: float, tls_done: bool = False):
+        self.sock = sock
+        self.peer = peer
+        self.state = state
+        self.since = time.monotonic()
+        self.deadline = deadline
+        self.tls_done = tls_done
+        self.handshake = False
+        self.buf = b""
+
+
+class AgentServer:
+    """The listening socket and the loop that accepts connections and holds the ones that
+    have nothing to be served (new, idle, queued, refused), so that none of them costs a
+    thread; a connection gets a thread (``Connection``) once its client has sent something.
+
+    Defences (docs/agent.md, "HTTP server"): an address outside every allow list is answered
+    by the loop itself and never counts; a new connection has _FIRST_BYTE_TIMEOUT to start;
+    at ``max_connections`` the oldest waiting connection of the address holding the most is
+    dropped for the newcomer; at most ``max_unauthenticated_per_ip`` requests per address are
+    read at once before their signature is checked, others wait their turn.
+    """
 
     def __init__(self, cfg: Config, key: str, store: Optional[RunStore], nonces: NonceCache):
         self.cfg = cfg
@@ -1667,7 +1962,15 @@ class AgentServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
         self.proxies = (
             AddressSet(cfg.trusted_proxies, "trusted_proxies") if cfg.trusted_proxies else None
         )
+        # Who may hold a connection at all: with allow_ips, only the addresses of some list
+        # (a proxy's clients are judged by X-Forwarded-For after their request).
+        self.fence = (
+            AddressSet(cfg.allow_ips + cfg.legacy_allow_ips + cfg.trusted_proxies, "allow_ips")
+            if cfg.allow_ips
+            else None
+        )
         self.tls = None
+        self._want: Tuple[Any, ...] = (BlockingIOError, InterruptedError)
         if cfg.tls_cert or cfg.tls_key:
             if not (cfg.tls_cert and cfg.tls_key):
                 raise ConfigError("tls_cert and tls_key must be set together")
@@ -1680,34 +1983,317 @@ class AgentServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
             except (OSError, ssl.SSLError) as e:
                 raise ConfigError("cannot load tls_cert/tls_key: %s" % e) from None
             self.tls = ctx
-        self.conn_lock = threading.Lock()
-        self.connections = 0
+            self._want += (ssl.SSLWantReadError, ssl.SSLWantWriteError)
         host, port = cfg.listen_address()
-        self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        socketserver.TCPServer.__init__(self, (host, port), Connection)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self.conn_lock:
-            if self.connections >= self.cfg.max_connections:
-                self.shutdown_request(request)
-                return
-            self.connections += 1
-        socketserver.ThreadingMixIn.process_request(self, request, client_address)
-
-    def close_request(self, request: Any) -> None:
-        socketserver.TCPServer.close_request(self, request)
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.socket = socket.socket(family, socket.SOCK_STREAM)
         try:
-            socketserver.ThreadingMixIn.process_request_thread(self, request, client_address)
-        finally:
-            with self.conn_lock:
-                self.connections -= 1
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.socket.bind((host, port))
+            self.socket.listen(1024)  # bursts wait in the kernel, not in a reset
+        except OSError:
+            self.socket.close()
+            raise
+        self.socket.setblocking(False)
+        # State of the loop, touched by the loop's thread only; connection threads post
+        # messages to _inbox and wake it through the pipe.
+        self.poller = select.poll()
+        self.parked: Dict[int, _Parked] = {}
+        self.count = 0  # connections that count against max_connections (not refused ones)
+        self.per_peer: Dict[str, int] = {}
+        self.unauthenticated: Dict[str, int] = {}  # threads not yet past the signature check
+        self.queues: Dict[str, Deque[_Parked]] = {}
+        self.fenced = 0
+        self._accept_paused_until = 0.0
+        self._inbox: Deque[Tuple[Any, ...]] = collections.deque()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        sys.stderr.write(
-            "kernel-agent: connection error from %s: %r\n" % (client_address, sys.exc_info()[1])
+    def server_close(self) -> None:
+        self.socket.close()
+        for p in list(self.parked.values()):
+            self._drop(p)
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+
+    # the loop (main thread)
+
+    def serve_forever(self) -> None:
+        listen_fd = self.socket.fileno()
+        self.poller.register(listen_fd, select.POLLIN)
+        self.poller.register(self._wake_r, select.POLLIN)
+        while True:
+            now = time.monotonic()
+            soonest = self._expire(now)
+            if self._accept_paused_until and now >= self._accept_paused_until:
+                self._accept_paused_until = 0.0
+                self.poller.register(listen_fd, select.POLLIN)
+            elif self._accept_paused_until:
+                soonest = min(soonest or self._accept_paused_until, self._accept_paused_until)
+            # No deadline pending: sleep until something happens (an idle agent never wakes).
+            timeout = -1 if soonest is None else max(0, int((soonest - now) * 1000) + 1)
+            for fd, _ in self.poller.poll(timeout):
+                if fd == listen_fd:
+                    self._accept()
+                elif fd == self._wake_r:
+                    try:
+                        while os.read(self._wake_r, 4096):
+                            pass
+                    except BlockingIOError:
+                        pass
+                else:
+                    p = self.parked.get(fd)
+                    if p is None:
+                        continue
+                    try:
+                        self._readable(p)
+                    except Exception as e:  # noqa: BLE001 - drop that connection, keep serving
+                        sys.stderr.write("kernel-agent: connection error from %s: %r\n" % (
+                            p.peer, e))  # fmt: skip
+                        if self.parked.get(fd) is p:
+                            self._drop(p)
+            self._messages()
+
+    def _accept(self) -> None:
+        for _ in range(64):  # then let the rest of the loop run
+            try:
+                sock, addr = self.socket.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    # Out of descriptors: stop accepting for a moment rather than spin.
+                    sys.stderr.write("kernel-agent: cannot accept: %s\n" % e.strerror)
+                    self.poller.unregister(self.socket.fileno())
+                    self._accept_paused_until = time.monotonic() + 0.1
+                return  # ECONNABORTED and the like: that client is gone already
+            peer = addr[0] if addr else ""
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+            if self.fence is not None and peer not in self.fence:
+                self._fence(sock, peer)
+                continue
+            if self.count >= self.cfg.max_connections and not self._evict():
+                sock.close()  # every connection is being served: none can make room
+                continue
+            self.count += 1
+            self.per_peer[peer] = self.per_peer.get(peer, 0) + 1
+            first_byte = min(_FIRST_BYTE_TIMEOUT, float(self.cfg.request_timeout))
+            self._park(_Parked(sock, peer, "new", time.monotonic() + first_byte))
+
+    def _park(self, p: _Parked) -> None:
+        fd = p.sock.fileno()
+        self.parked[fd] = p
+        self.poller.register(fd, select.POLLIN)
+
+    def _readable(self, p: _Parked) -> None:
+        if p.state in ("fenced", "closing"):
+            return self._fence_io(p)
+        if not p.tls_done:  # plain TCP, or TLS before its handshake: the raw socket
+            try:
+                if p.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b"":
+                    return self._drop(p)  # closed without a word
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return self._drop(p)
+        self.poller.unregister(p.sock.fileno())
+        p.deadline = time.monotonic() + self.cfg.request_timeout
+        self._serve(p)
+
+    def _serve(self, p: _Parked) -> None:
+        """Give ``p`` a thread, or queue it behind its address's unauthenticated requests."""
+        peer = p.peer
+        if self.unauthenticated.get(peer, 0) >= self.cfg.max_unauthenticated_per_ip:
+            if p.state != "queued":
+                p.state = "queued"
+                self.queues.setdefault(peer, collections.deque()).append(p)
+            return
+        del self.parked[p.sock.fileno()]
+        self.unauthenticated[peer] = self.unauthenticated.get(peer, 0) + 1
+        conn = Connection(self, p.sock, peer, p.tls_done)
+        try:
+            threading.Thread(target=conn.run, daemon=True).start()
+        except RuntimeError as e:  # can't start new thread: drop this one, keep serving
+            sys.stderr.write("kernel-agent: %s\n" % e)
+            self._release(peer)
+            p.sock.close()
+            self._forget(peer)
+
+    def _release(self, peer: str) -> None:
+        """An unauthenticated slot of ``peer`` is free: the next of its queue may go."""
+        left = self.unauthenticated.get(peer, 0) - 1
+        if left > 0:
+            self.unauthenticated[peer] = left
+        else:
+            self.unauthenticated.pop(peer, None)
+        queue = self.queues.get(peer)
+        while queue and self.unauthenticated.get(peer, 0) < self.cfg.max_unauthenticated_per_ip:
+            self._serve(queue.popleft())
+        if not queue:
+            self.queues.pop(peer, None)
+
+    def _forget(self, peer: str) -> None:
+        self.count -= 1
+        left = self.per_peer.get(peer, 0) - 1
+        if left > 0:
+            self.per_peer[peer] = left
+        else:
+            self.per_peer.pop(peer, None)
+
+    def _drop(self, p: _Parked) -> None:
+        fd = p.sock.fileno()
+        if self.parked.pop(fd, None) is None:
+            return
+        if p.state == "queued":
+            queue = self.queues.get(p.peer)
+            if queue is not None:
+                queue.remove(p)
+                if not queue:
+                    del self.queues[p.peer]
+        else:
+            self.poller.unregister(fd)
+        try:
+            p.sock.close()
+        except OSError:
+            pass
+        if p.state in ("fenced", "closing"):
+            self.fenced -= 1
+        else:
+            self._forget(p.peer)
+
+    def _evict(self) -> bool:
+        """Make room at max_connections: drop the oldest waiting connection (new, idle, or
+        queued, in that order) of the address that holds the most. The crowd pays, not the
+        newcomer."""
+        victim = None
+        best: Tuple[int, int, float] = (0, 0, 0.0)
+        for p in self.parked.values():
+            if p.state in ("new", "idle", "queued"):
+                key = (self.per_peer.get(p.peer, 0), p.state != "queued", -p.since)
+                if victim is None or key > best:
+                    victim, best = p, key
+        if victim is None:
+            return False
+        self._drop(victim)
+        return True
+
+    def _expire(self, now: float) -> Optional[float]:
+        """Drop connections past their deadline; the next deadline (None: nothing waits)."""
+        soonest: Optional[float] = None
+        for p in list(self.parked.values()):
+            if p.deadline <= now:
+                self._drop(p)
+            elif soonest is None or p.deadline < soonest:
+                soonest = p.deadline
+        return soonest
+
+    # messages from connection threads (any thread may post; the loop reads them)
+
+    def _post(self, msg: Tuple[Any, ...]) -> None:
+        self._inbox.append(msg)
+        try:
+            os.write(self._wake_w, b"!")
+        except OSError:  # full (the loop will read it all) or closed (shutting down)
+            pass
+
+    def authorized(self, conn: Connection) -> None:
+        """The request on ``conn`` is signed (or from a legacy address): its address's slot
+        is free for the next; the connection is now as trusted as any."""
+        if conn.slot:
+            conn.slot = False
+            self._post(("release", conn.peer))
+
+    def connection_ended(self, conn: Connection, park: bool) -> None:
+        self._post(("end", conn.peer, conn.sock if park else None, conn.slot, conn.tls_done))
+
+    def _messages(self) -> None:
+        while self._inbox:
+            msg = self._inbox.popleft()
+            if msg[0] == "release":
+                self._release(msg[1])
+                continue
+            _, peer, sock, slot, tls_done = msg
+            if sock is None:
+                self._forget(peer)
+            else:
+                self._park(_Parked(sock, peer, "idle", time.monotonic() + _IDLE_TIMEOUT, tls_done))
+            if slot:
+                self._release(peer)
+
+    # refused addresses: answered by the loop, without a thread, and never counted
+
+    def _fence(self, sock: socket.socket, peer: str) -> None:
+        if self.fenced >= _FENCE_MAX:
+            oldest = min(
+                (p for p in self.parked.values() if p.state in ("fenced", "closing")),
+                key=lambda p: p.since,
+            )
+            self._drop(oldest)
+        sock.setblocking(False)
+        handshake = False
+        if self.tls is not None:
+            try:
+                sock = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+            except OSError:
+                sock.close()
+                return
+            handshake = True
+        p = _Parked(sock, peer, "fenced", time.monotonic() + _FENCE_TIMEOUT)
+        p.handshake = handshake
+        self.fenced += 1
+        self._park(p)
+
+    def _fence_io(self, p: _Parked) -> None:
+        try:
+            if p.handshake:
+                p.sock.do_handshake()
+                p.handshake = False
+            data = p.sock.recv(8192)
+        except self._want:
+            return
+        except OSError:
+            return self._drop(p)
+        if not data:
+            return self._drop(p)
+        if p.state == "closing":
+            return  # dropped: the answer has gone, this is the rest of the request
+        p.buf += data
+        if b"\n" not in p.buf and len(p.buf) < 8192:
+            return
+        try:
+            p.sock.send(self._fence_answer(p.buf.split(b"\n", 1)[0], p.peer))
+            # Close only once the client has read the answer and closed: closing with its
+            # request unread would reset the connection, and the reset can overtake the answer.
+            p.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            return self._drop(p)
+        p.state = "closing"
+        p.buf = b""
+        p.deadline = time.monotonic() + _FENCE_TIMEOUT
+
+    def _fence_answer(self, line: bytes, peer: str) -> bytes:
+        """What a refused address gets: /healthz still answers (it says only ok), the legacy
+        path the Go agent's -1 reply, anything else 403."""
+        parts = line.rstrip(b"\r").split(b" ")
+        method = parts[0]
+        path = parts[1].split(b"?")[0] if len(parts) > 1 else b""
+        ctype = "application/json"
+        if path == b"/healthz" and method in (b"GET", b"HEAD"):
+            status, body, ctype = 200, b"ok", "text/plain"
+        elif path == b"/api/ExecCmd" and self.legacy is not None:
+            status, body = 403, _LEGACY_REFUSED
+        else:
+            msg = "source address %s is not allowed" % peer
+            status, body = 403, json_bytes({"code": 403, "error": "forbidden", "msg": msg})
+        head = (
+            "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
         )
+        data = (head % (status, _REASONS[status], ctype, len(body))).encode("latin-1")
+        return data + (b"" if method == b"HEAD" else body)
 
     # routing
 
@@ -1727,7 +2313,9 @@ class AgentServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
             conn._read_body(req)
             return conn.send(200, b"ok", "text/plain")
         if self.allow is not None and ip not in self.allow:
-            raise HttpError(403, "forbidden", "source address %s is not allowed" % ip, close=True)
+            raise HttpError(
+                403, "forbidden", "source address %s is not allowed" % ip[:100], close=True
+            )
         handler: Optional[Callable[[Connection, Request], None]] = None
         if path == "/api/v2/exec":
             self._allow(req, ("POST",))
@@ -1743,6 +2331,7 @@ class AgentServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
             raise HttpError(404, "not_found", "no route %s" % path[:200])
         conn._read_body(req)
         self.authenticate(req)
+        self.authorized(conn)
         handler(conn, req)
 
     @staticmethod
@@ -1784,7 +2373,8 @@ class AgentServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
             )
             conn.close = True
             raise _Closed()
-        run, _created = store.submit(spec)
+        nonce = (int(req.headers["x-kernel-time"]), req.headers["x-kernel-nonce"])
+        run, _created = store.submit(spec, nonce)
         if spec.stream:
             return self.stream(conn, run)
         run.done.wait(run.timeout + KILL_GRACE + LINGER + 60)
@@ -1857,7 +2447,9 @@ class AgentServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
             try:
                 seconds = min(max(float(wait[0]), 0.0), 300.0)
             except ValueError:
-                raise _bad("wait", "must be a number of seconds") from None
+                seconds = -1.0
+            if not 0 <= seconds <= 300:  # also NaN
+                raise _bad("wait", "must be a number of seconds")
             run.done.wait(seconds)
         conn.send_json(200, store.result(run))
 
@@ -1878,25 +2470,51 @@ class AgentServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
             conn._read_body(req)
             raise HttpError(404, "not_found", "the legacy API is off (set legacy_allow_ips)")
         if ip not in self.legacy:
-            return conn.send(403, '{"code":-1,"msg":"非服务器IP"}'.encode(), close=True)
+            return conn.send(403, _LEGACY_REFUSED, close=True)
         try:
             conn._read_body(req)
         except HttpError as e:
-            msg = {"code": -2, "msg": e.msg}
-            return conn.send_json(e.status, msg, close=e.close)
-        cmd = legacy_command(req)
-        if not cmd:
-            return conn.send_json(200, {"code": -2, "msg": "missing cmd"})
+            return conn.send_json(e.status, legacy_error(e.msg), close=e.close)
+        self.authorized(conn)  # the address list is the legacy API's only fence
+        try:
+            cmd = legacy_command(req)
+        except _LegacyCmd as e:
+            return conn.send_json(200, legacy_error(str(e)))
         try:
             run, _ = self._store().submit(ExecSpec(cmd))
-        except HttpError as e:
-            return conn.send_json(e.status, {"code": -2, "msg": e.msg})
+        except HttpError as e:  # 429, 507
+            return conn.send_json(e.status, legacy_error(e.msg))
         run.done.wait(run.timeout + KILL_GRACE + LINGER + 60)
         conn.send_json(200, legacy_reply(self._store().result(run)))
 
 
+class _LegacyCmd(Exception):
+    """The reason a legacy request has no command to run (the -2 reply's text)."""
+
+
+_PERCENT_BYTES_RE = re.compile(rb"%([0-9A-Fa-f]{2})")
+
+
+def _unquote_plus(data: bytes) -> bytes:
+    return _PERCENT_BYTES_RE.sub(
+        lambda m: bytes.fromhex(m.group(1).decode()), data.replace(b"+", b" ")
+    )
+
+
+def _form_value(data: bytes, name: bytes) -> Optional[bytes]:
+    """The first ``name`` of a urlencoded form (``a=1&cmd=x+y%21``), decoded to bytes: the
+    caller decides whether they are text."""
+    for part in data.split(b"&"):
+        key, sep, value = part.partition(b"=")
+        if sep and _unquote_plus(key) == name:
+            return _unquote_plus(value)
+    return None
+
+
 def legacy_command(req: Request) -> str:
-    """The cmd of a legacy request: JSON body, form body or query string."""
+    """The cmd of a legacy request: JSON body, form body or query string. ``""`` is a
+    command (bash runs it and exits 0, as under the Go agent); no cmd, or one that is not
+    text a process can take, raises _LegacyCmd."""
     body = req.body
     cmd: Any = None
     if body.lstrip().startswith(b"{"):
@@ -1906,18 +2524,27 @@ def legacy_command(req: Request) -> str:
         except (ValueError, RecursionError):
             cmd = None
     else:
-        try:
-            cmd = parse_query(body.decode("utf-8")).get("cmd", [None])[0]
-        except (UnicodeDecodeError, ValueError):
-            cmd = None
+        cmd = _form_value(body, b"cmd")
     if cmd is None:
-        cmd = parse_query(req.query).get("cmd", [None])[0]
+        cmd = _form_value(req.query.encode("latin-1"), b"cmd")
+    if cmd is None:
+        raise _LegacyCmd("missing cmd")
+    if isinstance(cmd, bytes):
+        try:
+            cmd = cmd.decode("utf-8")
+        except UnicodeDecodeError:
+            raise _LegacyCmd("cmd is not valid text: not UTF-8") from None
     if not isinstance(cmd, str):
-        return ""
+        raise _LegacyCmd("cmd must be a string")
     try:
         return _text("cmd", cmd)
-    except HttpError:
-        return ""
+    except HttpError as e:
+        raise _LegacyCmd("cmd is not valid text: %s" % e.msg.partition(": ")[2]) from None
+
+
+def legacy_error(msg: str) -> Dict[str, Any]:
+    """A -2 reply. The original server reads ``err`` whenever ``code`` is not 0."""
+    return {"code": -2, "err": msg, "msg": msg}
 
 
 def legacy_reply(result: Dict[str, Any]) -> Dict[str, Any]:
@@ -1930,7 +2557,9 @@ def legacy_reply(result: Dict[str, Any]) -> Dict[str, Any]:
     elif result.get("signal"):
         err = "signal: %s" % _signal_text(result["signal"])
     else:
-        return {"code": -2, "msg": "execution %s" % result.get("state", "failed")}
+        state = result.get("state", "failed")
+        reason = result.get("reason") or result.get("error")
+        return legacy_error("execution %s%s" % (state, ": " + reason if reason else ""))
     return {"code": 1, "err": err, "msg": result["stdout"]}
 
 
@@ -2095,21 +2724,17 @@ def serve(cfg: Config) -> int:
     store.attach_keeper(keeper_sock, keeper_pid)
     store.load()
     nonces = NonceCache(os.path.join(cfg.state_dir, "nonces"))
+    for timestamp, nonce in store.journal_nonces:  # what the nonces file may have lost
+        nonces.remember(nonce, timestamp)
+    store.journal_nonces = []
     try:
         server = AgentServer(cfg, key, store, nonces)
     except OSError as e:
         raise ConfigError("cannot listen on %s: %s" % (cfg.listen, e.strerror)) from None
 
-    def janitor() -> None:
-        while True:
-            time.sleep(30)
-            try:
-                store.prune()
-                nonces.compact()
-            except OSError as e:
-                sys.stderr.write("kernel-agent: clean-up failed: %s\n" % e)
-
-    threading.Thread(target=janitor, name="janitor", daemon=True).start()
+    janitor = Janitor(store, nonces)
+    store.janitor = nonces.janitor = janitor
+    threading.Thread(target=janitor.run, name="janitor", daemon=True).start()
 
     def stop(signum: int, frame: Any) -> None:
         # Nothing to drain: runs belong to the keeper and the journal is on disk.
@@ -2124,7 +2749,7 @@ def serve(cfg: Config) -> int:
     )
     sys.stderr.flush()
     try:
-        server.serve_forever(poll_interval=0.5)
+        server.serve_forever()
     finally:
         server.server_close()
         nonces.close()

@@ -18,7 +18,6 @@ status and a slug, in one table.
     │   ├── AgentRefused      it answered with an error (code = its HTTP status)
     │   └── AgentUnreachable  no usable answer: connect/read failure, timeout, TLS pin
     ├── AgentFailed           an agent did not answer a check properly (what a view reports)
-    ├── InvalidTransition     a run state change that the rules forbid (a bug if seen)
     ├── TestbedError          a test host could not be made, reached or removed
     └── CliError              the `kernel` command's own (kernel/cli/errors.py: exit codes)
 
@@ -124,10 +123,6 @@ class AgentUnreachable(AgentError):
 
 class AgentFailed(KernelError):
     """An agent did not answer a check (environment check, enrollment) properly."""
-
-
-class InvalidTransition(KernelError, ValueError):
-    """A run state change the rules forbid."""
 
 
 class TestbedError(KernelError):

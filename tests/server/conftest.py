@@ -296,6 +296,7 @@ class ServerProc:
             "KERNEL_URL": self.url,
             "KERNEL_AGENT_NETWORKS": "127.0.0.0/8",
             "KERNEL_RUN_START_TIMEOUT": "3",
+            "KERNEL_INSTALL_EXAMPLES": "false",  # their init scripts would change this machine
             **env,
         }
         self.proc: subprocess.Popen[bytes] | None = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from kernel.exceptions import InvalidInput
+from kernel.server.core.text import fit_utf8
 from kernel.server.inventory.envcheck import check_key, check_url, parse_check
 from kernel.server.jobs import states as jobstate
 from kernel.server.jobs.conversation import RunTask, final_from
@@ -28,19 +29,7 @@ def test_job_state_from_runs():
     assert jobstate.job_state([]) == "finished"
 
 
-def test_transitions():
-    jobstate.check_transition("queued", "running")
-    jobstate.check_transition("queued", "cancelled")
-    jobstate.check_transition("running", "ok")
-    for current, new in [
-        ("ok", "running"),
-        ("failed", "ok"),
-        ("running", "running"),
-        ("queued", "queued"),
-        ("queued", "bogus"),
-    ]:
-        with pytest.raises(jobstate.InvalidTransition):
-            jobstate.check_transition(current, new)
+def test_rerun_and_summary():
     assert jobstate.needs_rerun("failed") and jobstate.needs_rerun("unreachable")
     assert not jobstate.needs_rerun("ok") and not jobstate.needs_rerun("running")
     assert jobstate.summary(["ok", "ok", "lost"])["ok"] == 2
@@ -56,23 +45,38 @@ def test_output_cap_counts_bytes_and_keeps_utf8_whole():
     assert task.add("stdout", "éé", 5) == "é"  # 2 + 2 bytes fit, the last é would not
     assert task.truncated and task.text("stdout") == "abé"
     assert task.add("stdout", "more", 5) == ""
-    assert jobstate.cap_text("ab", "cdef", 4) == ("abcd", True)
+    assert fit_utf8("abcdef", 4) == ("abcd", 4, True)
+    assert fit_utf8("é", 1) == ("", 0, True) and fit_utf8("é", 2) == ("é", 2, False)
     f = final_from({"exit_code": 0, "stdout": "x" * 10, "stderr": ""}, cap=4)
     assert (f.state, f.stdout, f.truncated) == ("ok", "xxxx", True)
     lost = final_from({"state": "lost", "reason": "keeper died"})
     assert lost.state == "lost" and "keeper died" in (lost.error or "")
 
 
-def test_parse_environment_check():
+def test_environment_check_facts():
+    def section(name, text, rc=0):
+        return f"@@kernel-probe {name}@@\n{text}\n\n@@kernel-probe-rc {name} {rc}@@\n"
+
+    df = (
+        "Filesystem Type 1B-blocks Used Available Capacity Mounted on\n"
+        "/dev/vda1 ext4 31572529152 20000000000 52428800 99% /"
+    )
     out = (
-        "bash=5.2.15(1)-release\nos=Debian GNU/Linux 12 (bookworm)\nsystemd=252\n"
-        "disk_total_kb=30832548\ndisk_free_kb=51200\nkernel=6.1.0-18-amd64\nnoise\n"
+        section("version", "1")
+        + section("os-release", 'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nID=debian')
+        + section("uname", "Linux 6.1.0-18-amd64 x86_64")
+        + section("df", df)
+        + section("bash", "5.2.15(1)-release")
+        + section("systemd-version", "systemd 252 (252.19-1~deb12u1)\n+PAM +AUDIT")
+        + section("systemd", "running")
+        + "@@kernel-probe-end@@\n"
     )
     facts = parse_check(out)
     assert facts["os"] == "Debian GNU/Linux 12 (bookworm)" and facts["systemd"] == "252"
     assert facts["disk_free_kb"] == 51200 and facts["kernel"] == "6.1.0-18-amd64"
+    assert facts["bash"] == "5.2.15(1)-release"
     assert facts["warnings"] == ["only 50 MiB free on /"]
-    bare = parse_check("bash=5.1\nsystemd=none\ndisk_free_kb=abc\n")
+    bare = parse_check(section("bash", "5.1") + section("systemd", "offline", 1))
     assert bare["systemd"] is None and bare["disk_free_kb"] is None and bare["os"] is None
     assert "systemd is not running" in bare["warnings"][0]
     assert parse_check("")["bash"] is None

@@ -12,7 +12,8 @@ from werkzeug.serving import make_server
 
 from kernel.exceptions import ConfigError
 from kernel.server.core.settings import check, defaults
-from kernel.server.services import artifacts, artifacts_api
+from kernel.server.services import api as services_api
+from kernel.server.services import artifacts
 from kernel.server.services.artifacts import ArtifactConfigError, sign, verify
 
 KEY = b"k" * 32
@@ -128,7 +129,7 @@ def make_app(data_dir, **config):
         **config,
     )
     check(app.config)  # as create_app does: "yes" becomes True, and so on
-    app.register_blueprint(artifacts_api.bp)
+    app.register_blueprint(services_api.artifacts_bp)
     app.test_client_class = BufferedClient
     return app
 

@@ -16,7 +16,8 @@ from kernel.server.core import shell
 from kernel.server.core.datadir import EXAMPLES_DIR
 from kernel.server.core.shell import RemoteCommand
 from kernel.server.inventory import initscripts
-from kernel.server.services import artifacts, artifacts_api, catalog
+from kernel.server.services import api as services_api
+from kernel.server.services import artifacts, catalog
 from kernel.server.services import operations as service_ops
 from kernel.server.status.probe import parse_probe, probe_script
 from kernel.testbed import Host
@@ -35,7 +36,7 @@ def kernel_url(bed):
     """A real Flask app with the artifacts blueprint, where the test host can reach it."""
     app = Flask(__name__)
     app.config.update(SECRET_KEY=SECRET, DATA_DIR=str(EXAMPLES))
-    app.register_blueprint(artifacts_api.bp)
+    app.register_blueprint(services_api.artifacts_bp)
     server = make_server(bed.gateway_ip, 0, app, threaded=True)
     app.config["KERNEL_URL"] = f"http://{bed.gateway_ip}:{server.server_port}"
     t = threading.Thread(target=server.serve_forever, daemon=True)

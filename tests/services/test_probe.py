@@ -14,10 +14,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kernel.exceptions import InvalidName
-from kernel.server.status import health, history, probe
+from kernel.server.status import health, history, probe, sections
 from kernel.server.status.health import HostHealth, next_health
 from kernel.server.status.history import MetricPoint, RetentionPolicy, compact
-from kernel.server.status.probe import CpuTimes, UnitState, parse_probe, probe_script
+from kernel.server.status.probe import parse_probe, probe_script
+from kernel.server.status.report import (
+    CpuTimes,
+    Facts,
+    Metrics,
+    ProbeReport,
+    UnitState,
+    report_json,
+)
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "probe"
 CASES = sorted(DATA.glob("*.json"))
@@ -34,10 +42,50 @@ def test_there_are_cases():
 @pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])
 def test_recorded_case(path):
     case = json.loads(path.read_text())
-    # The recordings were made with the script we ship; re-record when it changes.
-    assert probe_script(case["units"]).cmd == case["command"]
+    # Whole outputs test the splitting and the report; each section's own parser has its
+    # cases below, so a change to the script re-records nothing (`command` is provenance).
     output = base64.b64decode(case["output_base64"]) if "output_base64" in case else case["output"]
     assert as_json(parse_probe(output)) == case["expected"]
+
+
+SECTION_CASES = sorted((DATA / "sections").glob("*.json"))
+
+
+def test_every_section_has_cases():
+    assert {p.stem for p in SECTION_CASES} == {s.name for s in sections.SECTIONS}
+
+
+@pytest.mark.parametrize("path", SECTION_CASES, ids=[p.stem for p in SECTION_CASES])
+def test_section_cases(path):
+    recorded = json.loads(path.read_text())
+    (section,) = [s for s in sections.SECTIONS if s.name == recorded["section"]]
+    for case in recorded["cases"]:
+        try:
+            f, m = section.parse(case["text"], Facts(), Metrics())
+        except (ValueError, IndexError, KeyError, ZeroDivisionError) as e:
+            assert case["expected"] == {"error": type(e).__name__}, case["description"]
+            continue
+        got = {f"facts.{k}": v for k, v in dataclasses.asdict(f).items() if v is not None}
+        got |= {f"metrics.{k}": v for k, v in dataclasses.asdict(m).items() if v not in (None, ())}
+        assert json.loads(json.dumps(got)) == case["expected"], case["description"]
+
+
+def test_the_scripts_are_the_section_table():
+    probe_cmd, check_cmd = probe_script([]).cmd, probe.check_script().cmd
+    for s in sections.SECTIONS:
+        assert (f"\n{s.bash}\n" in probe_cmd) == s.probe, s.name
+        assert (f"\n{s.bash}\n" in check_cmd) == s.check, s.name
+        if s.helper:
+            assert s.helper.split("(")[0] + "()" in (probe_cmd if s.probe else check_cmd)
+
+
+def test_the_check_script_runs_here_for_real():
+    from kernel.server.inventory.envcheck import parse_check
+
+    r = subprocess.run(["bash", "-c", probe.check_script().cmd], capture_output=True, text=True)
+    facts = parse_check(r.stdout)
+    assert facts["bash"] and facts["kernel"] == os.uname().release
+    assert facts["disk_total_kb"] and facts["os"]
 
 
 def test_the_script_runs_here_for_real():
@@ -52,7 +100,7 @@ def test_the_script_runs_here_for_real():
     assert report.metrics.mem_total and report.metrics.mem_total > 0
     assert report.metrics.uptime and report.metrics.uptime > 0
     assert report.metrics.disks and any(d.mount == "/" for d in report.metrics.disks)
-    assert all(d.fstype not in probe.PSEUDO_FS for d in report.metrics.disks)
+    assert all(d.fstype not in sections.PSEUDO_FS for d in report.metrics.disks)
     assert report.metrics.cpu_times is not None
     assert report.metrics.cpu_percent is None  # one sample: the poller computes usage
     assert report.facts.systemd  # "offline" here (no systemd), whatever a host says
@@ -102,7 +150,7 @@ def test_script_shape():
 @given(st.one_of(st.text(), st.binary()))
 def test_parse_never_raises(output):
     report = parse_probe(output)
-    assert isinstance(report, probe.ProbeReport)
+    assert isinstance(report, ProbeReport)
 
 
 _markers = st.sampled_from(
@@ -136,7 +184,7 @@ def test_parse_never_raises_on_near_misses(lines):
 
 def test_os_release_quoting():
     text = 'NAME="Debian GNU/Linux"\nID=debian\n# comment\nbad line\nX=\'a b\'\nY="unterminated\n'
-    assert probe.parse_os_release(text) == {
+    assert sections.parse_os_release(text) == {
         "NAME": "Debian GNU/Linux",
         "ID": "debian",
         "X": "a b",
@@ -145,19 +193,19 @@ def test_os_release_quoting():
 
 
 def test_cpu_usage():
-    a = probe.parse_cpu_line("cpu  100 0 100 700 100 0 0 0 0 0")
-    b = probe.parse_cpu_line("cpu  150 0 150 750 150 0 0 0 0 0")
+    a = sections.parse_cpu_line("cpu  100 0 100 700 100 0 0 0 0 0")
+    b = sections.parse_cpu_line("cpu  150 0 150 750 150 0 0 0 0 0")
     assert a == CpuTimes(total=1000, idle=800)
-    assert probe.cpu_usage(a, b) == 50.0
-    assert probe.cpu_usage(b, a) is None  # counters went back: a reboot
-    assert probe.cpu_usage(a, a) is None
+    assert sections.cpu_usage(a, b) == 50.0
+    assert sections.cpu_usage(b, a) is None  # counters went back: a reboot
+    assert sections.cpu_usage(a, a) is None
     for bad in ("cpu0 1 2 3 4", "cpu 1 2", "cpu 1 -2 3 4", ""):
         with pytest.raises(ValueError):
-            probe.parse_cpu_line(bad)
+            sections.parse_cpu_line(bad)
 
 
 def test_meminfo_units():
-    assert probe.parse_meminfo("MemTotal: 2 kB\nHugePages_Total: 3\nBad\nX: y kB") == {
+    assert sections.parse_meminfo("MemTotal: 2 kB\nHugePages_Total: 3\nBad\nX: y kB") == {
         "MemTotal": 2048,
         "HugePages_Total": 3,
     }
@@ -300,7 +348,7 @@ def test_service_spread():
 
 def test_report_json():
     case = json.loads((DATA / "full-host-systemd.json").read_text())
-    data = probe.report_json(parse_probe(case["output"]))
+    data = report_json(parse_probe(case["output"]))
     assert json.loads(json.dumps(data)) == data
     assert data["units"]["kp-failed.service"]["failed"] is True
     assert data["units"]["sums.service"]["installed"] is False
@@ -330,7 +378,7 @@ def test_report_json_matches_the_reference(path):
     case = json.loads(path.read_text())
     output = base64.b64decode(case["output_base64"]) if "output_base64" in case else case["output"]
     report = parse_probe(output)
-    got, want = probe.report_json(report), _report_json_reference(report)
+    got, want = report_json(report), _report_json_reference(report)
     assert json.dumps(got) == json.dumps(want)
 
 
@@ -366,7 +414,7 @@ def _os_release_reference(text):
 )
 def test_os_release_fast_path_reads_like_shlex(pairs):
     text = "\n".join(f"{k}={v}" for k, v in pairs)
-    assert probe.parse_os_release(text) == _os_release_reference(text)
+    assert sections.parse_os_release(text) == _os_release_reference(text)
 
 
 @settings(max_examples=300, deadline=None)

@@ -121,24 +121,18 @@ def _register_blueprints(app: Flask) -> None:
     from kernel.server import ui
     from kernel.server.audit import api as audit_api
     from kernel.server.auth import api as auth_api
-    from kernel.server.auth import users_api
     from kernel.server.inventory import api as inventory_api
-    from kernel.server.inventory import enroll_api
     from kernel.server.jobs import api as jobs_api
-    from kernel.server.jobs import stream as job_events
     from kernel.server.services import api as services_api
-    from kernel.server.services import artifacts_api
     from kernel.server.status import api as status_api
     from kernel.server.status import stream as status_events
     from kernel.server.ui import dashboard
     from kernel.server.web import openapi
 
-    for module in (
-        auth_api, users_api, audit_api, inventory_api, enroll_api, jobs_api, job_events,
-        services_api,
-        status_api, status_events, artifacts_api, openapi,
-    ):  # fmt: skip
-        app.register_blueprint(module.bp)
+    areas = (auth_api, audit_api, inventory_api, jobs_api, services_api, status_api, status_events)
+    for area in (*areas, openapi):
+        for blueprint in getattr(area, "blueprints", (area.bp,)):
+            app.register_blueprint(blueprint)
     ui.init_app(app)
 
     @app.get("/healthz")

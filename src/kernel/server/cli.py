@@ -8,6 +8,7 @@ import click
 from flask import Flask
 
 from kernel.exceptions import KernelError
+from kernel.server.auth.roles import ROLES
 from kernel.server.components import components
 
 
@@ -56,7 +57,7 @@ def db_upgrade() -> None:
 
 @main.command("create-user")
 @click.argument("name")
-@click.option("--role", type=click.Choice(["admin", "operator", "viewer"]), required=True)
+@click.option("--role", type=click.Choice(list(reversed(ROLES))), required=True)
 @click.option(
     "--password-stdin",
     is_flag=True,

@@ -1,20 +1,19 @@
-"""Serving the app in production: cheroot (a threaded WSGI server that writes each chunk of a
-streamed response as it comes, so live events reach clients at once), the first admin, and
-the background services (components.py) started and stopped around it."""
+"""Serving the app in production: the HTTP server (waitress, tuned in ``wsgi_server``), the
+first admin, and the background services (components.py: job runner, status poller, local
+agent) started and stopped around it — all in this one process, which owns them."""
 
 from __future__ import annotations
 
 import logging
 import signal
 from types import FrameType
-from typing import Any
 
-from cheroot import wsgi
 from flask import Flask
 
 from kernel.exceptions import InvalidInput
 from kernel.server.auth.users import ensure_first_admin
 from kernel.server.components import components
+from kernel.server.wsgi_server import Server
 
 log = logging.getLogger("kernel.server")
 
@@ -27,6 +26,10 @@ def parse_listen(value: str) -> tuple[str, int]:
 
 
 def _interrupt(_sig: int, _frame: FrameType | None) -> None:
+    # Only the first signal interrupts: a second Ctrl-C must not cut the shutdown short (the
+    # runner, poller and local agent are being stopped; that is bounded).
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     raise KeyboardInterrupt
 
 
@@ -46,21 +49,21 @@ def serve(app: Flask, listen: str) -> int:
             "  (shown only this once; change it with the API)\n",
             flush=True,
         )
-    parts.start()  # the background services: job runner, status poller, local agent
-    server: Any = wsgi.Server(
-        (host, port), app, numthreads=int(app.config["THREADS"]), server_name="kernel-server"
-    )
+    # Bound first: a port in use (or a bad serving setting) stops here, before anything starts.
+    server = Server(app, host, port)
     # Both, explicitly: a shell starts background jobs with SIGINT ignored, and Ctrl-C must
     # still stop the server and its local agent.
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)
-    print(f"  Kernel is serving on {host}:{port} — open {url}/", flush=True)
     try:
-        server.prepare()
-        server.serve()
+        parts.start()  # the background services: job runner, status poller, local agent
+        print(f"  Kernel is serving on {host}:{port} — open {url}/", flush=True)
+        # Until interrupted; then it stops its worker threads, waiting up to 5 s for requests
+        # in progress (a live event stream is cut there: its client reconnects).
+        server.run()
     except KeyboardInterrupt:
         pass
     finally:
-        server.stop()
+        server.close()  # the listening socket and every connection still open
         parts.close()
     return 0

@@ -1,14 +1,17 @@
-"""Checking a user name and password (the console's /login page, in ui/login.py, uses it
-too), and API tokens for the CLI."""
+"""The routes of users and their credentials: checking a user name and password (the
+console's /login page, ui/login.py, uses it too), API tokens (how the CLI logs in), and user
+administration (/api/v1/users, admin)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from flask import Blueprint, Response, g, jsonify
 from flask_wtf.csrf import generate_csrf
 from sqlalchemy import func, select
 
-from kernel.exceptions import NotAuthenticated, NotFound, RateLimited
-from kernel.server.auth.credentials import new_token, token_hash, verify_password
+from kernel.exceptions import InvalidInput, NotAuthenticated, NotFound, RateLimited
+from kernel.server.auth.credentials import hash_password, new_token, token_hash, verify_password
 from kernel.server.auth.schemas import (
     MeAnswer,
     Ok,
@@ -16,7 +19,12 @@ from kernel.server.auth.schemas import (
     TokenIssued,
     TokenListAnswer,
     TokenRequest,
+    UserAnswer,
+    UserCreate,
+    UserEdit,
+    UserListAnswer,
 )
+from kernel.server.auth.users import check_password, create_user
 from kernel.server.models.users import ApiToken, User
 from kernel.server.web import audit, context
 from kernel.server.web.access import csrf, current_user, public, role, source_address
@@ -115,3 +123,53 @@ def revoke_token(token_id: int) -> Response:
 
 def count_users() -> int:
     return int(context.session().scalar(select(func.count()).select_from(User)) or 0)
+
+
+# ------------------------------------------------------------------------------------------
+users_bp = Blueprint("users", __name__, url_prefix="/api/v1/users")
+
+
+@users_bp.get("")
+@role("admin")
+@endpoint("users (admin)", answers={200: UserListAnswer})
+def list_users() -> Response:
+    rows = context.session().scalars(select(User).order_by(User.name))
+    return jsonify({"users": [u.to_json() for u in rows]})
+
+
+@users_bp.post("")
+@role("admin")
+@endpoint("add a user (admin)", body=UserCreate, answers={201: UserAnswer})
+def add_user(body: UserCreate) -> tuple[Response, int]:
+    audit.note("user.create", target=body.name, role=body.role)
+    s = context.session()
+    user = create_user(s, body.name, body.role, body.password)
+    s.commit()
+    return jsonify(user.to_json()), 201
+
+
+@users_bp.patch("/<int:user_id>")
+@role("admin")
+@endpoint("change role, password, disabled (admin)", body=UserEdit, answers={200: UserAnswer})
+def edit_user(user_id: int, body: UserEdit) -> Response:
+    s = context.session()
+    user = s.get(User, user_id)
+    if user is None:
+        raise NotFound(f"no user {user_id}")
+    me = current_user()
+    changes: dict[str, Any] = {}
+    if body.role is not None:
+        user.role = changes["role"] = body.role
+    if body.disabled is not None:
+        user.disabled = changes["disabled"] = body.disabled
+    if body.password is not None:
+        user.password_hash = hash_password(check_password(body.password))
+        changes["password"] = "changed"  # noqa: S105 (audit note, not a secret)
+    if me is not None and me.id == user.id and (user.disabled or user.role != "admin"):
+        raise InvalidInput("you cannot demote or disable yourself")
+    audit.note("user.edit", target=user.name, **changes)
+    s.commit()
+    return jsonify(user.to_json())
+
+
+blueprints = (bp, users_bp)

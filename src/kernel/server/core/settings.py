@@ -57,7 +57,17 @@ SETTINGS: tuple[Setting, ...] = (
     S("URL", "text", None, "public base URL (install one-liners, `KERNEL_URL` for scripts, "
       "artifact URLs) — set it in production", shown="from the request"),
     S("LISTEN", "text", "0.0.0.0:8002", "address to serve on"),
-    S("THREADS", "count", 32, "WSGI worker threads (each live event stream holds one)"),
+    S("THREADS", "count", 128, "worker threads: one per request in progress and per open "
+      "event stream (idle and slow connections hold none)"),
+    S("BACKLOG", "count", 2048, "listen backlog: a burst of connections waits here instead "
+      "of being reset (capped by `net.core.somaxconn`)"),
+    S("CONNECTION_LIMIT", "count", 1000, "open connections at once; beyond it new ones wait "
+      "in the backlog (the open-file limit is raised to fit)"),
+    S("IDLE_TIMEOUT", "count", 120, "seconds before a connection with no request in progress "
+      "is closed (keep it above the proxy's upstream `keepalive_timeout`)"),
+    S("TRUSTED_PROXY", "text", None, "IP address of the reverse proxy (or `*`) whose "
+      "`X-Forwarded-For/-Proto/-Host/-Port` are believed; from anyone else they are dropped "
+      "(docs/reverse-proxy.md)"),
     S("SECRET_KEY", "text", None, "signs session cookies",
       shown="generated into `DATA_DIR/secret_key`"),
     S("MAX_CONTENT_LENGTH", "count", 16 * 1024 * 1024, "largest request body, in bytes"),

@@ -10,9 +10,11 @@ def iso(value: dt.datetime | None) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value else None
 
 
-def cap_utf8(text: str, cap: int) -> tuple[str, bool]:
-    """``text`` cut to at most ``cap`` UTF-8 bytes (never inside a character); (text, cut)."""
+def fit_utf8(text: str, room: int) -> tuple[str, int, bool]:
+    """What of ``text`` fits in ``room`` UTF-8 bytes, cut between characters: (the part, its
+    size in bytes, whether anything was cut). Output caps count bytes, as the agent does."""
     raw = text.encode("utf-8", "replace")
-    if len(raw) <= cap:
-        return text, False
-    return raw[: max(cap, 0)].decode("utf-8", "ignore"), True
+    if len(raw) <= room:
+        return text, len(raw), False
+    kept = raw[: max(room, 0)].decode("utf-8", "ignore")
+    return kept, len(kept.encode("utf-8")), True

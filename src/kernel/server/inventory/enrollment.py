@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from kernel.exceptions import Conflict, Expired, InvalidInput, NotAllowed
 from kernel.server.auth.credentials import new_token, token_hash
 from kernel.server.core.db import utcnow
+from kernel.server.core.text import iso
 from kernel.server.models.servers import EnrollToken, Server
 
 
@@ -52,7 +53,7 @@ def install_command(base: str, token: str) -> str:
 def enroll_info(base: str, token: str, expires: dt.datetime) -> dict[str, Any]:
     return {
         "token": token,
-        "expires_at": expires.isoformat().replace("+00:00", "Z"),
+        "expires_at": iso(expires),
         "command": install_command(base, token),
     }
 

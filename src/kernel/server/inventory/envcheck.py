@@ -1,5 +1,7 @@
 """The environment check run when a server joins: is the agent reachable, and what OS, systemd,
-bash and free disk does the machine have. The parser is pure (tested on recorded output)."""
+bash and free disk does the machine have — read with the status probe's own sections (the
+ones marked ``check`` in status/sections.py), so there is one collector of host facts. Also
+the checks of an agent's URL and key as an admin gives them."""
 
 from __future__ import annotations
 
@@ -9,19 +11,9 @@ from urllib.parse import urlsplit
 
 from kernel.agent_client import AgentClient, AgentError
 from kernel.exceptions import AgentFailed, InvalidInput
+from kernel.server.status.probe import check_script, parse_probe
+from kernel.server.status.sections import CHECK
 
-# Plain `key=value` lines; each probe is independent so one missing tool does not hide others.
-CHECK_SCRIPT = r"""
-echo "bash=${BASH_VERSION}"
-if [ -r /etc/os-release ]; then . /etc/os-release; echo "os=${PRETTY_NAME:-${NAME:-unknown}}"; fi
-if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
-  echo "systemd=$(systemctl --version 2>/dev/null | head -n 1 | cut -d' ' -f2)"
-else
-  echo "systemd=none"
-fi
-df -Pk / 2>/dev/null | awk 'NR==2 {print "disk_total_kb=" $2; print "disk_free_kb=" $4}'
-echo "kernel=$(uname -r)"
-"""
 MIN_FREE_KB = 100 * 1024  # below this a warning is recorded
 
 
@@ -67,22 +59,22 @@ def check_key(key: object) -> str:
 
 
 def parse_check(stdout: str) -> dict[str, Any]:
-    """Facts from CHECK_SCRIPT's output; unknown lines are ignored."""
-    raw: dict[str, str] = {}
-    for line in stdout.splitlines():
-        k, sep, v = line.partition("=")
-        if sep and k.strip():
-            raw[k.strip()] = v.strip()
+    """Facts from the check script's output (probe sections, status/sections.py); what it
+    cannot read is None, and problems an operator should know of are ``warnings``."""
+    report = parse_probe(stdout, CHECK)
+    f = report.facts
+    root = next((d for d in report.metrics.disks if d.mount == "/"), None)
+    systemd = f.systemd_version if f.systemd not in (None, "offline") else None
     facts: dict[str, Any] = {
-        "bash": raw.get("bash") or None,
-        "os": raw.get("os") or None,
-        "systemd": None if raw.get("systemd") in (None, "", "none") else raw["systemd"],
-        "kernel": raw.get("kernel") or None,
+        "bash": f.bash,
+        "os": f.os_name,
+        "systemd": systemd,
+        "kernel": f.kernel,
+        "disk_total_kb": root.total // 1024 if root else None,
+        "disk_free_kb": root.available // 1024 if root else None,
     }
-    for key in ("disk_total_kb", "disk_free_kb"):
-        facts[key] = int(raw[key]) if raw.get(key, "").isdigit() else None
     warnings = []
-    if not facts["systemd"]:
+    if not systemd:
         warnings.append("systemd is not running: services cannot be deployed here")
     if facts["disk_free_kb"] is not None and facts["disk_free_kb"] < MIN_FREE_KB:
         warnings.append(f"only {facts['disk_free_kb'] // 1024} MiB free on /")
@@ -97,7 +89,8 @@ def check_agent(
     try:
         with AgentClient(url, key, timeout=timeout, tls_fingerprint=fingerprint) as client:
             info = client.info()
-            result = client.exec("bash -s", stdin=CHECK_SCRIPT, timeout=timeout)
+            check = check_script()
+            result = client.exec(check.cmd, timeout=timeout)
     except AgentError as e:
         raise AgentFailed(f"the agent at {url} did not answer properly: {e}") from None
     if result.exit_code != 0:

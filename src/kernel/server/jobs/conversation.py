@@ -19,6 +19,7 @@ from typing import Any, cast
 from kernel.agent_client import AgentError, AgentRefused, AgentUnreachable, AsyncAgentClient
 from kernel.server.core.agents import AgentPool
 from kernel.server.core.db import utcnow
+from kernel.server.core.text import fit_utf8, iso
 from kernel.server.jobs.states import outcome
 from kernel.server.models.jobs import Job, Run
 from kernel.server.models.servers import Server
@@ -77,16 +78,13 @@ class RunTask:
         cut, later chunks are dropped too (no gaps in what is kept)."""
         if stream in self.full:
             return ""
-        room = cap - self.size[stream]
-        raw = data.encode("utf-8", "replace")
-        if len(raw) > room:
+        data, size, cut = fit_utf8(data, cap - self.size[stream])
+        if cut:
             self.truncated = True
             self.full.add(stream)
-            data = raw[: max(room, 0)].decode("utf-8", "ignore")
-            raw = data.encode()
         if data:
             self.out[stream].append(data)
-            self.size[stream] += len(raw)
+            self.size[stream] += size
         return data
 
     def text(self, stream: str) -> str:
@@ -153,9 +151,8 @@ def final_from(result: dict[str, Any], cap: int | None = None) -> Final:
         for stream in ("stdout", "stderr"):
             text = result.get(stream)
             if isinstance(text, str):
-                raw = text.encode("utf-8", "replace")
-                if len(raw) > cap:
-                    text, f.truncated = raw[:cap].decode("utf-8", "ignore"), True
+                text, _size, cut = fit_utf8(text, cap)
+                f.truncated = f.truncated or cut
                 setattr(f, stream, text)
     return f
 
@@ -191,7 +188,7 @@ class AgentRun:
                 "job_id": task.job_id,
                 "server": task.server_name,
                 "state": "running",
-                "started_at": task.started_at.isoformat().replace("+00:00", "Z"),
+                "started_at": iso(task.started_at),
             },
         )
 

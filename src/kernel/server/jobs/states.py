@@ -12,21 +12,9 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from kernel.exceptions import InvalidTransition
-
 RUN_STATES = ("queued", "running", "ok", "failed", "timed_out", "cancelled", "unreachable", "lost")
 TERMINAL = frozenset(RUN_STATES[2:])
 JOB_STATES = ("queued", "running", "finished", "cancelled")
-
-
-def check_transition(current: str, new: str) -> None:
-    """Raise unless a run may go from ``current`` to ``new``."""
-    if current in TERMINAL:
-        raise InvalidTransition(f"run already ended as {current}; cannot become {new}")
-    if new not in RUN_STATES or new == "queued":
-        raise InvalidTransition(f"{new!r} is not a state a run can move to")
-    if current == "running" and new == "running":
-        raise InvalidTransition("run is already running")
 
 
 def outcome(result: Mapping[str, Any]) -> str:
@@ -56,12 +44,3 @@ def summary(run_states: Iterable[str]) -> dict[str, int]:
 def needs_rerun(state: str) -> bool:
     """Runs that "rerun the failed runs" picks again: every ended run that did not succeed."""
     return state in TERMINAL and state != "ok"
-
-
-def cap_text(current: str, extra: str, cap: int) -> tuple[str, bool]:
-    """Append ``extra`` to ``current`` keeping at most ``cap`` UTF-8 bytes; (text, truncated)."""
-    joined = current + extra
-    data = joined.encode("utf-8", "replace")
-    if len(data) <= cap:
-        return joined, False
-    return data[:cap].decode("utf-8", "ignore"), True

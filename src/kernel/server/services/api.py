@@ -1,4 +1,6 @@
-"""The services catalogue and its operations (/api/v1/services).
+"""The routes of the services catalogue and its operations (/api/v1/services), and the
+service artifacts (signed URLs; with PUBLIC_ARTIFACTS the seed's public paths too) served to
+deploy scripts with plain-text errors for wget and curl (the rules are in artifacts.py).
 
 The catalogue is scanned once and kept until "refresh" rescans it; an operation always reads
 its service folder afresh, so it sends the scripts as they are on disk now. Every operation
@@ -7,10 +9,11 @@ is a job (kind ``service``) with one run per server; see oplock.py for the one-a
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from pathlib import Path
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, request, send_file
 
 from kernel.exceptions import InvalidInput, NotFound
 from kernel.names import NAME_RULE, is_valid_name
@@ -22,7 +25,14 @@ from kernel.server.jobs.shapes import job_json
 from kernel.server.models.jobs import Job
 from kernel.server.services import catalog, oplock
 from kernel.server.services import operations as service_ops
-from kernel.server.services.artifacts import service_url_for
+from kernel.server.services.artifacts import (
+    URL_PREFIX,
+    mimetype_of,
+    resolve,
+    service_url_for,
+    signing_key,
+    verify,
+)
 from kernel.server.services.hosts import catalogue_json, service_hosts, service_json
 from kernel.server.services.schemas import (
     CatalogueAnswer,
@@ -32,7 +42,7 @@ from kernel.server.services.schemas import (
 )
 from kernel.server.status.queries import host_rows
 from kernel.server.web import audit, context
-from kernel.server.web.access import actor, role
+from kernel.server.web.access import actor, public, role
 from kernel.server.web.endpoint import endpoint
 
 bp = Blueprint("services", __name__, url_prefix="/api/v1/services")
@@ -151,3 +161,55 @@ def _command(op: str, svc: catalog.Service, lines: int) -> shell.RemoteCommand:
     if op in ("deploy", "remove"):
         service_url = service_url_for(config, svc.name, kernel_url=kernel_url)
     return service_ops.build(op, svc, kernel_url=kernel_url, service_url=service_url, lines=lines)
+
+
+# ------------------------------------------------------------------------------------------
+artifacts_bp = Blueprint("artifacts", __name__)
+
+
+def _text(status: int, msg: str) -> Response:
+    # Plain text: the clients are wget/curl in scripts, and this reads well in their stderr.
+    return Response(f"{status} {msg}\n", status=status, mimetype="text/plain")
+
+
+def _data_dir() -> Path:
+    return Path(current_app.config["DATA_DIR"])
+
+
+def _serve(root: Path, relpath: str) -> Response:
+    path = resolve(root, relpath)
+    if path is None:
+        return _text(404, "not found")
+    resp = send_file(path, mimetype=mimetype_of(path.name), conditional=True, max_age=0)
+    resp.headers["X-Content-Type-Options"] = "nosniff"
+    return resp
+
+
+@artifacts_bp.route(f"{URL_PREFIX}/<name>/<expires>/<signature>/<path:relpath>", methods=["GET"])
+@public
+def signed_file(name: str, expires: str, signature: str, relpath: str) -> Response:
+    why = verify(signing_key(current_app.config), name, expires, signature, now=time.time())
+    if why is not None:
+        return _text(403, f"forbidden: {why}")
+    resp = _serve(_data_dir() / "service" / name, relpath)
+    resp.headers["Cache-Control"] = "private, no-store"
+    return resp
+
+
+@artifacts_bp.route("/static/service/<name>/<path:relpath>", methods=["GET"])
+@public
+def public_service_file(name: str, relpath: str) -> Response:
+    if not current_app.config["PUBLIC_ARTIFACTS"] or not is_valid_name(name):
+        return _text(404, "not found")
+    return _serve(_data_dir() / "service" / name, relpath)
+
+
+@artifacts_bp.route("/static/init/<path:relpath>", methods=["GET"])
+@public
+def public_init_file(relpath: str) -> Response:
+    if not current_app.config["PUBLIC_ARTIFACTS"]:
+        return _text(404, "not found")
+    return _serve(_data_dir() / "init", relpath)
+
+
+blueprints = (bp, artifacts_bp)

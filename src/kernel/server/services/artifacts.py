@@ -7,7 +7,7 @@ A deploy script gets `KERNEL_SERVICE_URL`, a URL prefix such as
 and downloads `"$KERNEL_SERVICE_URL/sums.tgz"`. The prefix names the service and an expiry
 time, signed with HMAC-SHA256; any file of that one service folder can be fetched under it
 until it expires. The seed's public `/static/service/<name>/<file>` and `/static/init/<file>`
-paths exist only when the setting PUBLIC_ARTIFACTS is true (artifacts_api.py serves both).
+paths exist only when the setting PUBLIC_ARTIFACTS is true (services/api.py serves both).
 
 Answers: 403 for a bad or expired signature (decided before the disk is looked at, so it
 says nothing about which files exist); 404 for anything not served under a valid prefix —
@@ -24,12 +24,8 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from flask import Blueprint
-
 from kernel.exceptions import ConfigError
 from kernel.names import is_valid_name
-
-bp = Blueprint("artifacts", __name__)
 
 URL_PREFIX = "/service-files"
 DEFAULT_TTL = 3600  # seconds a KERNEL_SERVICE_URL stays valid; a deploy must start by then

@@ -8,7 +8,7 @@ from kernel.server.models.servers import Server
 from kernel.server.models.status import HostStatus
 from kernel.server.services import catalog
 from kernel.server.status.health import service_spread
-from kernel.server.status.probe import UnitState
+from kernel.server.status.report import UnitState
 
 
 def unit_state(data: Any) -> UnitState | None:

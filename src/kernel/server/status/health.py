@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
-from kernel.server.status.probe import UnitState
+from kernel.server.status.report import UnitState
 
 
 @dataclass(frozen=True)

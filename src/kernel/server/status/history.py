@@ -8,7 +8,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from kernel.server.status.probe import ProbeReport
+from kernel.server.status.report import ProbeReport
 
 
 @dataclass(frozen=True)

@@ -26,12 +26,9 @@ from kernel.server.status import store
 from kernel.server.status.feed import StatusFeed
 from kernel.server.status.gate import Gate
 from kernel.server.status.history import RetentionPolicy
-from kernel.server.status.probe import (
-    ProbeReport,
-    parse_probe,
-    probe_script,
-)
+from kernel.server.status.probe import parse_probe, probe_script
 from kernel.server.status.probelimit import ProbeLimit
+from kernel.server.status.report import ProbeReport
 from kernel.server.status.store import Outcome, Target
 
 if TYPE_CHECKING:

@@ -18,7 +18,8 @@ from kernel.server.models.status import HostStatus, MetricSample
 from kernel.server.status.brief import brief, changes
 from kernel.server.status.health import HostHealth, next_health
 from kernel.server.status.history import MetricPoint, RetentionPolicy, compact, metric_values
-from kernel.server.status.probe import CpuTimes, ProbeReport, cpu_usage, report_json
+from kernel.server.status.report import CpuTimes, ProbeReport, report_json
+from kernel.server.status.sections import cpu_usage
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,30 @@
+"""Client for the agent's protocol v2 (ARCHITECTURE.md §2): signing, exec, stream, status,
+cancel, info, healthz. Sync (`AgentClient`, on one kept-alive httpx client) and async
+(`AsyncAgentClient`, on one kept-alive aiohttp session: the server's hot path, where aiohttp
+costs a fifth of the CPU per request that httpx's async client does).
+
+TLS pinning: with ``tls_fingerprint`` set, certificates are not checked against CAs (agents
+use self-signed ones); instead the SHA-256 of the agent's certificate is compared with the pin
+right after the TLS handshake and *before* the signed request is sent (httpcore's ``trace``
+hook in the sync client, aiohttp's ``Fingerprint`` in the async one), the way SSH pins host
+keys. `fetch_tls_fingerprint` takes the pin at enrollment.
+"""
+
+from __future__ import annotations
+
+from kernel.agent_client.aio import AsyncAgentClient
+from kernel.agent_client.results import ExecResult
+from kernel.agent_client.sync import AgentClient
+from kernel.agent_client.tls import fetch_tls_fingerprint, normalize_fingerprint
+from kernel.exceptions import AgentError, AgentRefused, AgentUnreachable
+
+__all__ = [
+    "AgentClient",
+    "AgentError",
+    "AgentRefused",
+    "AgentUnreachable",
+    "AsyncAgentClient",
+    "ExecResult",
+    "fetch_tls_fingerprint",
+    "normalize_fingerprint",
+]
