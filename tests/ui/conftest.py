@@ -83,6 +83,8 @@ class AgentProc:
             [sys.executable, str(AGENT), "--listen", f"{self.ip}:{self.port}",
              "--key-file", str(key_file), "--state-dir", str(self.state_dir)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            # Commands inherit it: $KERNEL_UI_HOST tells the hosts (all on this machine) apart.
+            env={**os.environ, "KERNEL_UI_HOST": self.state_dir.name},
         )  # fmt: skip
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

@@ -61,10 +61,10 @@ def token_for_password(body: TokenRequest) -> tuple[Response, int]:
     """How the CLI logs in; failed attempts count towards the login rate limit."""
     user = check_credentials(body.username, body.password)
     audit.note("token.create", target=body.username, token_name=body.name)
-    return jsonify(_issue(user, body.name)), 201
+    return jsonify(issue_token(user, body.name)), 201
 
 
-def _issue(user: User, label: str) -> dict[str, object]:
+def issue_token(user: User, label: str) -> dict[str, object]:
     s = context.session()
     secret = new_token()
     row = ApiToken(user_id=user.id, name=label, token_hash=token_hash(secret))
@@ -102,13 +102,19 @@ def create_token(body: TokenCreate) -> tuple[Response, int]:
     user = current_user()
     assert user is not None
     audit.note("token.create", target=user.name, token_name=body.name)
-    return jsonify(_issue(user, body.name)), 201
+    return jsonify(issue_token(user, body.name)), 201
 
 
 @bp.delete("/api/v1/tokens/<int:token_id>")
 @role("viewer")
 @endpoint("revoke a token", answers={200: Ok})
 def revoke_token(token_id: int) -> Response:
+    revoke(token_id)
+    return jsonify({"ok": True})
+
+
+def revoke(token_id: int) -> None:
+    """Revoke one of your tokens (an admin: anyone's)."""
     user = current_user()
     assert user is not None
     s = context.session()
@@ -118,7 +124,6 @@ def revoke_token(token_id: int) -> Response:
     audit.note("token.revoke", target=row.user.name, token_name=row.name)
     s.delete(row)
     s.commit()
-    return jsonify({"ok": True})
 
 
 def count_users() -> int:
@@ -141,17 +146,26 @@ def list_users() -> Response:
 @role("admin")
 @endpoint("add a user (admin)", body=UserCreate, answers={201: UserAnswer})
 def add_user(body: UserCreate) -> tuple[Response, int]:
+    return jsonify(new_user(body).to_json()), 201
+
+
+def new_user(body: UserCreate) -> User:
     audit.note("user.create", target=body.name, role=body.role)
     s = context.session()
     user = create_user(s, body.name, body.role, body.password)
     s.commit()
-    return jsonify(user.to_json()), 201
+    return user
 
 
 @users_bp.patch("/<int:user_id>")
 @role("admin")
 @endpoint("change role, password, disabled (admin)", body=UserEdit, answers={200: UserAnswer})
 def edit_user(user_id: int, body: UserEdit) -> Response:
+    return jsonify(change_user(user_id, body).to_json())
+
+
+def change_user(user_id: int, body: UserEdit) -> User:
+    """Change a user's role, password or disabled flag (no admin can demote themself)."""
     s = context.session()
     user = s.get(User, user_id)
     if user is None:
@@ -169,7 +183,7 @@ def edit_user(user_id: int, body: UserEdit) -> Response:
         raise InvalidInput("you cannot demote or disable yourself")
     audit.note("user.edit", target=user.name, **changes)
     s.commit()
-    return jsonify(user.to_json())
+    return user
 
 
 blueprints = (bp, users_bp)

@@ -120,6 +120,27 @@ def get_run(job_id: int, run_id: str) -> Response:
     return jsonify(run_json(run, output=True))
 
 
+@bp.get("/<int:job_id>/runs/<run_id>/output")
+@role("viewer")
+@endpoint("one run's whole stored output as a text file (stdout, then stderr)",
+          produces="text/plain")  # fmt: skip
+def run_output(job_id: int, run_id: str) -> Response:
+    """A download: the run's stdout, then (marked) its stderr, as stored (capped by
+    OUTPUT_CAP; a ``truncated`` run says so at the end)."""
+    run = context.session().get(Run, run_id[:64])
+    if run is None or run.job_id != job_id:
+        raise NotFound(f"no run {run_id[:64]!r} in job {job_id}")
+    text = run.stdout
+    if run.stderr:
+        text += ("" if not text or text.endswith("\n") else "\n") + "--- stderr ---\n" + run.stderr
+    if run.truncated:
+        text += "\n--- output truncated (OUTPUT_CAP) ---\n"
+    resp = Response(text, mimetype="text/plain")
+    name = f"job{job_id}-{run.server_name}.txt"
+    resp.headers["Content-Disposition"] = f'attachment; filename="{name}"'
+    return resp
+
+
 @bp.post("/<int:job_id>/cancel")
 @role("operator")
 @endpoint("cancel (its runs on the agents too)", answers={200: JobAnswer})

@@ -12,7 +12,7 @@ from kernel.server.ui.web import bp, shared_context
 
 def init_app(app: Flask) -> None:
     # The views register themselves on `bp` when imported.
-    from kernel.server.ui import dashboard, jobs, login, services, status  # noqa: F401
+    from kernel.server.ui import admin, dashboard, jobs, login, servers, services, status  # noqa: F401
 
     i18n.init_app(app)
     security.init_app(app)

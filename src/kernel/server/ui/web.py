@@ -74,6 +74,7 @@ def shared_context() -> dict[str, Any]:
         **words.FILTERS,
         "unit_words": words.unit_words,
         "state_words": words.state_words,
+        "run_words": words.run_words,
     }
 
 

@@ -3,6 +3,8 @@ user's language. Codes stay in the data (and in the API); only these labels are 
 
 from __future__ import annotations
 
+import datetime as dt
+
 from flask_babel import gettext as _
 
 
@@ -84,9 +86,14 @@ def op_name(op: str) -> str:
     }.get(op, op)
 
 
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def uptime(seconds: float | None) -> str:
-    if seconds is None:
+    if not _number(seconds):
         return "—"
+    assert seconds is not None
     s = int(seconds)
     d, h, m = s // 86400, s % 86400 // 3600, s % 3600 // 60
     if d:
@@ -97,12 +104,13 @@ def uptime(seconds: float | None) -> str:
 
 
 def percent(value: float | None) -> str:
-    return "—" if value is None else f"{value:.0f}%"
+    return f"{value:.0f}%" if _number(value) else "—"
 
 
 def size(n: float | None) -> str:
-    if n is None:
+    if not _number(n):
         return "—"
+    assert n is not None
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(n) < 1024 or unit == "TiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -111,8 +119,9 @@ def size(n: float | None) -> str:
 
 
 def seconds(value: float | None) -> str:
-    if value is None:
+    if not _number(value):
         return "—"
+    assert value is not None
     return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.1f} s"
 
 
@@ -126,9 +135,20 @@ def when(value: object) -> str:
     return text.replace("T", " ")[:19]
 
 
+def epoch_when(value: float | None) -> str:
+    if not value:
+        return "—"
+    return when(dt.datetime.fromtimestamp(value, dt.UTC))
+
+
 def unit_words() -> dict[str, str]:
     return {w: unit_state(w) for w in ("active", "inactive", "failed", "missing", "activating",
                                        "deactivating", "unknown")}  # fmt: skip
+
+
+def run_words() -> dict[str, str]:
+    return {w: run_state(w) for w in ("queued", "running", "ok", "failed", "timed_out",
+                                      "cancelled", "unreachable", "lost", "finished")}  # fmt: skip
 
 
 def state_words() -> dict[str, str]:
@@ -141,6 +161,7 @@ FILTERS = {
     "size": size,
     "seconds": seconds,
     "when": when,
+    "epoch_when": epoch_when,
     "role_name": role_name,
     "server_state": server_state,
     "unit_state": unit_state,

@@ -33,7 +33,7 @@ function confirmDialog(text, typedName) {
     input.oninput = () => { ok.disabled = input.value !== typedName; };
   }
   return new Promise((resolve) => {
-    dialog.addEventListener("close", () => resolve(dialog.returnValue === "ok"), { once: true });
+    dialog.addEventListener("close", () => resolve(dialog.returnValue === "ok" ? input.value || true : false), { once: true });
     dialog.returnValue = "";
     dialog.showModal();
     (typedName ? input : ok).focus();
@@ -54,7 +54,11 @@ document.addEventListener("submit", (evt) => {
   if (form.dataset.confirmed === "yes") return;
   evt.preventDefault();
   confirmDialog(form.dataset.confirm, form.dataset.confirmName).then((yes) => {
-    if (yes) { form.dataset.confirmed = "yes"; form.requestSubmit(evt.submitter); }
+    if (!yes) return;
+    const typed = form.querySelector('input[name="confirm_name"]');
+    if (typed && typeof yes === "string") typed.value = yes;
+    form.dataset.confirmed = "yes";
+    form.requestSubmit(evt.submitter);
   });
 });
 
