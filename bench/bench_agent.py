@@ -15,6 +15,7 @@ import asyncio
 import http.client
 import json
 import os
+import py_compile
 import re
 import shutil
 import signal
@@ -58,17 +59,23 @@ def floor(n: int) -> list[float]:
 
 
 def start_agent(tmp: Path, name: str, *extra: str) -> tuple[subprocess.Popen[bytes], int, int]:
-    """An agent as its unit runs it; (process, port, keeper pid)."""
+    """An agent as its unit runs it (byte-compiled module, `-S -m`); (process, port, keeper
+    pid)."""
+    lib = tmp / "lib"
+    if not (lib / "kernel_agent.py").exists():
+        lib.mkdir()
+        shutil.copy(AGENT_PY, lib / "kernel_agent.py")
+        py_compile.compile(str(lib / "kernel_agent.py"), doraise=True)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     log_path = tmp / f"{name}.log"
     with open(log_path, "wb") as log:
         agent = subprocess.Popen(
-            [sys.executable, "-S", str(AGENT_PY), "--config", "/dev/null",
+            [sys.executable, "-S", "-m", "kernel_agent", "--config", "/dev/null",
              "--listen", f"127.0.0.1:{port}", "--key-file", str(tmp / "key"),
              "--state-dir", str(tmp / name), "--max-concurrency", "64", *extra],
-            stdout=log, stderr=log,
+            stdout=log, stderr=log, env={**os.environ, "PYTHONPATH": str(lib)},
         )  # fmt: skip
     while True:
         try:

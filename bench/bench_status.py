@@ -28,7 +28,8 @@ from kernel.server.components import components
 from kernel.server.core.datadir import install_examples
 from kernel.server.status.probelimit import ProbeLimit
 from kernel.testbed import Testbed
-from status.conftest import Served, add_server, close_app, make_app, make_token
+from status.conftest import Served, add_server, close_app, make_app
+from support.api import make_token
 
 
 def pct(values: list[float], q: float) -> float:
@@ -188,7 +189,7 @@ def bench_deploy(n: int) -> None:
     )  # fmt: skip
     body += (
         "\n\n`POST /api/v1/services/sums/deploy` until the job is finished (every run stored),"
-        " through the real server (cheroot on the testbed gateway, runner, SQLite); each host"
+        " through the real server (waitress on the testbed gateway, runner, SQLite); each host"
         " downloads sums.tgz from the server's signed URL, installs and starts `sums.service`"
         f" (systemd in the host). *total / slowest run* is what fan-out costs on top of the"
         f" slowest host; *total / alone* also counts the {n} hosts' own work competing for"

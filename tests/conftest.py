@@ -1,1 +1,1 @@
-pytest_plugins = ["kernel.testbed.pytest_plugin"]
+pytest_plugins = ["kernel.testbed.pytest_plugin", "support.fixtures"]

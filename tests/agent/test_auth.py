@@ -5,8 +5,7 @@ from __future__ import annotations
 import time
 
 from kernel.agent import signed_headers
-
-from .conftest import Agent
+from support.agents import Agent
 
 
 def post_info(agent: Agent, headers: dict[str, str], path: str = "/api/v2/info") -> tuple:

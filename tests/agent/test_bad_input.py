@@ -13,8 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kernel.agent import HttpError, parse_exec_request, signed_headers
-
-from .conftest import Agent
+from support.agents import Agent
 
 
 def raw_exchange(agent: Agent, data: bytes, timeout: float = 10) -> bytes:

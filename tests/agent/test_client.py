@@ -17,8 +17,8 @@ from kernel.agent_client import (
     fetch_tls_fingerprint,
     normalize_fingerprint,
 )
-
-from .conftest import Agent, free_port, self_signed_cert
+from support.agents import Agent, self_signed_cert
+from support.procs import free_port
 
 
 def test_sync_client(agent: Agent, tmp_path: Path) -> None:

@@ -19,8 +19,7 @@ from kernel.agent import (
     read_config_file,
     read_key,
 )
-
-from .conftest import AGENT_PY
+from support.agents import AGENT_PY
 
 
 def run_agent(*args: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:

@@ -19,8 +19,7 @@ import httpx
 import pytest
 
 from kernel.agent import signed_headers
-
-from .conftest import Agent, self_signed_cert
+from support.agents import Agent, self_signed_cert
 
 
 def threads_of(pid: int) -> int:

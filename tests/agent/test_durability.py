@@ -20,8 +20,7 @@ import httpx
 import pytest
 
 from kernel.agent import signed_headers
-
-from .conftest import Agent
+from support.agents import Agent
 
 STRACE = shutil.which("strace")
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 
 from kernel.agent import signed_headers
-
-from .conftest import Agent, pid_alive
+from support.agents import Agent
+from support.procs import pid_alive
 
 
 def test_results(agent: Agent, tmp_path: Path) -> None:

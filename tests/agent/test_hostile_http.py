@@ -32,8 +32,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kernel.agent import sign, signed_headers
-
-from .conftest import Agent, pid_alive
+from support.agents import Agent
+from support.procs import pid_alive
 
 # How many requests each test sends: ~3000 per run in total, the whole file in well under a
 # minute on a loaded 2-CPU machine. (Each example is one request.)

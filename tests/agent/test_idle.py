@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .conftest import Agent
+from support.agents import Agent
 
 
 def context_switches(pid: int) -> int:

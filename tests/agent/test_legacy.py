@@ -11,8 +11,7 @@ import httpx
 import pytest
 
 from kernel.agent import legacy_reply
-
-from .conftest import Agent
+from support.agents import Agent
 
 
 def from_ip(ip: str) -> httpx.Client:

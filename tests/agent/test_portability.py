@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import AGENT_PY, Agent
+from support.agents import AGENT_PY, Agent
 
 PY38 = Path("/root/.pyenv/versions/3.8.18/bin/python3.8")
 

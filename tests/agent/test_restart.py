@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import Agent, pid_alive, wait_gone
+from support.agents import Agent
+from support.procs import pid_alive, wait_gone
+
 from .test_exec import pids_from, start_stream
 
 

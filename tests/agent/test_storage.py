@@ -18,7 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .conftest import Agent, pid_alive
+from support.agents import Agent
+from support.procs import pid_alive
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
 

@@ -13,8 +13,7 @@ import textwrap
 import pytest
 
 from kernel.agent import HttpError, parse_exec_request
-
-from .conftest import AGENT_PY, Agent
+from support.agents import AGENT_PY, Agent
 
 SURROGATES = ["\ud800", "\udc80", "a\udfffb", "\udbff"]
 FIELDS = [

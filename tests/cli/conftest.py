@@ -1,18 +1,15 @@
 """Fixtures for the CLI tests: a real ``kernel-server`` process, real agents on loopback
 addresses, and `Kernel`, which runs the real ``kernel`` command against them.
 
-Trimmed copies of tests/server/conftest.py's AgentProc and ServerProc (to be merged with
-them). Agents run commands on this machine, so the init scripts and services the server
-gets here only echo and name units that do not exist.
+The server and agents come from the shared harness (tests/support). Agents run commands on
+this machine, so the init scripts and services the server gets here only echo and name units
+that do not exist.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import secrets
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,140 +17,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-AGENT = REPO / "src" / "kernel" / "agent.py"
-BIN = Path(sys.executable).parent
-KERNEL = BIN / "kernel"
-KERNEL_SERVER = BIN / "kernel-server"
-PASSWORD = "tester-password"
+from support.agents import Agent, start_agent
+from support.servers import ServerProc
+
+KERNEL = Path(sys.executable).parent / "kernel"
 FAIL_FLAG = "fail-init"  # in the data dir: while it exists, init script 30-flag.sh fails
 UNIT = "kernel-cli-test-no-such-unit"
-
-
-def free_port(ip: str) -> int:
-    with socket.socket() as s:
-        s.bind((ip, 0))
-        return int(s.getsockname()[1])
-
-
-class AgentProc:
-    def __init__(self, ip: str, state_dir: Path, key: str | None = None) -> None:
-        self.ip = ip
-        self.port = free_port(ip)
-        self.key = key or secrets.token_hex(32)
-        self.state_dir = state_dir
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.ip}:{self.port}"
-
-    def start(self) -> AgentProc:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        key_file = self.state_dir.parent / f"{self.ip}-{self.port}.key"
-        key_file.write_text(self.key + "\n")
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                str(AGENT),
-                *("--listen", f"{self.ip}:{self.port}"),
-                *("--key-file", str(key_file)),
-                *("--state-dir", str(self.state_dir)),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(self.url + "/healthz", timeout=0.5).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"agent on {self.url} did not start")
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-
-
-class ServerProc:
-    """``kernel-server`` on a loopback port with an admin ``tester`` and a viewer ``viewer``."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self.data_dir = data_dir
-        self.port = free_port("127.0.0.1")
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {
-            **os.environ,
-            "KERNEL_DATA_DIR": str(data_dir),
-            "KERNEL_DATABASE_URL": f"sqlite:///{data_dir / 'kernel.db'}",
-            "KERNEL_LISTEN": f"127.0.0.1:{self.port}",
-            "KERNEL_URL": self.url,
-            "KERNEL_AGENT_NETWORKS": "127.0.0.0/8",
-            "KERNEL_RUN_START_TIMEOUT": "3",
-            "KERNEL_AGENT_CONNECT_TIMEOUT": "2",
-            "KERNEL_SSE_KEEPALIVE": "0.5",
-            "KERNEL_INSTALL_EXAMPLES": "false",  # the examples would change this machine
-        }
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.token = ""
-
-    def admin_cli(self, *args: str, stdin: str = "") -> None:
-        subprocess.run(
-            [str(KERNEL_SERVER), *args],
-            env=self.env,
-            input=stdin.encode(),
-            capture_output=True,
-            timeout=60,
-            check=True,
-        )
-
-    def start(self) -> ServerProc:
-        with open(self.data_dir / "server.log", "ab") as log:
-            self.proc = subprocess.Popen([str(KERNEL_SERVER)], env=self.env, stdout=log, stderr=log)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(self.url + "/healthz", timeout=0.5).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                assert self.proc.poll() is None, (self.data_dir / "server.log").read_text()
-                time.sleep(0.05)
-        raise RuntimeError("kernel-server did not start")
-
-    def new_token(self, user: str = "tester", password: str = PASSWORD) -> str:
-        r = httpx.post(
-            self.url + "/api/v1/auth/token", json={"username": user, "password": password}
-        )
-        assert r.status_code == 201, r.text
-        return str(r.json()["token"])
-
-    def api(self, token: str | None = None) -> httpx.Client:
-        return httpx.Client(
-            base_url=self.url,
-            timeout=30,
-            headers={"Authorization": f"Bearer {token or self.token}"},
-        )
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
 
 
 def write_catalogue(data: Path) -> None:
@@ -250,7 +121,7 @@ class Fleet:
     """A server with agents: web1, web2 (tag web), db1 (tag db), and dead1 (tag dead) whose
     agent was stopped after it joined."""
 
-    def __init__(self, server: ServerProc, agents: dict[str, AgentProc], kernel: Kernel):
+    def __init__(self, server: ServerProc, agents: dict[str, Agent], kernel: Kernel):
         self.server = server
         self.agents = agents
         self.kernel = kernel
@@ -287,21 +158,17 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     data = root / "data"
     write_catalogue(data)
     server = ServerProc(data).start()
-    agents: dict[str, AgentProc] = {}
+    agents: dict[str, Agent] = {}
     try:
-        server.admin_cli(
-            "create-user", "tester", "--role", "admin", "--password-stdin", stdin=PASSWORD + "\n"
-        )
-        server.admin_cli(
-            "create-user", "viewer", "--role", "viewer", "--password-stdin", stdin=PASSWORD + "\n"
-        )
+        server.create_user("tester", "admin")
+        server.create_user("viewer", "viewer")
         server.token = server.new_token()
         base = 100 + (os.getpid() % 50) * 3
         for i, (name, tag) in enumerate(
             [("web1", "web"), ("web2", "web"), ("db1", "db"), ("dead1", "dead")]
         ):
-            agent = AgentProc(f"127.0.{base // 250}.{base % 250 + i + 2}", root / name)
-            agents[name] = agent.start()
+            agent = start_agent(root / name, f"127.0.{base // 250}.{base % 250 + i + 2}")
+            agents[name] = agent
             with server.api() as c:
                 r = c.post(
                     "/api/v1/servers",
@@ -318,9 +185,9 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         agents["dead1"].stop()
         yield f
     finally:
-        for a in agents.values():
-            a.stop()
+        left = [p for a in agents.values() for p in a.teardown()]
         server.stop()
+        assert not left, f"processes left behind by the agents: {left}"
 
 
 @pytest.fixture

@@ -14,7 +14,10 @@ from typing import Any
 import httpx
 import pytest
 
-from .conftest import PASSWORD, Fleet, Kernel, free_port
+from support.procs import free_port
+from support.servers import PASSWORD
+
+from .conftest import Fleet, Kernel
 
 
 @pytest.fixture

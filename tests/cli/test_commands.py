@@ -12,7 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .conftest import FAIL_FLAG, KERNEL, UNIT, AgentProc, Fleet, Kernel
+from support.agents import Agent, start_agent
+
+from .conftest import FAIL_FLAG, KERNEL, UNIT, Fleet, Kernel
 
 # -- servers ------------------------------------------------------------------------------------
 
@@ -37,7 +39,7 @@ def test_servers_list_and_show(kernel: Kernel) -> None:
 
 
 def test_servers_add_edit_check_rm(kernel: Kernel, fleet: Fleet, tmp_path: Path) -> None:
-    agent = AgentProc(fleet.agents["web1"].ip, tmp_path / "extra").start()
+    agent = start_agent(tmp_path / "extra", fleet.agents["web1"].host)
     try:
         key = tmp_path / "k"
         key.write_text(agent.key + "\n")
@@ -63,7 +65,7 @@ def test_servers_add_edit_check_rm(kernel: Kernel, fleet: Fleet, tmp_path: Path)
         assert gone["servers"][0]["removed_at"]
         assert "extra2" not in [s["name"] for s in kernel.json("servers", "list")["servers"]]
     finally:
-        agent.stop()
+        agent.teardown()
 
 
 def test_servers_add_refusals(kernel: Kernel, fleet: Fleet) -> None:
@@ -89,16 +91,16 @@ def test_servers_add_pending_prints_the_one_liner(kernel: Kernel) -> None:
 # -- enroll ---------------------------------------------------------------------------------------
 
 
-def _enroll_as_a_host(fleet: Fleet, command: str, tmp_path: Path) -> AgentProc:
+def _enroll_as_a_host(fleet: Fleet, command: str, tmp_path: Path) -> Agent:
     """What the one-liner does on a host, minus installing: start an agent with the key the
     served install.sh carries and call /agent/enroll from the agent's address."""
     url = re.search(r"'(\S+)'", command).group(1)  # type: ignore[union-attr]
     script = httpx.get(url).text
     key = re.search(r"KERNEL_AGENT_KEY=([0-9a-f]{64})", script).group(1)  # type: ignore[union-attr]
     token = url.split("token=", 1)[1]
-    agent = AgentProc(fleet.agents["db1"].ip, tmp_path / "enrolled", key=key).start()
+    agent = start_agent(tmp_path / "enrolled", fleet.agents["db1"].host, key=key)
     conn = http.client.HTTPConnection(
-        "127.0.0.1", fleet.server.port, source_address=(agent.ip, 0), timeout=30
+        "127.0.0.1", fleet.server.port, source_address=(agent.host, 0), timeout=30
     )
     conn.request(
         "POST",
@@ -131,7 +133,7 @@ def test_enroll_waits_for_the_host_and_its_init_scripts(
         assert "Traceback" not in text
     finally:
         kernel.run("servers", "rm", "new1", "--yes")
-        agent.stop()
+        agent.teardown()
 
 
 def test_enroll_json_no_wait_and_again(kernel: Kernel) -> None:

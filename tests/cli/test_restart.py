@@ -10,21 +10,21 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import PASSWORD, AgentProc, Kernel, ServerProc, write_catalogue
+from support.agents import Agent, start_agent
+from support.servers import ServerProc
+
+from .conftest import Kernel, write_catalogue
 
 
 @pytest.fixture
-def lone(tmp_path: Path) -> Iterator[tuple[ServerProc, AgentProc, Kernel]]:
+def lone(tmp_path: Path) -> Iterator[tuple[ServerProc, Agent, Kernel]]:
     data = tmp_path / "data"
     write_catalogue(data)
     (data / "init" / "10-hello.sh").unlink()  # keep the join quick: two scripts
     server = ServerProc(data).start()
-    agent = AgentProc("127.0.0.99", tmp_path / "h1").start()
+    agent = start_agent(tmp_path / "h1", "127.0.0.99")
     try:
-        server.admin_cli(
-            "create-user", "tester", "--role", "admin", "--password-stdin", stdin=PASSWORD + "\n"
-        )
-        server.token = server.new_token()
+        server.login()
         with server.api() as c:
             r = c.post(
                 "/api/v1/servers",
@@ -33,7 +33,7 @@ def lone(tmp_path: Path) -> Iterator[tuple[ServerProc, AgentProc, Kernel]]:
             assert r.status_code == 201, r.text
         yield server, agent, Kernel(server, tmp_path / "home", server.token)
     finally:
-        agent.stop()
+        agent.teardown()
         server.stop()
 
 
@@ -48,7 +48,7 @@ def _wait_running(server: ServerProc, marker: str) -> int:
     raise AssertionError("the job did not start")
 
 
-def test_exec_survives_a_server_restart(lone: tuple[ServerProc, AgentProc, Kernel]) -> None:
+def test_exec_survives_a_server_restart(lone: tuple[ServerProc, Agent, Kernel]) -> None:
     server, _agent, kernel = lone
     cmd = "echo before; sleep 3; echo after # restart"
     proc = kernel.popen("exec", "-s", "h1", "--", cmd)
@@ -64,7 +64,7 @@ def test_exec_survives_a_server_restart(lone: tuple[ServerProc, AgentProc, Kerne
     assert b"Traceback" not in err
 
 
-def test_follow_an_ended_job_after_a_restart(lone: tuple[ServerProc, AgentProc, Kernel]) -> None:
+def test_follow_an_ended_job_after_a_restart(lone: tuple[ServerProc, Agent, Kernel]) -> None:
     """The server's event snapshot of a job it holds no events for has no output; the
     command prints the stored output instead."""
     server, _agent, kernel = lone
@@ -79,7 +79,7 @@ def test_follow_an_ended_job_after_a_restart(lone: tuple[ServerProc, AgentProc, 
     assert out.stdout == "h1: out\n" and "h1: err\n" in out.stderr
 
 
-def test_follow_ctrl_c_leaves_the_job_running(lone: tuple[ServerProc, AgentProc, Kernel]) -> None:
+def test_follow_ctrl_c_leaves_the_job_running(lone: tuple[ServerProc, Agent, Kernel]) -> None:
     server, _agent, kernel = lone
     started = kernel.ok("exec", "-s", "h1", "--no-wait", "--", "sleep 30 # follow")
     job_id = int(started.stdout)
@@ -95,7 +95,7 @@ def test_follow_ctrl_c_leaves_the_job_running(lone: tuple[ServerProc, AgentProc,
         c.post(f"/api/v1/jobs/{job_id}/cancel")
 
 
-def test_ctrl_c_before_the_job_exists(lone: tuple[ServerProc, AgentProc, Kernel]) -> None:
+def test_ctrl_c_before_the_job_exists(lone: tuple[ServerProc, Agent, Kernel]) -> None:
     """Interrupted while the server is not answering: no job, one line, status 130."""
     server, _agent, kernel = lone
     assert server.proc is not None

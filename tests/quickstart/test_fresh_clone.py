@@ -20,14 +20,10 @@ from typing import Any
 
 import pytest
 
+from support.procs import free_port
+
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.slow]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def call(url: str, body: Any = None, token: str = "", accept: str = "") -> tuple[int, Any]:

@@ -10,9 +10,8 @@ from schemathesis import GenerationMode
 
 from kernel.server.app import create_app
 from kernel.server.components import components
-
-from .conftest import app_config
-from .support import check_operation, make_token
+from support.api import check_operation, make_token
+from support.servers import app_config
 
 pytestmark = pytest.mark.slow
 EXAMPLES = 12

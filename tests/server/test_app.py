@@ -14,8 +14,7 @@ from kernel.server.app import create_app
 from kernel.server.components import components
 from kernel.server.core.db import Base, make_engine
 from kernel.server.models.migrate import alembic_config, current_revision, upgrade
-
-from .conftest import app_config
+from support.servers import app_config
 
 
 def test_config_order_defaults_file_env_test(tmp_path, monkeypatch):

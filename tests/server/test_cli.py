@@ -8,7 +8,8 @@ import time
 import httpx
 import pytest
 
-from .conftest import ServerProc, free_port
+from support.procs import free_port
+from support.servers import ServerProc
 
 
 def test_db_upgrade_and_create_user(server_proc):

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .conftest import ServerProc
+from support.servers import ServerProc
 
 pytestmark = [pytest.mark.testbed, pytest.mark.slow]
 

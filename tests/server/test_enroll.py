@@ -10,8 +10,7 @@ from pathlib import Path
 
 from kernel.server.components import components
 from kernel.server.models.servers import EnrollToken
-
-from .conftest import wait_job
+from support.api import wait_job
 
 
 def _pending(admin, name="new1"):

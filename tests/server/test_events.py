@@ -1,5 +1,5 @@
 """Live job events (SSE): the bus, resuming with Last-Event-ID, and live delivery through the
-real server process (cheroot streams each event as it happens)."""
+real server process (waitress streams each event as it happens)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import threading
 import httpx
 
 from kernel.server.core.events import EventBus
+from support.api import wait_job
 
-from .conftest import add_agent_server, wait_job
+from .conftest import add_agent_server
 
 
 def parse_sse(text: str) -> list[dict]:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from agent.conftest import self_signed_cert
+from support.agents import self_signed_cert
+from support.api import wait_job
 
-from .conftest import add_agent_server, wait_job
+from .conftest import add_agent_server
 
 
 def test_add_by_url_and_key_stores_facts(admin, agents):

@@ -11,8 +11,9 @@ from sqlalchemy import event
 
 from kernel.server.components import components
 from kernel.server.models.servers import Server
+from support.api import wait_job
 
-from .conftest import add_agent_server, wait_job
+from .conftest import add_agent_server
 
 
 def test_create_answers_without_a_transaction_after_its_commit(app: Any, admin: Any) -> None:
@@ -86,9 +87,8 @@ def test_a_job_without_room_is_queued_and_claimed(
     tmp_path: Any, db_url: str, agents: Any, monkeypatch: Any
 ) -> None:
     from kernel.server.app import create_app
-
-    from .conftest import Api, app_config
-    from .support import make_token
+    from support.api import Api, make_token
+    from support.servers import app_config
 
     app = create_app(app_config(tmp_path, db_url, JOB_CONCURRENCY=2))
     try:
@@ -116,3 +116,29 @@ def test_a_job_without_room_is_queued_and_claimed(
     finally:
         components(app).runner.stop()
         components(app).db.dispose()
+
+
+def test_a_job_made_while_the_runner_recovers_is_not_taken_for_a_left_over(
+    app: Any, admin: Any, agents: Any, monkeypatch: Any
+) -> None:
+    # Right after a start the runner re-attaches the runs a previous process left running;
+    # a job created meanwhile must not be handed over as `running` (the recovery would take
+    # it for a left-over, find no record on the agent yet, and end it `lost`).
+    import time as _time
+
+    from kernel.server.jobs import journal
+
+    real = journal.recover
+
+    def slow_recover(db: Any) -> Any:
+        _time.sleep(0.5)  # a slow database, or many runs to re-attach
+        return real(db)
+
+    monkeypatch.setattr(journal, "recover", slow_recover)
+    (a,) = agents(1)
+    add_agent_server(admin, a, "h1")
+    components(app).runner.start()
+    job = admin.post("/api/v1/jobs", {"cmd": "echo fine", "targets": {"all": True}}, expect=201)
+    assert [r["state"] for r in job["runs"]] == ["queued"]  # claimed after the recovery
+    done = wait_job(admin, job["id"])
+    assert [(r["state"], r["stdout"]) for r in done["runs"]] == [("ok", "fine\n")], done["runs"]

@@ -5,8 +5,9 @@ from __future__ import annotations
 import time
 
 from kernel.server.components import components
+from support.api import wait_job
 
-from .conftest import add_agent_server, wait_job
+from .conftest import add_agent_server
 
 
 def test_command_on_all_servers(admin, runner, agents):

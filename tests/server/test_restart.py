@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from kernel.server.components import components
-
-from .conftest import ServerProc
+from support.servers import ServerProc
 
 pytestmark = pytest.mark.slow
 
@@ -66,8 +65,9 @@ def test_sigkill_mid_job_reattaches_and_runs_nothing_twice(tmp_path: Path, db_ur
 def test_run_unknown_to_its_agent_ends_lost(app, admin, agents):
     """A run journalled as sent that the agent never got (crash between journal and send)."""
     from kernel.server.models.jobs import Run
+    from support.api import wait_job
 
-    from .conftest import add_agent_server, wait_job
+    from .conftest import add_agent_server
 
     (a,) = agents(1)
     add_agent_server(admin, a, "alpha")
@@ -91,9 +91,10 @@ def test_reattached_runs_count_against_the_concurrency(tmp_path, db_url, agents)
     from kernel.server.app import create_app
     from kernel.server.core.db import utcnow
     from kernel.server.models.jobs import Run
+    from support.api import Api, make_token, wait_job
+    from support.servers import app_config
 
-    from .conftest import Api, add_agent_server, app_config, wait_job
-    from .support import make_token
+    from .conftest import add_agent_server
 
     app = create_app(app_config(tmp_path, db_url, JOB_CONCURRENCY=2))
     try:

@@ -18,7 +18,10 @@ from typing import Any
 import httpx
 import pytest
 
-from .conftest import KERNEL_SERVER, AgentProc, ServerProc, free_port
+from support.agents import Agent
+from support.procs import free_port
+from support.servers import KERNEL_SERVER, ServerProc
+
 from .test_events import parse_sse
 
 pytestmark = pytest.mark.slow
@@ -28,7 +31,7 @@ JOBS = "/api/v1/jobs"
 
 @pytest.fixture
 def start_server(
-    tmp_path: Path, db_url: str, agents: Callable[..., list[AgentProc]]
+    tmp_path: Path, db_url: str, agents: Callable[..., list[Agent]]
 ) -> Iterator[Callable[..., tuple[ServerProc, httpx.Client]]]:
     """Factory: a started, logged-in ``kernel-server`` with one agent added as ``alpha``."""
     made: list[tuple[ServerProc, httpx.Client]] = []

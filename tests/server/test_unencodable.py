@@ -12,8 +12,9 @@ from hypothesis import strategies as st
 from kernel.jsontext import loads_scrubbed, lone_surrogate_at
 from kernel.server.components import components
 from kernel.server.models.jobs import Job
+from support.api import wait_job
 
-from .conftest import add_agent_server, wait_job
+from .conftest import add_agent_server
 
 SURROGATES = ["\ud800", "\udc80", "x\udfff"]
 

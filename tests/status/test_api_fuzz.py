@@ -12,9 +12,9 @@ import schemathesis
 from schemathesis import GenerationMode
 
 from kernel.server.core.datadir import install_examples
-from server.support import check_operation
+from support.api import check_operation, make_token
 
-from .conftest import add_server, close_app, make_app, make_token
+from .conftest import add_server, close_app, make_app
 
 pytestmark = pytest.mark.slow
 EXAMPLES = 12

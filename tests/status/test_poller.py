@@ -11,8 +11,10 @@ import pytest
 from kernel.server.components import components
 from kernel.server.models.status import HostStatus, MetricSample
 from kernel.server.status import store
+from support.api import Api, make_token
+from support.procs import wait_for
 
-from .conftest import Api, FlaskClient, add_server, close_app, make_app, make_token, wait_for
+from .conftest import add_server, close_app, make_app
 
 INTERVAL = 2.0
 
@@ -37,7 +39,7 @@ def polled(bed, tmp_path_factory):
     ids = {h.name: add_server(app, h.name, h.agent_url, h.key) for h in bed.hosts}
     components(app).start()
     assert components(app).poller.running
-    api = Api(FlaskClient(app), make_token(app, "op", "operator"))
+    api = Api(app.test_client(), make_token(app, "op", "operator"))
     yield app, api, ids
     close_app(app)
 
@@ -174,7 +176,7 @@ def test_a_server_that_joins_is_probed_at_once(bed, tmp_path):
         components(app).start()
         poller = components(app).poller
         wait_for(lambda: poller.last_round, 10)  # the (empty) first round is over
-        admin = Api(FlaskClient(app), make_token(app, "adm", "admin"))
+        admin = Api(app.test_client(), make_token(app, "adm", "admin"))
         h = bed.hosts[0]
         body = {"name": h.name, "agent_url": h.agent_url, "agent_key": h.key}
         sid = admin.post("/api/v1/servers", body, expect=201)["server"]["id"]
@@ -212,7 +214,7 @@ def test_frozen_hosts_do_not_hold_up_a_rounds_live_ones(light_hosts, tmp_path):
             for h in frozen:
                 h.thaw()
         assert summary["failed"] == len(frozen) and summary["ok"] == len(live)
-        api = Api(FlaskClient(app), make_token(app, "v", "viewer"))
+        api = Api(app.test_client(), make_token(app, "v", "viewer"))
         for h in live:
             st = api.get(f"/api/v1/servers/{ids[h.name]}/status")
             assert st["state"] == "online"

@@ -1,6 +1,6 @@
 """End to end on full test hosts (systemd PID 1): the real server (create_app served by
-cheroot on the testbed gateway) joins the hosts (init scripts run), deploys and operates
-services through the API as jobs, and its poller reports what systemd says."""
+Kernel's HTTP server on the testbed gateway) joins the hosts (init scripts run), deploys and
+operates services through the API as jobs, and its poller reports what systemd says."""
 
 from __future__ import annotations
 
@@ -12,8 +12,10 @@ import pytest
 
 from kernel.server.components import components
 from kernel.server.core.datadir import install_examples
+from support.api import make_token
+from support.procs import wait_for
 
-from .conftest import Served, close_app, make_app, make_token, wait_for
+from .conftest import Served, close_app, make_app
 
 pytestmark = pytest.mark.slow
 ORDER_SCRIPT = 'echo "{n}" >> /root/init-order\n'

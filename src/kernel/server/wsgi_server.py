@@ -95,6 +95,11 @@ class Server:
         self._map: dict[int, Any] = {}  # its own socket map, so close() reaches every channel
         self._server = create_server(app, map=self._map, host=host, port=port, **kw)
 
+    @property
+    def port(self) -> int:
+        """The port it listens on (the one chosen, for port 0)."""
+        return int(self._server.effective_port)
+
     def run(self) -> None:
         self._server.run()
 

@@ -155,7 +155,7 @@ def edit_server(server_id: int, body: ServerEdit) -> Server:
     srv = get_server(s, server_id)
     changes: dict[str, Any] = {}
     if body.name is not None:
-        if body.name != srv.name and name_taken(s, body.name, but=srv.id):
+        if name_taken(s, body.name, but=srv.id):
             raise Conflict(f"a server named {body.name!r} exists")
         changes["name"] = body.name
     if "description" in given:

@@ -1,8 +1,8 @@
-"""Real agent processes on loopback, and the checks that they leave nothing behind.
+"""A real agent process (``kernel-agent``, the one file) on a loopback address.
 
 Every agent started here carries a unique marker in its environment; the commands it runs
-inherit it. At teardown the agent must still answer /healthz, and no process carrying the
-marker may be left (the agent, its keeper and every command are stopped by pid).
+inherit it. `teardown` stops the agent, its keeper and every command by pid and returns what
+had to be killed (tests fail on that).
 """
 
 from __future__ import annotations
@@ -11,62 +11,21 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from kernel.agent import signed_headers
+from support.procs import marked_pids, pid_alive, wait_gone
 
 AGENT_PY = Path(__file__).resolve().parents[2] / "src" / "kernel" / "agent.py"
 KEY = "ab" * 32
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-def marked_pids(marker: str) -> list[int]:
-    """Live processes whose environment holds ``marker``."""
-    found = []
-    needle = marker.encode()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as f:
-                if needle in f.read():
-                    found.append(int(entry))
-        except OSError:
-            continue
-    return found
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def wait_gone(pids: list[int], timeout: float) -> list[int]:
-    deadline = time.monotonic() + timeout
-    while True:
-        alive = [p for p in pids if pid_alive(p)]
-        if not alive or time.monotonic() > deadline:
-            return alive
-        time.sleep(0.05)
 
 
 @dataclass
@@ -85,6 +44,10 @@ class Agent:
     starts: int = 0
 
     @property
+    def ip(self) -> str:
+        return self.host
+
+    @property
     def url(self) -> str:
         scheme = "https" if any("--tls-cert" in a for a in self.extra) else "http"
         return f"{scheme}://{self.host}:{self.port}"
@@ -97,7 +60,7 @@ class Agent:
     def log(self) -> str:
         return "".join(p.read_text() for p in sorted(self.tmp.glob("agent-*.log")))
 
-    def start(self, wait: bool = True) -> None:
+    def start(self, wait: bool = True) -> Agent:
         key_file = self.tmp / "agent.key"
         key_file.write_text(self.key + "\n")
         conf = self.tmp / "agent.conf"
@@ -115,6 +78,7 @@ class Agent:
         log.close()
         if wait:
             self.wait_ready()
+        return self
 
     def wait_ready(self) -> None:
         assert self.proc is not None
@@ -136,9 +100,21 @@ class Agent:
         except httpx.HTTPError:
             return False
 
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def freeze(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
     def stop(self, sig: int = signal.SIGTERM) -> None:
         """Stop the agent process only (its keeper and runs carry on, as under systemd)."""
         if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)  # a frozen agent cannot act on the signal
             self.proc.send_signal(sig)
             try:
                 self.proc.wait(10)
@@ -204,31 +180,15 @@ def self_signed_cert(directory: Path, name: str = "cert") -> tuple[str, str]:
     return str(cert), str(key)
 
 
-@pytest.fixture
-def agent_factory(tmp_path: Path) -> Iterator[Callable[..., Agent]]:
-    agents: list[Agent] = []
+def start_agent(
+    directory: Path, host: str = "127.0.0.1", key: str | None = None, extra: tuple[str, ...] = ()
+) -> Agent:
+    """An agent of its own (fresh key unless given) in ``directory``; stop it with
+    `Agent.teardown`."""
+    import secrets
 
-    def make(*extra: str, start: bool = True, **kw: Any) -> Agent:
-        d = tmp_path / f"agent{len(agents)}"
-        d.mkdir()
-        a = Agent(d, kw.pop("port", None) or free_port(kw.get("host", "127.0.0.1")),
-                  extra=list(extra), **kw)  # fmt: skip
-        agents.append(a)
-        if start:
-            a.start()
-        return a
+    from support.procs import free_port
 
-    yield make
-    problems = []
-    for a in agents:
-        if a.proc is not None and a.proc.poll() is None and not a.healthy():
-            problems.append(f"agent on port {a.port} stopped answering")
-        leftovers = a.teardown()
-        if leftovers:
-            problems.append(f"processes left behind by agent on port {a.port}: {leftovers}")
-    assert not problems, problems
-
-
-@pytest.fixture
-def agent(agent_factory: Callable[..., Agent]) -> Agent:
-    return agent_factory()
+    directory.mkdir(parents=True, exist_ok=True)
+    return Agent(directory, free_port(host), key=key or secrets.token_hex(32), extra=list(extra),
+                 host=host).start()  # fmt: skip
