@@ -10,7 +10,7 @@ from flask import Blueprint, Response, g, jsonify
 from flask_wtf.csrf import generate_csrf
 from sqlalchemy import func, select
 
-from kernel.exceptions import InvalidInput, NotAuthenticated, NotFound, RateLimited
+from kernel.exceptions import InvalidInput, NotAuthenticated, NotFound
 from kernel.server.auth.credentials import hash_password, new_token, token_hash, verify_password
 from kernel.server.auth.schemas import (
     MeAnswer,
