@@ -30,7 +30,8 @@ class RunOutput:
 
 def tail_lines(text: str, limit: int) -> tuple[str, bool]:
     """The last ``limit`` lines of ``text`` and whether any were left out."""
-    if text.count("\n") <= limit:
+    lines = text.count("\n") + (0 if not text or text.endswith("\n") else 1)
+    if lines <= limit:
         return text, False
     parts = text.split("\n")
     if parts and parts[-1] == "":
