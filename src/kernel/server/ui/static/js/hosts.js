@@ -28,8 +28,24 @@ function setClass(el, prefix, word) {
   el.classList.add(prefix + word);
 }
 
+// Elements by server id, found once (a snapshot of 1000 hosts would otherwise search the
+// whole page 1000 times); found again after htmx swaps part of the page.
+let byId = null;
+document.addEventListener("htmx:afterSwap", () => { byId = null; });
+function elementsOf(id) {
+  if (!byId) {
+    byId = new Map();
+    for (const el of document.querySelectorAll("[data-server-id]")) {
+      const key = Number(el.dataset.serverId);
+      if (!byId.has(key)) byId.set(key, []);
+      byId.get(key).push(el);
+    }
+  }
+  return byId.get(Number(id)) ?? [];
+}
+
 export function apply(host) {
-  for (const el of document.querySelectorAll(`[data-server-id="${Number(host.server_id)}"]`)) {
+  for (const el of elementsOf(host.server_id)) {
     setClass(el, "is-", host.state);
     const badge = el.querySelector("[data-state]");
     if (badge) {

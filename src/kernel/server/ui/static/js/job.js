@@ -114,6 +114,7 @@ function bind(root) {
     if (dur && run.duration != null) dur.textContent = run.duration < 1 ? `${Math.round(run.duration * 1000)} ms` : `${run.duration.toFixed(1)} s`;
     const error = pane.el.querySelector("[data-error]");
     if (error) { error.textContent = run.error || ""; error.hidden = !run.error; }
+    if (!["queued", "running"].includes(run.state)) pane.render(); // its last line, at once
   };
 
   const ended = (state) => {
