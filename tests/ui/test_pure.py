@@ -143,3 +143,24 @@ def test_status_feed_is_bounded_and_resumable():
         f"{feed.epoch}-" + "9" * 30,
     ):
         assert feed.parse_id(bad) is None
+
+
+def test_vendored_files_are_the_pinned_ones():
+    import hashlib
+    from pathlib import Path
+
+    vendor = Path(__file__).resolve().parents[2] / "src/kernel/server/ui/static/vendor"
+    listed = (vendor / "SHA256SUMS").read_text().splitlines()
+    sums = {name: digest for digest, name in (line.split() for line in listed)}
+    for name, digest in sums.items():
+        assert hashlib.sha256((vendor / name).read_bytes()).hexdigest() == digest, name
+    lock = [
+        line.split()
+        for line in (vendor / "packages.lock").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    for _package, _version, sha, *files in lock:
+        assert len(sha) == 64
+        for pair in files:
+            assert pair.split("=", 1)[1] in sums, pair
+        assert any("LICENSE" in pair for pair in files), _package
