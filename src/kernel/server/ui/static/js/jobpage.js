@@ -13,4 +13,5 @@ function select(tab) {
 }
 for (const t of tabs) t.addEventListener("click", () => select(t));
 
-document.addEventListener("kernel:job-ended", () => setTimeout(() => location.reload(), 300));
+// After a pause, so the last lines are seen where they streamed.
+document.addEventListener("kernel:job-ended", () => setTimeout(() => location.reload(), 1500));
