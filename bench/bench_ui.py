@@ -410,6 +410,13 @@ def main() -> int:
         "400 lines in the page (the rest is a download); panes are redrawn at most every "
         "120 ms (off screen: about once a second), and at once when their run ends."
     )
+    if load > 2 * (os.cpu_count() or 1):
+        body += (
+            f"\n\n**Busy machine:** the load average was {load:.1f} on {os.cpu_count()} CPUs "
+            "(other people's tests), so wall times here are mostly waiting for a CPU; the "
+            "server's CPU time per render is the figure that does not depend on it. Rerun on "
+            "a quiet machine to check the targets."
+        )
     write_section("ui", "Console: dashboard and a streaming job in Chromium", body)
     return 0
 
