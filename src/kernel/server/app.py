@@ -136,12 +136,10 @@ def _register_blueprints(app: Flask) -> None:
     from kernel.server.jobs import api as jobs_api
     from kernel.server.services import api as services_api
     from kernel.server.status import api as status_api
-    from kernel.server.status import stream as status_events
     from kernel.server.ui import dashboard
     from kernel.server.web import openapi
 
-    areas = (auth_api, audit_api, inventory_api, jobs_api, services_api, status_api, status_events)
-    for area in (*areas, openapi):
+    for area in (auth_api, audit_api, inventory_api, jobs_api, services_api, status_api, openapi):
         for blueprint in getattr(area, "blueprints", (area.bp,)):
             app.register_blueprint(blueprint)
     ui.init_app(app)
