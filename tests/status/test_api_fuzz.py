@@ -43,7 +43,7 @@ def _operations():
     return [
         pytest.param(op.method.upper(), op.path, id=f"{op.method.upper()} {op.path}")
         for op in ops
-        if OURS.match(op.path)
+        if OURS.match(op.path) and op.path != "/api/v1/status/events"  # endless: own tests
     ]
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, Response, jsonify, redirect, request
+from flask import Flask, Response, jsonify
 from flask.typing import ResponseReturnValue
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.routing import IntegerConverter
@@ -99,6 +99,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         install_examples(data_dir)
     parts = _components(app, database, data_dir)
     parts.runner.after_run["init"] = lambda s, job, run: initflow.after_run(s, app.config, job, run)
+    parts.runner.after_run["service"] = lambda _s, _job, run: _probed(parts, run.server_id)
     app.extensions[KEY] = parts
 
     # Ids in URLs are bounded to what an INTEGER column holds: bigger ones are simply 404.
@@ -145,6 +146,13 @@ def _components(app: Flask, database: Database, data_dir: Path) -> Components:
     return parts
 
 
+def _probed(parts: Components, server_id: int) -> bool:
+    """A service operation's run ended: its host's unit states are probed at once (a deploy
+    would otherwise show "not installed" until the next round). Queues no job work."""
+    parts.probe_now([server_id])
+    return False
+
+
 class DatabaseId(IntegerConverter):
     def __init__(self, url_map: Any, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("max", 2**31 - 1)
@@ -152,6 +160,7 @@ class DatabaseId(IntegerConverter):
 
 
 def _register_blueprints(app: Flask) -> None:
+    from kernel.server import ui
     from kernel.server.alerts import api as alerts_api
     from kernel.server.audit import api as audit_api
     from kernel.server.auth import api as auth_api
@@ -159,12 +168,14 @@ def _register_blueprints(app: Flask) -> None:
     from kernel.server.jobs import api as jobs_api
     from kernel.server.services import api as services_api
     from kernel.server.status import api as status_api
+    from kernel.server.ui import dashboard
     from kernel.server.web import openapi
 
     areas = (auth_api, audit_api, inventory_api, jobs_api, services_api, status_api, alerts_api)
     for area in (*areas, openapi):
         for blueprint in getattr(area, "blueprints", (area.bp,)):
             app.register_blueprint(blueprint)
+    ui.init_app(app)
 
     @app.get("/healthz")
     @access.public
@@ -175,12 +186,10 @@ def _register_blueprints(app: Flask) -> None:
     @app.get("/")
     @access.public
     def root() -> ResponseReturnValue:
-        """Until the console exists: a browser goes to the login page, an API client is told
+        """A browser gets the console's dashboard (after logging in); an API client is told
         where the API is."""
-        accept = request.accept_mimetypes
-        named = {value for value, _quality in accept}
-        if "text/html" in named and accept["text/html"] >= accept["application/json"]:
-            return redirect("/login")
+        if errors.wants_html():
+            return dashboard.page()
         return jsonify(
             {
                 "name": "Kernel",

@@ -81,8 +81,13 @@ class Components:
         runner is woken) and its status is probed now rather than at the next round, so a new
         server does not show "unknown" for an interval."""
         self.runner.wake()
+        self.probe_now([server_id])
+
+    def probe_now(self, server_ids: list[int]) -> None:
+        """After an action on these servers (a service operation ended, an edit): probe them
+        now, so what pages show is fresh rather than up to an interval old."""
         if self.poll:
-            self.poller.refresh([server_id])
+            self.poller.refresh(server_ids)
 
     def close(self) -> None:
         """Stop the background and close the database (the end of a process or a test); also

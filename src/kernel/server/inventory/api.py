@@ -36,7 +36,7 @@ from kernel.server.inventory.servers import (
     page,
     pin_for,
 )
-from kernel.server.models.jobs import Run
+from kernel.server.models.jobs import Job, Run
 from kernel.server.models.servers import EnrollToken, Server
 from kernel.server.web import audit, context
 from kernel.server.web.access import actor, public, role
@@ -73,6 +73,15 @@ def list_servers(query: ServerList) -> Response:
 def add_server(body: ServerCreate) -> tuple[Response, int]:
     """With agent_url + agent_key: join now (checked first). Without: a pending record and a
     one-time install command."""
+    srv, enroll = create_server(body)
+    if enroll is not None:
+        return jsonify({"server": srv.to_json(), "enroll": enroll}), 201
+    return jsonify({"server": srv.to_json()}), 201
+
+
+def create_server(body: ServerCreate) -> tuple[Server, dict[str, Any] | None]:
+    """Add a server (also the console's "add server"): joined now when given an agent URL and
+    key (checked first), else pending with its one-time install command (the second value)."""
     name, description, tags, url = (
         body.name,
         body.description,
@@ -98,7 +107,7 @@ def add_server(body: ServerCreate) -> tuple[Response, int]:
         s.flush()
         enroll = _new_enroll_token(s, srv)
         commit_or_conflict(s, name)
-        return jsonify({"server": srv.to_json(), "enroll": enroll}), 201
+        return srv, enroll
     url = check_url(url, current_app.config.get("AGENT_NETWORKS"))
     key = check_key(body.agent_key)
     context.close_session()  # no transaction held while we wait on the agent
@@ -123,7 +132,7 @@ def add_server(body: ServerCreate) -> tuple[Response, int]:
     initflow.start(s, srv, current_app.config, created_by=actor())
     commit_or_conflict(s, name)
     context.server_joined(srv.id)
-    return jsonify({"server": srv.to_json()}), 201
+    return srv, None
 
 
 @bp.get("/<int:server_id>")
@@ -138,6 +147,12 @@ def show(server_id: int) -> Response:
 @role("admin")
 @endpoint("edit name, URL, key, description, tags", body=ServerEdit, answers={200: ServerAnswer})
 def edit(server_id: int, body: ServerEdit) -> Response:
+    return jsonify(edit_server(server_id, body).to_json())
+
+
+def edit_server(server_id: int, body: ServerEdit) -> Server:
+    """Change the fields given (also the console's edit form); a new URL or key is checked
+    against the agent before anything is stored."""
     given = body.model_fields_set
     s = context.session()
     srv = get_server(s, server_id)
@@ -184,7 +199,7 @@ def edit(server_id: int, body: ServerEdit) -> Response:
     for k, v in changes.items():
         setattr(srv, k, v)
     commit_or_conflict(s, srv.name)
-    return jsonify(srv.to_json())
+    return srv
 
 
 @bp.delete("/<int:server_id>")
@@ -192,6 +207,11 @@ def edit(server_id: int, body: ServerEdit) -> Response:
 @endpoint("remove (stops future jobs, keeps history)", answers={200: ServerAnswer})
 def remove(server_id: int) -> Response:
     """Stops future jobs on the server (queued runs are cancelled); history stays."""
+    return jsonify(remove_server(server_id).to_json())
+
+
+def remove_server(server_id: int) -> Server:
+    """Remove a server (also the console's): queued runs on it are cancelled; history stays."""
     s = context.session()
     srv = get_server(s, server_id)
     audit.note("server.remove", target=srv.name, hosts=[srv.name])
@@ -201,7 +221,7 @@ def remove(server_id: int) -> Response:
     for run in s.scalars(select(Run).where(Run.server_id == srv.id, Run.state == "queued")):
         run.state, run.finished_at, run.error = "cancelled", now, "server removed"
     s.commit()
-    return jsonify(srv.to_json())
+    return srv
 
 
 @bp.post("/<int:server_id>/enroll-token")
@@ -209,12 +229,17 @@ def remove(server_id: int) -> Response:
 @endpoint("a fresh one-time install command", answers={201: ServerCreated})
 def new_enroll_token(server_id: int) -> tuple[Response, int]:
     """A fresh one-time install command (earlier tokens of this server stop working)."""
+    srv, enroll = renew_enroll_token(server_id)
+    return jsonify({"server": srv.to_json(), "enroll": enroll}), 201
+
+
+def renew_enroll_token(server_id: int) -> tuple[Server, dict[str, Any]]:
     s = context.session()
     srv = get_server(s, server_id)
     audit.note("server.enroll_token", target=srv.name, hosts=[srv.name])
     enroll = _new_enroll_token(s, srv)
     s.commit()
-    return jsonify({"server": srv.to_json(), "enroll": enroll}), 201
+    return srv, enroll
 
 
 @bp.post("/<int:server_id>/check")
@@ -255,6 +280,12 @@ def init_status(server_id: int) -> Response:
 def run_init(server_id: int, body: InitRun) -> tuple[Response, int]:
     """``{}``: continue from the first script not yet ok (retry); ``{"script": name}``: run
     that one script now (e.g. one added after the server joined)."""
+    job = start_init(server_id, body)
+    return jsonify({"job_id": job.id, "script": job.meta.get("script")}), 202
+
+
+def start_init(server_id: int, body: InitRun) -> Job:
+    """Queue the pending init scripts or the one named (also the console's "run")."""
     only = body.script
     s = context.session()
     srv = get_server(s, server_id)
@@ -266,7 +297,7 @@ def run_init(server_id: int, body: InitRun) -> tuple[Response, int]:
         raise Conflict(f"every init script has already run successfully on {srv.name}")
     s.commit()
     context.runner().wake()
-    return jsonify({"job_id": job.id, "script": job.meta.get("script")}), 202
+    return job
 
 
 # ------------------------------------------------------------------------------------------

@@ -33,6 +33,12 @@ def note(
     g.setdefault("audit_detail", {}).update(detail)
 
 
+def refused(status: int, message: str) -> None:
+    """The request was refused though its answer is a page (status 200): the audit line says
+    so, as it would for an error answer."""
+    g.audit_result = f"{status} {message}"
+
+
 def write_with(s: Session) -> None:
     """Add this request's audit line ("ok") to the view's own transaction, so the change and
     its audit line commit together (and the hot path saves a transaction)."""
@@ -57,7 +63,9 @@ def _after(resp: Response) -> Response:
     who = g.get("audit_actor") or actor()
     # The view is done with its session; end its transaction before taking the write lock.
     context.close_session()
-    if resp.status_code < 400:
+    if g.get("audit_result"):  # a page that shows a refusal with a 200 (the login form)
+        result = str(g.audit_result)
+    elif resp.status_code < 400:
         result = "ok"
     else:
         body = resp.get_json(silent=True) if resp.is_json else None

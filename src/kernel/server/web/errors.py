@@ -8,8 +8,9 @@ from __future__ import annotations
 import html
 import logging
 from typing import Any
+from urllib.parse import urlencode
 
-from flask import Flask, Response, jsonify, request
+from flask import Flask, Response, jsonify, render_template, request
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
@@ -52,14 +53,18 @@ def status_of(err: KernelError) -> tuple[int, str]:
 
 
 def wants_html() -> bool:
-    """A browser asking for a page (not an API client, not fetch() of JSON)."""
+    """A browser asking for a page (not an API client, not fetch() of JSON), or the console's
+    htmx asking for a fragment."""
     if request.path.startswith(("/api/", "/agent/")):
         return False
+    if request.headers.get("HX-Request") == "true":
+        return True
     accept = request.accept_mimetypes
     named = {value for value, _quality in accept}
     return "text/html" in named and accept["text/html"] >= accept["application/json"]
 
 
+# Without the console's template (it failed to render): the bare page.
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{status} — Kernel</title></head>
 <body><main><h1>{status}</h1><p>{message}</p><p><a href="/">Kernel</a></p></main></body></html>
@@ -68,14 +73,30 @@ PAGE = """<!doctype html>
 
 def error_response(status: int, slug: str, message: str, **extra: Any) -> Response:
     if wants_html():
-        page = PAGE.format(status=status, message=html.escape(message))
-        resp = Response(page, status=status, mimetype="text/html")
+        if status == 401 and request.method == "GET" and "HX-Request" not in request.headers:
+            # A page that needs a login: the login page, then back here.
+            where = request.full_path.rstrip("?")
+            target = "/login" if where == "/" else "/login?" + urlencode({"next": where})
+            return Response("", status=302, headers={"Location": target})
+        resp = Response(_html(status, slug, message), status=status, mimetype="text/html")
+        if status == 401:  # htmx: a session that ended sends the whole tab to the login page
+            resp.headers["HX-Redirect"] = "/login"
     else:
         resp = jsonify({"error": slug, "message": message, **extra})
         resp.status_code = status
     if "retry_after" in extra:
         resp.headers["Retry-After"] = str(extra["retry_after"])
     return resp
+
+
+def _html(status: int, slug: str, message: str) -> str:
+    """The console's error page (a fragment for htmx), or the bare page if that fails."""
+    template = "error_fragment.html" if request.headers.get("HX-Request") else "error.html"
+    try:
+        return render_template(template, status=status, slug=slug, message=message)
+    except Exception:  # no console, or the error is in rendering itself
+        log.exception("could not render the error page")
+        return PAGE.format(status=status, message=html.escape(message))
 
 
 def register(app: Flask) -> None:
