@@ -109,6 +109,8 @@ def finished(api: httpx.Client, job_id: int) -> dict | None:
 def test_from_the_original_to_kernel_and_back(bed, tmp_path: Path, db_url: str) -> None:
     one, two = bed.hosts
     gw = bed.gateway_ip
+    for h in bed.hosts:  # the hosts are the module's: an earlier run (SQLite) ran the script
+        h.run("rm -f /root/legacy-init-1", check=True)
     # The seed's host one with its unit as the brief tells it (kernel.service); host two as
     # the original's install.sh made it: /usr/lib/systemd/system/kernel-agent.service, the
     # very name Kernel's agent uses.

@@ -19,10 +19,11 @@ from sqlalchemy import create_engine, text
 
 from kernel.exceptions import ConfigError
 from kernel.server.app import create_app
+from kernel.server.cluster import share
 from kernel.server.components import components
 from support.nginx import Nginx
 from support.servers import KERNEL_SERVER, ServerProc, app_config
-from support.sse import Follower
+from support.sse import Follower, parse_sse
 
 
 def test_a_second_server_on_one_sqlite_file_is_refused(tmp_path):
@@ -99,6 +100,35 @@ def _probes(host: Any, since: float, until: float) -> int:
     return count
 
 
+class StatusReader:
+    """Reads ``/api/v1/status/events`` for a while: the snapshot's size, the hosts changed."""
+
+    def __init__(self, client: httpx.Client, seconds: float) -> None:
+        self.client, self.seconds = client, seconds
+        self.snapshot = 0
+        self.hosts: set[int] = set()
+        self.errors: list[str] = []
+
+    def run(self) -> None:
+        end = time.monotonic() + self.seconds
+        try:
+            with self.client.stream("GET", "/api/v1/status/events", timeout=30) as resp:
+                buf = ""
+                for chunk in resp.iter_text():
+                    buf += chunk
+                    while "\n\n" in buf:
+                        block, buf = buf.split("\n\n", 1)
+                        for ev in parse_sse(block + "\n\n"):
+                            if "hosts" in ev:
+                                self.snapshot = len(ev["hosts"])
+                            elif "host" in ev:
+                                self.hosts.add(ev["host"]["server_id"])
+                    if time.monotonic() > end:
+                        return
+        except httpx.HTTPError as e:
+            self.errors.append(f"{type(e).__name__}: {e}")
+
+
 def _eventually(fn: Any, timeout: float, what: str) -> Any:
     deadline = time.monotonic() + timeout
     while not (value := fn()):
@@ -151,13 +181,38 @@ def test_three_replicas_behind_nginx_lose_one_mid_job(light_hosts, db_url, tmp_p
         assert len(shown) == 3 and all(r["alive"] for r in shown), shown
         assert sum(r["me"] for r in shown) == 1 and shown[0]["me"]
         time.sleep(2 * INTERVAL)  # every poller has seen the three
+        # Meanwhile one replica's status stream (read directly, not through the proxy) shows
+        # the changes the others' pollers find, and a second one is read through the proxy.
+        direct = httpx.Client(
+            base_url=replicas[2].url, timeout=30, headers={"Authorization": f"Bearer {token}"}
+        )
+        streams = [StatusReader(direct, 6.0), StatusReader(api, 6.0)]
+        readers = [threading.Thread(target=r.run, daemon=True) for r in streams]
+        for t in readers:
+            t.start()
         since = time.time()
         time.sleep(6)
         until = time.time()
+        for t in readers:
+            t.join(15)
         counts = {h.name: _probes(h, since, until) for h in bed.hosts}
         rounds = (until - since) / INTERVAL
         assert max(counts.values()) <= rounds + 2, counts  # three pollers each: ~3x rounds
         assert min(counts.values()) >= 1, counts
+        with engine.connect() as c:
+            ids = dict(c.execute(text("SELECT name, id FROM servers")).all())
+            beating = c.execute(text("SELECT id, pid FROM replicas")).all()
+        third = next(r for r, pid in beating if pid == replicas[2].proc.pid)
+        others = {
+            ids[h.name]
+            for h in bed.hosts
+            if share.owner(ids[h.name], [r for r, _ in beating]) != third
+        }
+        for reader in streams:
+            assert reader.snapshot == HOSTS, reader.errors
+        relayed = streams[0].hosts & others  # probed by the two others, seen on the third
+        assert len(relayed) >= len(others) // 2, (len(relayed), len(others), streams[0].errors)
+        assert len(streams[1].hosts) >= HOSTS // 2, streams[1].errors  # through the proxy
 
         # A job on the 50 hosts through the proxy, followed live through the proxy; the
         # replica that sends its runs is killed while they run.

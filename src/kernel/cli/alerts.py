@@ -190,7 +190,13 @@ def sent(channel: str | None, failed: bool, limit: int, as_json: bool) -> int:
 @alerts.group("rules", context_settings=CONTEXT, invoke_without_command=True)
 @click.pass_context
 def rules(ctx: click.Context) -> None:
-    """Alert rules: list (the default), add, edit, rm."""
+    """Alert rules: list (the default), add, edit, rm.
+
+    \b
+    Examples:
+      kernel alerts rules
+      kernel alerts rules add disk disk-full --percent 90 -t db
+    """
     if ctx.invoked_subcommand is None:
         ctx.exit(ctx.invoke(rules_list, as_json=False))
 
@@ -198,7 +204,12 @@ def rules(ctx: click.Context) -> None:
 @rules.command("list", context_settings=CONTEXT)
 @json_option
 def rules_list(as_json: bool) -> int:
-    """Every rule: its kind, condition, scope and channels."""
+    """Every rule: its kind, condition, scope and channels.
+
+    \b
+    Example:
+      kernel alerts rules list --json | jq -r '.rules[].name'
+    """
     answer = api().get("/api/v1/alerts/rules")
     if as_json:
         print_json(answer)
@@ -332,7 +343,12 @@ def rules_edit(
 @click.argument("name")
 @json_option
 def rules_rm(name: str, as_json: bool) -> int:
-    """Remove a rule (its alerts stay in the history, resolved "rule removed")."""
+    """Remove a rule (its alerts stay in the history, resolved "rule removed").
+
+    \b
+    Example:
+      kernel alerts rules rm disk-full
+    """
     client = api()
     rule = _find(client, "rules", name)
     answer = client.delete(f"/api/v1/alerts/rules/{rule['id']}")
@@ -347,7 +363,13 @@ def rules_rm(name: str, as_json: bool) -> int:
 @alerts.group("channels", context_settings=CONTEXT, invoke_without_command=True)
 @click.pass_context
 def channels(ctx: click.Context) -> None:
-    """Notification channels (apprise URLs): list (the default), add, edit, rm, test."""
+    """Notification channels (apprise URLs): list (the default), add, edit, rm, test.
+
+    \b
+    Examples:
+      kernel alerts channels
+      kernel alerts channels test ops-mail
+    """
     if ctx.invoked_subcommand is None:
         ctx.exit(ctx.invoke(channels_list, as_json=False))
 
@@ -355,7 +377,12 @@ def channels(ctx: click.Context) -> None:
 @channels.command("list", context_settings=CONTEXT)
 @json_option
 def channels_list(as_json: bool) -> int:
-    """Every channel, its URL with the secrets hidden, and its last delivery."""
+    """Every channel, its URL with the secrets hidden, and its last delivery.
+
+    \b
+    Example:
+      kernel alerts channels list --json
+    """
     answer = api().get("/api/v1/alerts/channels")
     if as_json:
         print_json(answer)
@@ -422,7 +449,13 @@ def channels_add(name: str, url: str, disabled: bool, as_json: bool) -> int:
 def channels_edit(
     name: str, new_name: str | None, url: str | None, enabled: bool | None, as_json: bool
 ) -> int:
-    """Rename a channel, change its URL, switch it on or off."""
+    """Rename a channel, change its URL, switch it on or off.
+
+    \b
+    Examples:
+      kernel alerts channels edit ops-mail --disable
+      echo "$NEW_URL" | kernel alerts channels edit ops-mail --url -
+    """
     client = api()
     ch = _find(client, "channels", name)
     body: dict[str, Any] = {}
@@ -446,7 +479,12 @@ def channels_edit(
 @click.argument("name")
 @json_option
 def channels_rm(name: str, as_json: bool) -> int:
-    """Remove a channel (what it was still owed is cancelled)."""
+    """Remove a channel (what it was still owed is cancelled).
+
+    \b
+    Example:
+      kernel alerts channels rm ops-mail
+    """
     client = api()
     ch = _find(client, "channels", name)
     answer = client.delete(f"/api/v1/alerts/channels/{ch['id']}")

@@ -140,7 +140,7 @@ def _components(app: Flask, database: Database, data_dir: Path) -> Components:
         alert=flag(app.config, "ALERTS"),
     )
     if database.engine.dialect.name == "postgresql":
-        parts.relay = Relay(database, bus, membership.id)
+        parts.relay = Relay(database, bus, membership.id, parts.poller.feed)
     if app.config.get("LOCAL_AGENT"):
         parts.local_agent = LocalAgent(app.config, database, parts.joined)
     return parts

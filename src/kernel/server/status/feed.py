@@ -9,6 +9,7 @@ import secrets
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,9 +29,18 @@ class StatusFeed:
         self._events: deque[Change] = deque(maxlen=keep)
         self._next = 1
         self._cond = threading.Condition()
+        # Where changes go for the other replicas (cluster/relay.py), if there are any.
+        self.relay: Callable[[list[tuple[dict[str, Any], list[str]]]], None] | None = None
 
     def publish(self, changed: list[tuple[dict[str, Any], list[str]]]) -> None:
-        """Hosts whose brief changed, each with what changed in it."""
+        """Hosts whose brief changed, each with what changed in it (also handed to the relay:
+        with replicas, each probes its share of the hosts and readers of any see them all)."""
+        self.publish_here(changed)
+        if changed and self.relay is not None:
+            self.relay(changed)
+
+    def publish_here(self, changed: list[tuple[dict[str, Any], list[str]]]) -> None:
+        """Changes for this process's readers only (relayed from another replica)."""
         if not changed:
             return
         with self._cond:
