@@ -17,6 +17,7 @@ from .conftest import (
     AgentProc,
     ServerProc,
     axe,
+    eventually,
     loopback_ips,
     screenshot,
     write_catalogue,
@@ -348,3 +349,42 @@ def test_users_and_tokens(fleet, new_page):
     assert token.startswith("kt_")
     r = httpx.get(fleet.server.url + "/api/v1/me", headers={"Authorization": f"Bearer {token}"})
     assert r.json()["name"] == "tester"
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_a_fleet_larger_than_a_page_is_paged(new_page, tmp_path: Path, lang):
+    # DASHBOARD_PAGE servers a page (5 here, 500 by default); filters and counts cover all.
+    server = ServerProc(tmp_path / "data", KERNEL_DASHBOARD_PAGE="5").start()
+    try:
+        with server.api() as c:
+            for i in range(1, 13):
+                body = {"name": f"node{i:02d}", "tags": ["odd" if i % 2 else "even"]}
+                assert c.post("/api/v1/servers", json=body).status_code == 201
+        w = new_page(server.url, user="viewer", lang=lang)
+        streams: list[str] = []
+        w.page.on("request", lambda r: "/status/events" in r.url and streams.append(r.url))
+        w.goto("/")
+        rows = w.page.locator("#fleet [data-server-id]")
+        assert rows.count() == 5
+        pager = w.page.locator("#fleet nav.pager")
+        assert ("1\u20135 of 12" if lang == "en" else "共 12 台") in pager.inner_text()
+        assert "12" in w.page.locator(".counts").inner_text()  # every server counted
+        eventually(lambda: streams, 10)
+        assert streams[-1].count("%2C") + streams[-1].count(",") == 4  # the page's 5 ids
+        w.page.locator("#fleet nav.pager a[rel=next]").click()
+        w.page.wait_for_function(HAS_TEXT, arg=["#fleet", "node06"])
+        assert "node01" not in w.page.locator("#fleet").inner_text()
+        eventually(lambda: len(streams) >= 2, 10)  # the new page's servers followed
+        w.page.locator("#fleet nav.pager a[rel=next]").click()
+        w.page.wait_for_function(COUNT, arg=["#fleet [data-server-id]", 2])  # 11 and 12
+        assert w.page.locator("#fleet nav.pager a[rel=next]").count() == 0
+        w.page.fill("#q", "node03")  # found from any page, back on page one
+        w.page.wait_for_function(COUNT, arg=["#fleet [data-server-id]", 1])
+        assert w.page.locator("#fleet nav.pager").count() == 0
+        w.goto("/?tag=even&page=2")  # a page link works without script too
+        assert rows.count() == 1 and "node12" in rows.first.inner_text()
+        assert axe(w) == []
+        if lang == "zh":
+            assert chinese_leaks(w, {"node", "even", "odd"}) == []
+    finally:
+        server.stop()

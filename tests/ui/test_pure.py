@@ -164,3 +164,24 @@ def test_vendored_files_are_the_pinned_ones():
         for pair in files:
             assert pair.split("=", 1)[1] in sums, pair
         assert any("LICENSE" in pair for pair in files), _package
+
+
+def test_dashboard_pages():
+    from kernel.server.ui.fleetview import Filters, page_of
+
+    kept = [{"server_id": i} for i in range(1, 13)]
+    p = page_of(kept, 2, 5)
+    assert (p.ids, p.number, p.pages, p.first, p.last, p.kept) == (
+        [6, 7, 8, 9, 10],
+        2,
+        3,
+        6,
+        10,
+        12,
+    )
+    assert page_of(kept, 99, 5).number == 3 and page_of(kept, 99, 5).ids == [11, 12]
+    assert page_of([], 1, 5) == page_of([], 3, 5) and page_of([], 1, 5).first == 0
+    assert Filters.of({"page": "x"}).page == 1 and Filters.of({"page": "9" * 40}).page == 1
+    assert Filters.of({"page": "0"}).page == 1 and Filters.of({"page": "3"}).page == 3
+    f = Filters.of({"q": "a b&c", "tag": "web", "page": "2"})
+    assert f.query(3) == "q=a+b%26c&tag=web&page=3" and f.query(1) == "q=a+b%26c&tag=web"

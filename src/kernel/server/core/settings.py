@@ -128,6 +128,8 @@ SETTINGS: tuple[Setting, ...] = (
     S("STATUS_HISTORY_RAW", "seconds", 86400.0, "seconds every metrics sample is kept"),
     S("STATUS_HISTORY_KEEP", "seconds", 604800.0, "seconds downsampled metrics are kept"),
     S("STATUS_HISTORY_BUCKET", "seconds", 300.0, "seconds per downsampled metrics point"),
+    S("DASHBOARD_PAGE", "count", 500, "servers per page of the console's dashboard (the "
+      "filters and counts cover every server)"),
     # -- alerts
     S("ALERTS", "auto", None, "run the alert evaluator and sender alongside the job runner "
       "(docs/alerts.md)", shown="true (false under `TESTING`)"),

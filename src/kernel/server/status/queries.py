@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from kernel.server.models.servers import Server
@@ -33,6 +33,33 @@ def host_json(srv: Server, st: HostStatus | None, *, units: bool = False) -> dic
     if units:
         out["units"] = (st.units or {}) if st is not None else {}
     return out
+
+
+def fleet_index(s: Session) -> list[dict[str, Any]]:
+    """Every live server, by name, with only what the dashboard filters and counts on (no
+    facts, metrics or units): at 10 000 servers the whole rows cost ten times more."""
+    os_name = func.coalesce(
+        HostStatus.facts["os_name"].as_string(),
+        HostStatus.facts["os"].as_string(),
+        Server.facts["os_name"].as_string(),
+        Server.facts["os"].as_string(),
+    )
+    q = (
+        select(
+            Server.id,
+            Server.name,
+            Server.state,
+            Server.agent_url,
+            Server.tags,
+            Server.description,
+            HostStatus.state.label("health"),
+            os_name.label("os"),
+        )
+        .outerjoin(HostStatus, HostStatus.server_id == Server.id)
+        .where(Server.removed_at.is_(None))
+        .order_by(Server.name)
+    )
+    return [dict(row) for row in s.execute(q).mappings()]
 
 
 def fleet(s: Session, server_ids: list[int] | None = None) -> list[dict[str, Any]]:

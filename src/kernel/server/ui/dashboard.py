@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import request
+from flask import current_app, request
 from markupsafe import Markup
 
-from kernel.server.status.queries import fleet
+from kernel.server.status.queries import fleet, fleet_index
 from kernel.server.ui import fleetview
 from kernel.server.ui.web import bp, render
 from kernel.server.ui.words import unit_words
@@ -52,12 +52,20 @@ class Chips:
 
 
 def _values() -> dict[str, Any]:
+    """Filters and counts over every server, from a light index; the whole rows (facts,
+    figures, units) only for the page shown (DASHBOARD_PAGE servers)."""
     filters = fleetview.Filters.of(request.args)
-    everyone = fleetview.hosts(fleet(context.session()), catalogue_units())
-    shown = [h for h in everyone if filters.keeps(h)]
+    s = context.session()
+    everyone = fleetview.index(fleet_index(s))
+    kept = [h for h in everyone if filters.keeps(h)]
+    page = fleetview.page_of(kept, filters.page, int(current_app.config["DASHBOARD_PAGE"]))
+    order = {server_id: i for i, server_id in enumerate(page.ids)}
+    rows = sorted(fleet(s, page.ids), key=lambda r: order[r["id"]]) if page.ids else []
+    shown = fleetview.hosts(rows, catalogue_units())
     return {
         "filters": filters,
         "hosts": shown,
+        "page": page,
         "total": len(everyone),
         "counts": fleetview.counts(everyone),
         "all_tags": fleetview.tags(everyone),

@@ -7,9 +7,9 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
-from kernel.server.status.brief import brief
+from kernel.server.status.brief import brief, display_state
 
 CARDS_UP_TO = 24  # more servers than this are shown as a dense table
 STATES = ("online", "offline", "pending", "init_failed", "unknown")
@@ -21,17 +21,28 @@ class Filters:
     state: str = ""
     tag: str = ""
     view: str = ""  # "cards" | "table" | "" (by count)
+    page: int = 1
 
     @classmethod
     def of(cls, args: Any) -> Filters:
         state = args.get("state", "")
         view = args.get("view", "")
+        page = str(args.get("page", ""))
         return cls(
             text=args.get("q", "")[:200].strip(),
             state=state if state in STATES else "",
             tag=args.get("tag", "")[:64],
             view=view if view in ("cards", "table") else "",
+            page=int(page) if page.isdigit() and 0 < len(page) < 7 and int(page) > 0 else 1,
         )
+
+    def query(self, page: int) -> str:
+        """The URL query of these filters at another page."""
+        args = {"q": self.text, "state": self.state, "tag": self.tag, "view": self.view}
+        kept = {k: v for k, v in args.items() if v}
+        if page > 1:
+            kept["page"] = str(page)
+        return urlencode(kept)
 
     def keeps(self, host: dict[str, Any]) -> bool:
         if self.state and host["state"] != self.state:
@@ -55,6 +66,50 @@ def address(agent_url: str | None) -> str:
         return urlsplit(agent_url).hostname or agent_url
     except ValueError:
         return agent_url
+
+
+def index(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What the filters and counts need of every server (status/queries.py `fleet_index`
+    rows): the display state, name, address, OS, description and tags."""
+    return [
+        {
+            "server_id": r["id"],
+            "server": r["name"],
+            "state": display_state(r["state"], r["health"] or "unknown"),
+            "address": address(r["agent_url"]),
+            "os": str(r["os"] or ""),
+            "description": r["description"] or "",
+            "tags": list(r["tags"] or []),
+        }
+        for r in rows
+    ]
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of the servers the filters keep: which, and where it is among them."""
+
+    ids: list[int]
+    number: int  # 1-based, within 1..pages
+    pages: int
+    first: int  # 1-based position of its first server among those kept (0: none)
+    last: int
+    kept: int
+
+
+def page_of(kept: list[dict[str, Any]], number: int, size: int) -> Page:
+    pages = max(1, -(-len(kept) // size))
+    number = min(max(number, 1), pages)
+    start = (number - 1) * size
+    chosen = kept[start : start + size]
+    return Page(
+        ids=[e["server_id"] for e in chosen],
+        number=number,
+        pages=pages,
+        first=start + 1 if chosen else 0,
+        last=start + len(chosen),
+        kept=len(kept),
+    )
 
 
 def hosts(rows: Iterable[dict[str, Any]], units: dict[str, str]) -> list[dict[str, Any]]:

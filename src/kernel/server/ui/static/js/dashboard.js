@@ -3,10 +3,26 @@
 import { apply } from "./hosts.js";
 import { follow } from "./live.js";
 
-follow("/api/v1/status/events", {
-  snapshot: (d) => d.hosts.forEach(apply),
-  host: (d) => apply(d.host),
-});
+// A fleet larger than one page follows only the servers on the page shown (the stream's
+// snapshot of 10 000 hosts would be megabytes); a new page or filter follows its own.
+let source = null;
+let following = null;
+function subscribe() {
+  const fleet = document.getElementById("fleet");
+  const ids = fleet?.hasAttribute("data-paged")
+    ? [...new Set([...fleet.querySelectorAll("[data-server-id]")].map((e) => e.dataset.serverId))]
+    : null;
+  const url = "/api/v1/status/events" + (ids ? "?servers=" + ids.join(",") : "");
+  if (url === following) return;
+  source?.close();
+  following = url;
+  source = follow(url, {
+    snapshot: (d) => d.hosts.forEach(apply),
+    host: (d) => apply(d.host),
+  });
+}
+subscribe();
+document.body.addEventListener("htmx:afterSwap", subscribe);
 
 // Bulk selection: the count, select all shown / none.
 const bulk = document.getElementById("bulk");
