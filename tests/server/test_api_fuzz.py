@@ -14,7 +14,7 @@ from support.api import check_operation, make_token
 from support.servers import app_config
 
 pytestmark = pytest.mark.slow
-EXAMPLES = 12
+EXAMPLES = 30
 # The event stream of an existing job stays open until the job ends; it has its own tests.
 SKIP = {("GET", "/api/v1/jobs/{job_id}/events")}
 

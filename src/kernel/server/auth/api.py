@@ -67,10 +67,14 @@ def check_credentials(name: str, password: str) -> User:
 
 
 def _safe_next(target: str | None) -> str:
-    # Only same-site paths: never redirect a fresh login to another host.
-    if target and target.startswith("/") and not target.startswith("//"):
-        return target
-    return "/"
+    # Only same-site paths: never redirect a fresh login to another host. Browsers drop tabs
+    # and newlines from a URL ("/\t/evil" is "//evil") and a newline cannot be a header value
+    # at all, so no control character passes; a backslash is percent-encoded on the way out.
+    if not target or not target.startswith("/") or target.startswith("//"):
+        return "/"
+    if any(c < " " or c == "\x7f" for c in target):
+        return "/"
+    return target
 
 
 @bp.route("/login", methods=["GET", "POST"])
