@@ -32,6 +32,7 @@ from kernel.server.core.settings import (
 )
 from kernel.server.inventory import initflow
 from kernel.server.inventory.local_agent import LocalAgent
+from kernel.server.inventory.tlspin import PinSource
 from kernel.server.jobs.runner import Runner
 from kernel.server.models.migrate import upgrade
 from kernel.server.services.cache import CatalogueCache
@@ -91,6 +92,7 @@ def _components(app: Flask, database: Database, data_dir: Path) -> Components:
         db=database,
         bus=bus,
         catalogue=catalogue,
+        pins=PinSource(app.config["TLS_PIN"]),
         runner=Runner(app.config, database, bus),
         poller=Poller(app.config, database, lambda: catalogue.get().units),
         limiter=LoginLimiter(app.config["LOGIN_MAX_FAILURES"], app.config["LOGIN_WINDOW"]),

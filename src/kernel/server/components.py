@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from kernel.server.core.db import Database
     from kernel.server.core.events import EventBus
     from kernel.server.inventory.local_agent import LocalAgent
+    from kernel.server.inventory.tlspin import PinSource
     from kernel.server.jobs.runner import Runner
     from kernel.server.services.cache import CatalogueCache
     from kernel.server.status.poller import Poller
@@ -36,6 +37,7 @@ class Components:
     db: Database
     bus: EventBus
     catalogue: CatalogueCache
+    pins: PinSource  # the TLS pin of install one-liners
     runner: Runner
     poller: Poller
     limiter: LoginLimiter
