@@ -23,7 +23,7 @@ from kernel.exceptions import ConfigError
 from kernel.server.inventory import tlspin
 from kernel.server.inventory.enrollment import install_command
 from kernel.server.inventory.tlspin import PinSource, ServerPin, check_pins, spki_pin
-from support.procs import free_port
+from support.procs import free_port, wait_for
 from support.servers import KERNEL_SERVER, ServerProc
 from support.tlsproxy import TlsProxy, make_ca_signed_cert, make_cert, openssl_pin
 
@@ -122,6 +122,29 @@ def test_unreachable_url_logs_and_shows_the_unpinned_line(caplog):
         # With TLS_PIN set the line is pinned anyway (and skips a CA check it cannot know).
         assert PinSource(pinned, timeout=1).for_url(url) == ServerPin(pinned, verified=False)
     assert "cannot read the TLS certificate" in caplog.text
+
+
+def test_a_failed_fetch_is_retried_in_the_background(certs, monkeypatch):
+    monkeypatch.setattr(tlspin, "RETRY_AFTER", 0.0)
+    port = free_port()
+    url = f"https://127.0.0.1:{port}"
+    pins = PinSource(None, timeout=1)
+    assert pins.for_url(url) is None  # nothing there yet
+    with TlsProxy(certs["cert"], certs["key"], ("127.0.0.1", 9), "127.0.0.1", port):
+        # Each call answers at once (unpinned) while a retry runs; then the pin is there.
+        got = wait_for(lambda: pins.for_url(url), 10)
+    assert got == ServerPin(openssl_pin(certs["cert"]), verified=False)
+
+
+def test_warm_reads_the_pin_before_any_request(tls_listener, monkeypatch):
+    calls = []
+    real = tlspin.fetch
+    monkeypatch.setattr(tlspin, "fetch", lambda *a: calls.append(a) or real(*a))
+    pins = PinSource(None)
+    pins.warm(tls_listener.url)
+    wait_for(lambda: calls, 10)
+    assert pins.for_url(tls_listener.url) is not None
+    assert len(calls) == 1
 
 
 # -- a real server behind a TLS terminator -----------------------------------------------------

@@ -61,11 +61,13 @@ def openssl_pin(cert: Path) -> str:
 
 
 class TlsProxy:
-    def __init__(self, cert: Path, key: str | Path, upstream: tuple[str, int], host: str) -> None:
+    def __init__(
+        self, cert: Path, key: str | Path, upstream: tuple[str, int], host: str, port: int = 0
+    ) -> None:
         self.upstream = upstream
         self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.ctx.load_cert_chain(str(cert), str(key))
-        self.sock = socket.create_server((host, 0))
+        self.sock = socket.create_server((host, port))
         self.host, self.port = host, self.sock.getsockname()[1]
         self.url = f"https://{host}:{self.port}"
         self._threads: list[threading.Thread] = []

@@ -93,6 +93,7 @@ def _components(app: Flask, database: Database, data_dir: Path) -> Components:
         bus=bus,
         catalogue=catalogue,
         pins=PinSource(app.config["TLS_PIN"]),
+        pins_url=app.config["URL"],
         runner=Runner(app.config, database, bus),
         poller=Poller(app.config, database, lambda: catalogue.get().units),
         limiter=LoginLimiter(app.config["LOGIN_MAX_FAILURES"], app.config["LOGIN_WINDOW"]),

@@ -37,11 +37,12 @@ class Components:
     db: Database
     bus: EventBus
     catalogue: CatalogueCache
-    pins: PinSource  # the TLS pin of install one-liners
+    pins: PinSource  # the TLS pin of install one-liners (of pins_url: read at start)
     runner: Runner
     poller: Poller
     limiter: LoginLimiter
     local_agent: LocalAgent | None = None
+    pins_url: str | None = None  # the URL setting
     poll: bool = True  # the poller runs with the others (STATUS_POLLER)
     _started: list[Background] = field(default_factory=list, repr=False)
 
@@ -56,6 +57,7 @@ class Components:
         return services
 
     def start(self) -> None:
+        self.pins.warm(self.pins_url)
         for service in self.background:
             if service not in self._started:
                 service.start()

@@ -5,7 +5,7 @@ whoever answers it owns the host. So the line names the key it must find — the
 the certificate's SubjectPublicKeyInfo, ``sha256//<base64>``, curl's own pin format — and
 curl refuses anything else before it sends a byte. The pin is the ``TLS_PIN`` setting, or,
 unset, taken from the certificate the public URL presents (fetched once per process; a
-failed fetch is retried after a minute and shows the unpinned line meanwhile).
+failed fetch shows the unpinned line and is retried a minute later).
 
 ``--insecure`` is added only when that certificate does not verify against the system's CAs
 (a self-signed one): with a pin the key is what is trusted, so skipping the CA check gives
@@ -89,44 +89,66 @@ def fetch(url: str, timeout: float = FETCH_TIMEOUT) -> ServerPin:
 
 
 class PinSource:
-    """The pin for the line of one process: ``TLS_PIN``, or what the public URL presents,
-    fetched once and kept (a failure is retried after RETRY_AFTER, logged once each time)."""
+    """The pin for the lines of one process: ``TLS_PIN``, or what the public URL presents,
+    fetched once and kept. Only a URL never tried is fetched in the asking request (a line is
+    shown pinned or not at all); `warm` fetches the configured URL at start-up, so that no
+    request waits (a request may be holding the database's write lock), and a failed fetch
+    is retried in the background, RETRY_AFTER after the last, logged each time."""
 
     def __init__(self, configured: str | None, timeout: float = FETCH_TIMEOUT) -> None:
         self.configured = check_pins(configured) if configured else None
         self.timeout = timeout
         self._lock = threading.Lock()
         self._found: dict[str, ServerPin] = {}
-        self._failed: dict[str, float] = {}
+        self._failed: dict[str, float] = {}  # URL → when to try again
+        self._retrying: set[str] = set()
+
+    def warm(self, base: str | None) -> None:
+        """Fetch ``base``'s pin in the background (the URL setting, at start-up)."""
+        if base and urlsplit(base).scheme == "https":
+            threading.Thread(target=self._fetch, args=(base,), daemon=True).start()
 
     def for_url(self, base: str) -> ServerPin | None:
         """The pin for a line to ``base``; None for http, or when none can be had."""
         if urlsplit(base).scheme != "https":
             return None
-        with self._lock:  # one fetch at a time; the others wait for its answer
-            if base in self._found:
-                return self._found[base]
-            if time.monotonic() < self._failed.get(base, float("-inf")):
-                return self._unfetched()
+        if base in self._found:
+            return self._found[base]
+        retry_at = self._failed.get(base)
+        if retry_at is None:
+            return self._fetch(base)
+        if time.monotonic() >= retry_at and base not in self._retrying:
+            self._retrying.add(base)
+            threading.Thread(target=self._fetch, args=(base,), daemon=True).start()
+        return self._unfetched()
+
+    def _fetch(self, base: str) -> ServerPin | None:
+        with self._lock:  # one fetch at a time; a request that waits gets its answer
             try:
-                seen = fetch(base, self.timeout)
-            except (OSError, ValueError) as e:
-                self._failed[base] = time.monotonic() + RETRY_AFTER
-                log.warning(
-                    "cannot read the TLS certificate of %s (%s): install one-liners %s", base, e,
-                    "pin TLS_PIN and skip the CA check" if self.configured
-                    else "are shown without a pin; set TLS_PIN",
-                )  # fmt: skip
-                return self._unfetched()
-            if self.configured:
-                if seen.pin not in self.configured.split(";"):
+                if base in self._found:
+                    return self._found[base]
+                try:
+                    seen = fetch(base, self.timeout)
+                except (OSError, ValueError) as e:
+                    self._failed[base] = time.monotonic() + RETRY_AFTER
                     log.warning(
-                        "TLS_PIN does not match the key %s presents (%s): install one-liners "
-                        "use TLS_PIN", base, seen.pin,
+                        "cannot read the TLS certificate of %s (%s): install one-liners %s",
+                        base, e, "pin TLS_PIN and skip the CA check" if self.configured
+                        else "are shown without a pin; set TLS_PIN",
                     )  # fmt: skip
-                seen = ServerPin(self.configured, seen.verified)
-            self._found[base] = seen
-            return seen
+                    return self._unfetched()
+                if self.configured:
+                    if seen.pin not in self.configured.split(";"):
+                        log.warning(
+                            "TLS_PIN does not match the key %s presents (%s): install "
+                            "one-liners use TLS_PIN", base, seen.pin,
+                        )  # fmt: skip
+                    seen = ServerPin(self.configured, seen.verified)
+                self._found[base] = seen
+                self._failed.pop(base, None)
+                return seen
+            finally:
+                self._retrying.discard(base)
 
     def _unfetched(self) -> ServerPin | None:
         # With a pin set but no certificate seen, the line cannot know whether the system CAs
