@@ -355,6 +355,14 @@ def final_checks(t: Target, sent: Sent, name: str) -> None:
     assert httpx.get(t.srv.url + "/healthz", timeout=10).status_code == 200
     with t.srv.api() as api:
         assert api.get("/api/v1/me").status_code == 200
+
+    # Every run the suite's jobs made ended on the agent (ok or failed), none lost.
+    def settled() -> dict[str, int] | None:
+        states = runs_by_state(t)
+        return None if states.get("queued") or states.get("running") else states
+
+    runs = wait_for(settled, 60)
+    assert runs.get("lost", 0) == 0, runs
     # Nearly every request was answered, so the checks above saw what the server did.
     assert sent.unanswered <= sent.requests // 20, sent.unanswered
     log = t.srv.log
@@ -364,7 +372,7 @@ def final_checks(t: Target, sent: Sent, name: str) -> None:
     print(
         f"\n{name}: {sent.requests} requests in {took:.0f} s, {sent.unanswered} unanswered, "
         f"statuses {statuses}, "
-        f"ran {len(ran)}, made {sent.made}"
+        f"ran {len(ran)}, made {sent.made}, runs {runs_by_state(t)}"
     )
 
 
@@ -380,6 +388,11 @@ def count_rows(t: Target) -> dict[str, int]:
             k: db.execute(f"SELECT count(*) FROM {k}").fetchone()[0]
             for k in ("jobs", "servers", "users", "api_tokens")
         }
+
+
+def runs_by_state(t: Target) -> dict[str, int]:
+    with sqlite3.connect(f"file:{t.srv.data_dir / 'kernel.db'}?mode=ro", uri=True) as db:
+        return dict(db.execute("SELECT state, count(*) FROM runs GROUP BY state").fetchall())
 
 
 def budget(test: str) -> settings:
