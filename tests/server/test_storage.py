@@ -20,11 +20,14 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from kernel.server.app import create_app
+from kernel.server.components import components
 from support.agents import Agent
+from support.api import make_token
 from support.disks import fill, tmpfs
 from support.fixtures import PG_URL
 from support.procs import wait_for
-from support.servers import PASSWORD, ServerProc
+from support.servers import PASSWORD, ServerProc, app_config
 
 pytestmark = [
     pytest.mark.slow,
@@ -161,3 +164,25 @@ def test_full_disk_is_507_and_loses_nothing(small_disk: Disk, agent: Agent, tmp_
         assert "Traceback" not in log, log[-4000:]
     finally:
         srv.stop()
+
+
+def test_database_gone_is_503_with_retry_after(tmp_path: Path):
+    """The database cannot be opened at all (its disk gone): 503 ``unavailable`` with
+    ``Retry-After``, JSON, no traceback; and it answers again once the database is back."""
+    where = tmp_path / "db"
+    where.mkdir()
+    app = create_app(app_config(tmp_path, f"sqlite:///{where / 'kernel.db'}"))
+    try:
+        token = make_token(app, "ann", "admin")
+        client = app.test_client()
+        headers = {"Authorization": f"Bearer {token}"}
+        assert client.get("/api/v1/me", headers=headers).status_code == 200
+        where.rename(tmp_path / "db-away")
+        components(app).db.engine.dispose()  # no pooled connection left to hide it
+        r = client.get("/api/v1/me", headers=headers)
+        assert r.status_code == 503, r.data
+        assert r.get_json()["error"] == "unavailable" and r.headers["Retry-After"] == "5"
+        (tmp_path / "db-away").rename(where)
+        assert client.get("/api/v1/me", headers=headers).status_code == 200
+    finally:
+        components(app).close()
