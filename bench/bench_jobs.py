@@ -32,7 +32,17 @@ from kernel.testbed import Testbed, unsupported_reason
 
 
 def setup(bed: Testbed, data: Path):  # type: ignore[no-untyped-def]
-    app = create_app({"DATA_DIR": str(data), "SECRET_KEY": "bench", "JOB_CONCURRENCY": 128})
+    # No poller (it would only compete for the CPUs) and no examples (their init scripts
+    # would run on light hosts, which share this machine's files).
+    app = create_app(
+        {
+            "DATA_DIR": str(data),
+            "SECRET_KEY": "bench",
+            "JOB_CONCURRENCY": 128,
+            "STATUS_POLLER": False,
+            "INSTALL_EXAMPLES": False,
+        }
+    )
     db: Database = components(app).db
     with db.session() as s:
         user = create_user(s, "bench", "admin", "bench-password")
@@ -47,13 +57,7 @@ def setup(bed: Testbed, data: Path):  # type: ignore[no-untyped-def]
             headers=headers,
         )
         assert r.status_code == 201, r.get_data(as_text=True)
-    components(app).runner.start()
-    # The status poller starts with the runner; here it would only compete for the CPUs.
-    from kernel.server.status import api as status_api
-
-    poller = app.extensions.get(status_api.EXTENSION)
-    if poller is not None:
-        poller.stop()
+    components(app).start()  # the background services: here the runner only
     return app, client, headers, db
 
 

@@ -54,6 +54,8 @@ def tree(root: Path) -> dict[str, tuple[int, str]]:
     out = {}
     for p in sorted(root.rglob("*")):
         st = os.lstat(p)
+        if "__pycache__" in p.parts:
+            continue  # the byte-compiled agent: checked on its own
         content = os.readlink(p) if p.is_symlink() else (p.read_text() if p.is_file() else "")
         out[str(p.relative_to(root))] = (stat.S_IMODE(st.st_mode), content)
     return out
@@ -67,8 +69,10 @@ def test_install_is_complete_and_idempotent(tmp_path: Path) -> None:
     key = r.stdout.strip()
     assert re.fullmatch(r"[0-9a-f]{64}", key)
     files = tree(root)
-    assert files["usr/local/lib/kernel-agent/kernel-agent.py"] == (0o755, AGENT_PY.read_text())
-    assert files["usr/local/bin/kernel-agent"][1] == "/usr/local/lib/kernel-agent/kernel-agent.py"
+    assert files["usr/local/lib/kernel-agent/kernel_agent.py"] == (0o755, AGENT_PY.read_text())
+    assert files["usr/local/lib/kernel-agent/kernel-agent.py"][1] == "kernel_agent.py"
+    assert files["usr/local/bin/kernel-agent"][1] == "/usr/local/lib/kernel-agent/kernel_agent.py"
+    assert list((root / "usr/local/lib/kernel-agent/__pycache__").glob("kernel_agent.*.pyc"))
     assert files["etc/kernel-agent/agent.key"] == (0o600, key + "\n")
     mode, conf = files["etc/kernel-agent/agent.conf"]
     assert mode == 0o644
@@ -122,7 +126,7 @@ def test_unit_file() -> None:
     unit = (DEPLOY / "kernel-agent.service").read_text()
     for line in ("Restart=on-failure", "KillMode=process", "WantedBy=multi-user.target"):
         assert line in unit.splitlines()
-    assert "/usr/local/lib/kernel-agent/kernel-agent.py" in unit
+    assert "PYTHONPATH=/usr/local/lib/kernel-agent python3 -S -m kernel_agent " in unit
 
 
 @pytest.fixture

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
+from concurrent.futures import ThreadPoolExecutor
 
 from kernel.server.auth.credentials import hash_password, verify_password
-from kernel.server.auth.limiter import LoginLimiter
+from kernel.server.auth.limiter import retry_after
 from kernel.server.auth.roles import role_allows
 from kernel.server.components import components
 
@@ -63,35 +64,67 @@ def test_login_form_sets_httponly_samesite_cookie_and_needs_csrf(app, admin):
     assert client.get("/api/v1/me").status_code == 401
 
 
-def test_login_rate_limit_per_user_and_address(app, admin):
+def test_login_rate_limit_per_user_from_any_address(app, admin):
     admin.post(
         "/api/v1/users", {"name": "bob", "role": "viewer", "password": "bob-secret-1"}, expect=201
     )
     client = app.test_client()
-    for _ in range(5):
-        r = client.post("/api/v1/auth/token", json={"username": "bob", "password": "nope"})
+    for i in range(5):  # spread over addresses: they all count against the name
+        r = client.post(
+            "/api/v1/auth/token",
+            json={"username": "bob", "password": "nope"},
+            environ_base={"REMOTE_ADDR": f"127.0.0.{20 + i}"},
+        )
         assert r.status_code == 401
-    r = client.post("/api/v1/auth/token", json={"username": "bob", "password": "bob-secret-1"})
-    assert r.status_code == 429 and r.get_json()["error"] == "rate_limited"
-    # Another address is not locked out.
-    r = client.post(
-        "/api/v1/auth/token",
-        json={"username": "bob", "password": "bob-secret-1"},
-        environ_base={"REMOTE_ADDR": "127.0.0.9"},
-    )
+    for addr in ("127.0.0.1", "127.0.0.99"):
+        r = client.post(
+            "/api/v1/auth/token",
+            json={"username": "BOB", "password": "bob-secret-1"},
+            environ_base={"REMOTE_ADDR": addr},
+        )
+        assert r.status_code == 429 and r.get_json()["error"] == "rate_limited"
+        assert 0 < int(r.headers["Retry-After"]) <= 300
+    # Another user from one of those addresses is not locked out.
+    good = {"username": "admin1", "password": "password-admin1"}
+    r = client.post("/api/v1/auth/token", json=good, environ_base={"REMOTE_ADDR": "127.0.0.20"})
     assert r.status_code == 201
     entries = admin.get("/api/v1/audit?action=auth.login")["entries"]
     assert any(e["result"].startswith("401") and e["target"] == "bob" for e in entries)
     assert any(e["result"].startswith("429") for e in entries)
 
 
-def test_limiter_window():
-    lim = LoginLimiter(2, 10)
-    lim.failed("u", "a", now=0)
-    lim.failed("u", "a", now=1)
-    assert lim.retry_after("u", "a", now=2) == 8
-    assert lim.retry_after("u", "b", now=2) == 0
-    assert lim.retry_after("u", "a", now=11) == 0
+def test_parallel_attempts_cannot_race_past_the_limit(app, admin):
+    admin.post(
+        "/api/v1/users", {"name": "eve", "role": "viewer", "password": "eve-secret-1"}, expect=201
+    )
+
+    def attempt(i):
+        r = app.test_client().post(
+            "/api/v1/auth/token",
+            json={"username": "eve", "password": f"guess-{i}"},
+            environ_base={"REMOTE_ADDR": f"127.0.1.{i}"},
+        )
+        return r.status_code
+
+    with ThreadPoolExecutor(12) as pool:
+        codes = list(pool.map(attempt, range(24)))
+    assert codes.count(401) == 5 and codes.count(429) == 19, codes
+
+
+def test_one_address_spraying_names_is_limited_too(app):
+    client = app.test_client()
+    codes = [
+        client.post("/api/v1/auth/token", json={"username": f"u{i}", "password": "x"}).status_code
+        for i in range(25)
+    ]
+    assert codes[:20] == [401] * 20 and set(codes[20:]) == {429}
+
+
+def test_retry_after_is_pure():
+    assert retry_after([0, 1], [], now=2, limit=2, window=10) == 8
+    assert retry_after([0], [], now=2, limit=2, window=10) == 0
+    assert retry_after([0, 1], [], now=11, limit=2, window=10) == 0
+    assert retry_after([], [0, 1, 2, 3, 4, 5, 6, 7], now=8, limit=2, window=10) == 2
 
 
 def test_api_tokens_are_hashed_and_revocable(app, admin):

@@ -24,7 +24,7 @@ def bed(full_hosts):
 
 
 def nothing_installed(h) -> None:  # type: ignore[no-untyped-def]
-    assert h.run("test -e /usr/local/lib/kernel-agent/kernel-agent.py").returncode != 0
+    assert h.run("test -e /usr/local/lib/kernel-agent/kernel_agent.py").returncode != 0
     assert h.run("test -e /etc/kernel-agent/agent.key").returncode != 0
     assert h.run("systemctl is-active kernel-agent").stdout.strip() != "active"
 

@@ -116,3 +116,29 @@ def test_a_job_without_room_is_queued_and_claimed(
     finally:
         components(app).runner.stop()
         components(app).db.dispose()
+
+
+def test_a_job_made_while_the_runner_recovers_is_not_taken_for_a_left_over(
+    app: Any, admin: Any, agents: Any, monkeypatch: Any
+) -> None:
+    # Right after a start the runner re-attaches the runs a previous process left running;
+    # a job created meanwhile must not be handed over as `running` (the recovery would take
+    # it for a left-over, find no record on the agent yet, and end it `lost`).
+    import time as _time
+
+    from kernel.server.jobs import journal
+
+    real = journal.recover
+
+    def slow_recover(db: Any) -> Any:
+        _time.sleep(0.5)  # a slow database, or many runs to re-attach
+        return real(db)
+
+    monkeypatch.setattr(journal, "recover", slow_recover)
+    (a,) = agents(1)
+    add_agent_server(admin, a, "h1")
+    components(app).runner.start()
+    job = admin.post("/api/v1/jobs", {"cmd": "echo fine", "targets": {"all": True}}, expect=201)
+    assert [r["state"] for r in job["runs"]] == ["queued"]  # claimed after the recovery
+    done = wait_job(admin, job["id"])
+    assert [(r["state"], r["stdout"]) for r in done["runs"]] == [("ok", "fine\n")], done["runs"]

@@ -244,7 +244,7 @@ def test_install_script_downloads_through_the_pin(tmp_path, certs, behind_tls):
 
     good = install(tmp_path / "good")
     assert good.returncode == 0, good.stderr
-    assert (tmp_path / "good/usr/local/lib/kernel-agent/kernel-agent.py").is_file()
+    assert (tmp_path / "good/usr/local/lib/kernel-agent/kernel_agent.py").is_file()
 
     wrong = install(tmp_path / "wrong", KERNEL_TLS_PIN=openssl_pin(certs["other"]))
     assert wrong.returncode != 0

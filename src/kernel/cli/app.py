@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from . import auth, fleet, initscripts, jobs, servers, services
+from . import auth, enroll, fleet, initscripts, jobs, servers, services
 from .errors import EXIT_CODES, CliError, UsageError
 from .exec_args import COLOURS, ExecArgs
 from .execute import run_exec
@@ -169,7 +169,7 @@ for command in (
     auth.whoami,
     fleet.status,
     servers.servers,
-    servers.enroll,
+    enroll.enroll,
     services.services,
     jobs.jobs,
     initscripts.init,

@@ -215,3 +215,8 @@ def job_id_arg(value: str) -> int:
 
 
 EXAMPLES_HINT = "Examples:"
+
+
+def tags_of(tags: tuple[str, ...] | list[str]) -> list[str]:
+    """Tags as given: repeated options, each maybe comma-separated."""
+    return sorted({t.strip() for arg in tags for t in arg.split(",") if t.strip()})

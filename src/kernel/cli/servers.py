@@ -1,17 +1,15 @@
-"""``kernel servers list|show|add|edit|rm|check`` and ``kernel enroll``: the inventory."""
+"""``kernel servers list|show|add|edit|rm|check``: the inventory."""
 
 from __future__ import annotations
 
 import sys
-import time
 from typing import Any
 
 import click
 
 from . import errors
-from .api import Api
-from .errors import ApiError, CliError, UsageError
-from .initscripts import watch_init
+from .enroll import print_enroll
+from .errors import UsageError
 from .options import (
     CONTEXT,
     api,
@@ -20,9 +18,9 @@ from .options import (
     json_option,
     out,
     print_json,
-    server_list,
+    tags_of,
 )
-from .tables import ago, parse_time, table, when
+from .tables import ago, table, when
 
 SERVERS_HELP = """The inventory: list, show, add, edit and remove servers.
 
@@ -196,7 +194,7 @@ def add(
     key = _read_key(key_file, key_stdin)
     if key and not agent_url:
         raise UsageError("an agent key needs --url (or leave both out to enroll by one-liner)")
-    body: dict[str, Any] = {"name": name, "description": description, "tags": _tags(tags)}
+    body: dict[str, Any] = {"name": name, "description": description, "tags": tags_of(tags)}
     if agent_url:
         if not key:
             raise UsageError("--url needs the agent's key: --key-file FILE or --key-stdin")
@@ -209,14 +207,10 @@ def add(
         return 0
     srv = answer["server"]
     if "enroll" in answer:
-        _print_enroll(srv, answer["enroll"])
+        print_enroll(srv, answer["enroll"])
     else:
         click.echo(f"added {srv['name']} ({srv['state']}) at {srv['agent_url']}", err=True)
     return 0
-
-
-def _tags(tags: tuple[str, ...] | list[str]) -> list[str]:
-    return sorted({t.strip() for arg in tags for t in arg.split(",") if t.strip()})
 
 
 def _q(text: str) -> str:
@@ -254,9 +248,9 @@ def edit(name: str, **kw: Any) -> int:
     if kw["description"] is not None:
         body["description"] = kw["description"]
     if kw["tags"] or kw["add_tag"] or kw["remove_tag"]:
-        tags = set(_tags(kw["tags"])) if kw["tags"] else set(srv.get("tags") or [])
-        tags |= set(_tags(kw["add_tag"]))
-        tags -= set(_tags(kw["remove_tag"]))
+        tags = set(tags_of(kw["tags"])) if kw["tags"] else set(srv.get("tags") or [])
+        tags |= set(tags_of(kw["add_tag"]))
+        tags -= set(tags_of(kw["remove_tag"]))
         body["tags"] = sorted(tags)
     if kw["agent_url"]:
         body["agent_url"] = kw["agent_url"]
@@ -332,105 +326,3 @@ def check(name: str, as_json: bool) -> int:
 
 
 # -- enroll -----------------------------------------------------------------------------------
-ENROLL_HELP = """Add server NAME by one-line installer and wait until it has joined.
-
-Prints the command to run as root on the new server, then waits for it to enroll and
-shows each init script as it runs. Ctrl-C stops waiting (the command keeps working until
-it expires). A pending NAME gets a fresh command (the old one stops working).
-
-\b
-Examples:
-  kernel enroll web5 -t web
-  kernel enroll web5 --no-wait          (just print the command)
-"""
-
-
-@click.command(
-    "enroll",
-    short_help="Add a server by one-liner; wait for it to join.",
-    help=ENROLL_HELP,
-    context_settings=CONTEXT,
-)
-@click.argument("name")
-@click.option("-t", "--tag", "tags", multiple=True, metavar="TAG", help="a tag (repeat)")
-@click.option("-d", "--description", default="", help="free text")
-@click.option("--no-wait", is_flag=True, help="print the command and return")
-@click.option("--timeout", type=float, metavar="SECONDS", help="give up waiting after this long")
-@json_option
-def enroll(
-    name: str,
-    tags: tuple[str, ...],
-    description: str,
-    no_wait: bool,
-    timeout: float | None,
-    as_json: bool,
-) -> int:
-    client = api()
-    existing = [s for s in server_list(client) if s.get("name") == name]
-    if existing:
-        srv = existing[0]
-        if srv.get("state") != "pending":
-            raise ApiError(409, "conflict", f"{name} has already joined ({srv.get('state')})")
-        answer = client.post(f"/api/v1/servers/{srv['id']}/enroll-token")
-    else:
-        answer = client.post(
-            "/api/v1/servers", {"name": name, "description": description, "tags": _tags(tags)}
-        )
-    srv, info = answer["server"], answer["enroll"]
-    if as_json and no_wait:
-        print_json(answer)
-        return 0
-    if not as_json:
-        _print_enroll(srv, info)
-    if no_wait:
-        return 0
-    deadline = _deadline(info, timeout)
-    o = out()
-    if not as_json:
-        o.note(f"waiting for {name} to join (Ctrl-C stops waiting)…")
-        o.flush()
-    joined = _wait_joined(client, srv["id"], deadline)
-    if joined is None:
-        raise CliError(f"{name} has not joined in time; `kernel enroll {name}` gives a new command")
-    if not as_json:
-        o.note(f"{name} joined: {joined.get('agent_url')} ({_os(joined)})")
-    status = watch_init(client, o, joined, quiet=as_json)
-    if as_json:
-        final = client.get(f"/api/v1/servers/{srv['id']}")
-        init = client.get(f"/api/v1/servers/{srv['id']}/init").get("scripts", [])
-        print_json({"server": final, "init": init})
-    return status
-
-
-def _print_enroll(srv: dict[str, Any], info: dict[str, Any]) -> None:
-    click.echo(f"{srv['name']} is pending. On it, as root, run:", err=True)
-    click.echo(f"  {info['command']}" if sys.stdout.isatty() else info["command"])
-    expires = when(info.get("expires_at"))
-    click.echo(f"(this command works once, until {expires})", err=True)
-
-
-def _deadline(info: dict[str, Any], timeout: float | None) -> float:
-    if timeout is not None:
-        return time.monotonic() + timeout
-    expires = parse_time(info.get("expires_at"))
-    if expires is None:
-        return time.monotonic() + 3600
-    import datetime as dt
-
-    return time.monotonic() + max((expires - dt.datetime.now(dt.UTC)).total_seconds(), 0) + 30
-
-
-def _wait_joined(client: Api, server_id: int, deadline: float) -> dict[str, Any] | None:
-    while time.monotonic() < deadline:
-        srv = client.get(f"/api/v1/servers/{server_id}")
-        if srv.get("removed_at"):
-            raise CliError(f"{srv.get('name')} was removed while waiting for it")
-        if srv.get("state") != "pending":
-            return dict(srv)
-        time.sleep(min(0.5, max(deadline - time.monotonic(), 0)))
-    return None
-
-
-def _os(srv: dict[str, Any]) -> str:
-    facts = srv.get("facts") or {}
-    return str(facts.get("os") or (facts.get("agent") or {}).get("os") or "unknown OS")

@@ -19,9 +19,11 @@ from werkzeug.routing import IntegerConverter
 from kernel.exceptions import ConfigError
 from kernel.server.auth.limiter import LoginLimiter
 from kernel.server.components import KEY, Components
+from kernel.server.core import sealing
 from kernel.server.core.datadir import install_examples
 from kernel.server.core.db import Database, sqlite_url
 from kernel.server.core.events import EventBus
+from kernel.server.core.sealing import Keyring
 from kernel.server.core.settings import (
     CONFIG_FILE,
     check,
@@ -34,6 +36,7 @@ from kernel.server.inventory import initflow
 from kernel.server.inventory.local_agent import LocalAgent
 from kernel.server.inventory.tlspin import PinSource
 from kernel.server.jobs.runner import Runner
+from kernel.server.models import installation
 from kernel.server.models.migrate import upgrade
 from kernel.server.services.cache import CatalogueCache
 from kernel.server.status.poller import Poller
@@ -45,6 +48,8 @@ from kernel.server.web.endpoint import endpoint
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     data_dir = data_dir_from(test_config)
     data_dir.mkdir(parents=True, exist_ok=True)
+    # Kernel's own files there before this start: an empty database then is a lost one.
+    used_before = any((data_dir / f).exists() for f in ("secret_key", installation.ID_FILE))
     app = Flask(
         __name__, instance_path=str(data_dir), instance_relative_config=True, static_folder=None
     )
@@ -60,12 +65,16 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         app.config["URL"] = str(app.config["URL"]).rstrip("/")
     check(app.config)
 
+    keyring = Keyring.from_file(Path(app.config["SEALING_KEY_FILE"] or data_dir / "sealing.key"))
     try:
         database = Database(app.config["DATABASE_URL"] or sqlite_url(data_dir))
+        sealing.attach(database.engine, keyring)
         if app.config.get("MIGRATE", True):
             upgrade(database.engine)
+            installation.check(database, data_dir, used_before=used_before)
+            sealing.seal_plaintext(database.engine, "servers", "agent_key")
     except SQLAlchemyError as e:
-        # A bad KERNEL_DATABASE_URL or a database that is down: one clear line, no traceback.
+        # A bad KERNEL_DATABASE_URL, a database that is down or damaged: one clear line.
         reason = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
         raise ConfigError(f"cannot use the database (DATABASE_URL): {reason}") from e
     # Not under TESTING: the example init scripts would run on whatever test agents join.
@@ -96,7 +105,9 @@ def _components(app: Flask, database: Database, data_dir: Path) -> Components:
         pins_url=app.config["URL"],
         runner=Runner(app.config, database, bus),
         poller=Poller(app.config, database, lambda: catalogue.get().units),
-        limiter=LoginLimiter(app.config["LOGIN_MAX_FAILURES"], app.config["LOGIN_WINDOW"]),
+        limiter=LoginLimiter(
+            database, app.config["LOGIN_MAX_FAILURES"], app.config["LOGIN_WINDOW"]
+        ),
         # Under TESTING only when asked: other areas' tests start the runner with their own
         # agents and should not see probes arrive (nor servers marked offline by them).
         poll=flag(app.config, "STATUS_POLLER"),

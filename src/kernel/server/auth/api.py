@@ -52,17 +52,13 @@ def check_credentials(name: str, password: str) -> User:
     source = source_address()
     g.audit_actor = name[:64] or "-"
     audit.note("auth.login", target=name[:64])
-    wait = context.components().limiter.retry_after(name, source)
-    if wait > 0:
-        raise RateLimited(
-            f"too many failed logins; try again in {int(wait) + 1} s",
-            retry_after=int(wait) + 1,
-        )
-    user = context.session().scalars(select(User).where(User.name == name)).first()
+    limiter = context.components().limiter
+    limiter.attempt(name, source)  # RateLimited when there is no room: nothing is checked
+    with context.db().reading() as s:  # no write lock held while the limiter writes
+        user = s.scalars(select(User).where(User.name == name)).first()
     if user is None or user.disabled or not verify_password(user.password_hash, password):
-        context.components().limiter.failed(name, source)
-        raise NotAuthenticated("wrong user name or password")
-    context.components().limiter.succeeded(name, source)
+        raise NotAuthenticated("wrong user name or password")  # the attempt stays counted
+    limiter.succeeded(name)
     return user
 
 

@@ -70,6 +70,8 @@ SETTINGS: tuple[Setting, ...] = (
       "(docs/reverse-proxy.md)"),
     S("SECRET_KEY", "text", None, "signs session cookies",
       shown="generated into `DATA_DIR/secret_key`"),
+    S("SEALING_KEY_FILE", "text", None, "the key that seals agent keys in the database (made "
+      "once; keep it with backups, never in the database's)", shown="`DATA_DIR/sealing.key`"),
     S("MAX_CONTENT_LENGTH", "count", 16 * 1024 * 1024, "largest request body, in bytes"),
     S("INSTALL_EXAMPLES", "auto", None, "fill a new data dir with the example services and "
       "init scripts", shown="true (false under `TESTING`)"),

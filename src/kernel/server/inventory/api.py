@@ -141,7 +141,7 @@ def edit(server_id: int, body: ServerEdit) -> Response:
     srv = get_server(s, server_id)
     changes: dict[str, Any] = {}
     if body.name is not None:
-        if body.name != srv.name and name_taken(s, body.name, but=srv.id):
+        if name_taken(s, body.name, but=srv.id):
             raise Conflict(f"a server named {body.name!r} exists")
         changes["name"] = body.name
     if "description" in given:

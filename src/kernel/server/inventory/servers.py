@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from kernel.agent_client import AgentError, fetch_tls_fingerprint, normalize_fingerprint
 from kernel.exceptions import AgentFailed, Conflict, InvalidInput, NotFound
-from kernel.server.models.servers import Server
+from kernel.server.models.servers import Server, name_key
 
 
 def get_server(s: Session, server_id: int, *, live: bool = True) -> Server:
@@ -20,7 +20,8 @@ def get_server(s: Session, server_id: int, *, live: bool = True) -> Server:
 
 
 def name_taken(s: Session, name: str, but: int | None = None) -> bool:
-    q = select(Server.id).where(Server.name == name, Server.removed_at.is_(None))
+    """Is a live server called ``name`` — whatever the case and trailing dots?"""
+    q = select(Server.id).where(Server.name_key == name_key(name), Server.removed_at.is_(None))
     if but is not None:
         q = q.where(Server.id != but)
     return s.scalars(q).first() is not None

@@ -72,6 +72,7 @@ class Runner(LoopThread):
         # in `_active`: guarded by a lock, read by the loop when it counts its free slots.
         self._reserve_lock = threading.Lock()
         self._reserved = 0
+        self._recovered = threading.Event()  # set once the first recovery has run
 
     # -- called from other threads -----------------------------------------------------------
     # start() / stop() / running: LoopThread. Stopping does not touch runs in flight: they stay
@@ -90,7 +91,9 @@ class Runner(LoopThread):
         return Admission(self, self._reserve(runs))
 
     def _reserve(self, n: int) -> int:
-        if n <= 0 or self._loop is None or not self.running:
+        # Not before the recovery of a previous process's runs is done: it reads every run
+        # that is `running`, and would take a run handed over meanwhile for one of those.
+        if n <= 0 or self._loop is None or not self.running or not self._recovered.is_set():
             return 0
         with self._reserve_lock:
             if self.concurrency - len(self._active) - self._reserved < n:
@@ -127,15 +130,15 @@ class Runner(LoopThread):
     async def _main(self) -> None:
         writer = self._spawn(self._writer(), "writer")
         try:
-            recovered = False
+            self._recovered.clear()
             while not self._stopping.is_set():
                 self._wake.clear()  # before looking: a job queued meanwhile wakes us again
                 free = 0
                 try:
-                    if not recovered:
+                    if not self._recovered.is_set():
                         for task in await self._db(journal.recover, self.db):
                             self._start(task, reattach=True)
-                        recovered = True
+                        self._recovered.set()
                     # Counted after the recovery: re-attached runs hold slots too.
                     free = self.concurrency - len(self._active) - self._reserved
                     claimed = await self._claim(free) if free > 0 else []

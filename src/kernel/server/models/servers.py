@@ -6,21 +6,28 @@ import datetime as dt
 from typing import Any
 
 from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, text
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, validates
 
 from kernel.server.core.db import Base, UTCDateTime, utcnow
+from kernel.server.core.sealing import SealedText
 from kernel.server.core.text import iso
 
 SERVER_STATES = ("pending", "online", "offline", "init_failed")
 
 
+def name_key(name: str) -> str:
+    """What makes two server names the same one: case and trailing dots do not count."""
+    return name.rstrip(".").lower()
+
+
 class Server(Base):
     __tablename__ = "servers"
     # Removed servers keep their rows (job history points at them) but free their name.
+    # Unique by `name_key` (case and trailing dots aside: "Web1." is "web1"), among the live.
     __table_args__ = (
         Index(
-            "uq_servers_live_name",
-            "name",
+            "uq_servers_live_name_key",
+            "name_key",
             unique=True,
             sqlite_where=text("removed_at IS NULL"),
             postgresql_where=text("removed_at IS NULL"),
@@ -29,8 +36,9 @@ class Server(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(64))
+    name_key: Mapped[str] = mapped_column(String(64))  # name_key(name), set with the name
     agent_url: Mapped[str | None] = mapped_column(String(255))
-    agent_key: Mapped[str] = mapped_column(String(64))
+    agent_key: Mapped[str] = mapped_column(SealedText(255))  # sealed at rest (core/sealing.py)
     tls_fingerprint: Mapped[str | None] = mapped_column(String(64))
     description: Mapped[str] = mapped_column(Text, default="")
     tags: Mapped[list[str]] = mapped_column(JSON, default=list)
@@ -40,6 +48,11 @@ class Server(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     removed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+    @validates("name")
+    def _keep_key(self, _field: str, name: str) -> str:
+        self.name_key = name_key(name)
+        return name
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -52,3 +52,15 @@ class ApiToken(Base):
             "created_at": iso(self.created_at),
             "last_used_at": iso(self.last_used_at),
         }
+
+
+class LoginFailure(Base):
+    """One failed (or not yet checked) login, for the rate limit (auth/limiter.py); kept for
+    the limit's window. In the database, so every replica counts the same attempts."""
+
+    __tablename__ = "login_failures"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), index=True)  # lower-cased
+    source: Mapped[str] = mapped_column(String(64), index=True)
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
