@@ -98,7 +98,7 @@ def test_pin_is_fetched_from_the_url_once(tls_listener, certs, monkeypatch):
     calls = []
     real = tlspin.fetch
     monkeypatch.setattr(tlspin, "fetch", lambda *a: calls.append(a) or real(*a))
-    pins = PinSource(None)
+    pins = PinSource(None, tls_listener.url)
     first = pins.for_url(tls_listener.url)
     assert first == ServerPin(openssl_pin(certs["cert"]), verified=False)
     assert pins.for_url(tls_listener.url) == first
@@ -109,7 +109,7 @@ def test_pin_is_fetched_from_the_url_once(tls_listener, certs, monkeypatch):
 def test_configured_pin_wins_and_a_mismatch_is_logged(tls_listener, certs, caplog):
     other = openssl_pin(certs["other"])
     with caplog.at_level(logging.WARNING):
-        got = PinSource(other).for_url(tls_listener.url)
+        got = PinSource(other, tls_listener.url).for_url(tls_listener.url)
     assert got == ServerPin(other, verified=False)
     assert "TLS_PIN does not match" in caplog.text
 
@@ -117,10 +117,11 @@ def test_configured_pin_wins_and_a_mismatch_is_logged(tls_listener, certs, caplo
 def test_unreachable_url_logs_and_shows_the_unpinned_line(caplog):
     url = f"https://127.0.0.1:{free_port()}"
     with caplog.at_level(logging.WARNING):
-        assert PinSource(None, timeout=1).for_url(url) is None
+        assert PinSource(None, url, timeout=1).for_url(url) is None
         pinned = "sha256//" + "A" * 43 + "="
         # With TLS_PIN set the line is pinned anyway (and skips a CA check it cannot know).
-        assert PinSource(pinned, timeout=1).for_url(url) == ServerPin(pinned, verified=False)
+        got = PinSource(pinned, url, timeout=1).for_url(url)
+        assert got == ServerPin(pinned, verified=False)
     assert "cannot read the TLS certificate" in caplog.text
 
 
@@ -128,7 +129,7 @@ def test_a_failed_fetch_is_retried_in_the_background(certs, monkeypatch):
     monkeypatch.setattr(tlspin, "RETRY_AFTER", 0.0)
     port = free_port()
     url = f"https://127.0.0.1:{port}"
-    pins = PinSource(None, timeout=1)
+    pins = PinSource(None, url, timeout=1)
     assert pins.for_url(url) is None  # nothing there yet
     with TlsProxy(certs["cert"], certs["key"], ("127.0.0.1", 9), "127.0.0.1", port):
         # Each call answers at once (unpinned) while a retry runs; then the pin is there.
@@ -140,11 +141,40 @@ def test_warm_reads_the_pin_before_any_request(tls_listener, monkeypatch):
     calls = []
     real = tlspin.fetch
     monkeypatch.setattr(tlspin, "fetch", lambda *a: calls.append(a) or real(*a))
-    pins = PinSource(None)
-    pins.warm(tls_listener.url)
+    pins = PinSource(None, tls_listener.url)
+    pins.warm()
     wait_for(lambda: calls, 10)
     assert pins.for_url(tls_listener.url) is not None
     assert len(calls) == 1
+
+
+def test_only_the_url_setting_is_ever_fetched(tls_listener, monkeypatch):
+    """A line to another base (URL unset: the request's Host) gets TLS_PIN or no pin; the
+    server never connects where a request's Host header points."""
+    monkeypatch.setattr(tlspin, "fetch", lambda *a: pytest.fail(f"fetched {a}"))
+    assert PinSource(None, None).for_url(tls_listener.url) is None
+    assert PinSource(None, "https://kernel.example").for_url(tls_listener.url) is None
+    pinned = "sha256//" + "A" * 43 + "="
+    assert PinSource(pinned, None).for_url(tls_listener.url) == ServerPin(pinned, False)
+
+
+def test_a_host_header_does_not_make_the_server_connect(tmp_path, tls_listener):
+    """``/static/agent/install.sh`` needs no login and, with URL unset, takes its base from
+    the request: a Host header naming some TLS service is not contacted."""
+    srv = ServerProc(
+        tmp_path, KERNEL_URL="", KERNEL_STATUS_POLLER="false", KERNEL_TRUSTED_PROXY="127.0.0.1"
+    )
+    srv.start()
+    try:
+        seen = tls_listener.accepted
+        r = httpx.get(srv.url + "/static/agent/install.sh",
+                      headers={"Host": f"127.0.0.1:{tls_listener.port}",
+                               "X-Forwarded-Proto": "https"})  # fmt: skip
+        assert r.status_code == 200
+        assert "KERNEL_TLS_PIN" not in r.text.split("\n# Install (or update)", 1)[0]
+        assert tls_listener.accepted == seen
+    finally:
+        srv.stop()
 
 
 # -- a real server behind a TLS terminator -----------------------------------------------------

@@ -70,6 +70,7 @@ class TlsProxy:
         self.sock = socket.create_server((host, port))
         self.host, self.port = host, self.sock.getsockname()[1]
         self.url = f"https://{host}:{self.port}"
+        self.accepted = 0  # connections taken (tests check who connected)
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
 
@@ -97,6 +98,7 @@ class TlsProxy:
                 continue
             except OSError:
                 return
+            self.accepted += 1
             self._spawn(self._serve, conn, peer[0])
 
     def _serve(self, raw: socket.socket, client_ip: str) -> None:

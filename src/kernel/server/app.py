@@ -101,8 +101,7 @@ def _components(app: Flask, database: Database, data_dir: Path) -> Components:
         db=database,
         bus=bus,
         catalogue=catalogue,
-        pins=PinSource(app.config["TLS_PIN"]),
-        pins_url=app.config["URL"],
+        pins=PinSource(app.config["TLS_PIN"], app.config["URL"]),
         runner=Runner(app.config, database, bus),
         poller=Poller(app.config, database, lambda: catalogue.get().units),
         limiter=LoginLimiter(

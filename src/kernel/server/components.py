@@ -37,12 +37,11 @@ class Components:
     db: Database
     bus: EventBus
     catalogue: CatalogueCache
-    pins: PinSource  # the TLS pin of install one-liners (of pins_url: read at start)
+    pins: PinSource  # the TLS pin of install one-liners (read at start)
     runner: Runner
     poller: Poller
     limiter: LoginLimiter
     local_agent: LocalAgent | None = None
-    pins_url: str | None = None  # the URL setting
     poll: bool = True  # the poller runs with the others (STATUS_POLLER)
     _started: list[Background] = field(default_factory=list, repr=False)
 
@@ -57,7 +56,7 @@ class Components:
         return services
 
     def start(self) -> None:
-        self.pins.warm(self.pins_url)
+        self.pins.warm()
         for service in self.background:
             if service not in self._started:
                 service.start()

@@ -4,7 +4,7 @@ When the public URL is https, the line a new host runs fetches a script that bec
 whoever answers it owns the host. So the line names the key it must find — the SHA-256 of
 the certificate's SubjectPublicKeyInfo, ``sha256//<base64>``, curl's own pin format — and
 curl refuses anything else before it sends a byte. The pin is the ``TLS_PIN`` setting, or,
-unset, taken from the certificate the public URL presents (fetched once per process; a
+unset, taken from the certificate the ``URL`` setting presents (fetched once per process; a
 failed fetch shows the unpinned line and is retried a minute later).
 
 ``--insecure`` is added only when that certificate does not verify against the system's CAs
@@ -89,29 +89,36 @@ def fetch(url: str, timeout: float = FETCH_TIMEOUT) -> ServerPin:
 
 
 class PinSource:
-    """The pin for the lines of one process: ``TLS_PIN``, or what the public URL presents,
-    fetched once and kept. Only a URL never tried is fetched in the asking request (a line is
-    shown pinned or not at all); `warm` fetches the configured URL at start-up, so that no
-    request waits (a request may be holding the database's write lock), and a failed fetch
-    is retried in the background, RETRY_AFTER after the last, logged each time."""
+    """The pin for the lines of one process: ``TLS_PIN``, or what the public URL (the ``URL``
+    setting) presents, fetched once and kept. `warm` fetches it at start-up, so that no
+    request waits (a request may be holding the database's write lock); a line asked for
+    before that waits for it; a failed fetch is retried in the background, RETRY_AFTER after
+    the last, logged each time. A line to any other base (``URL`` unset: the request's own
+    host) gets ``TLS_PIN`` or no pin: the server never connects where a request's ``Host``
+    header points (``/static/agent/install.sh`` needs no login)."""
 
-    def __init__(self, configured: str | None, timeout: float = FETCH_TIMEOUT) -> None:
+    def __init__(
+        self, configured: str | None, url: str | None = None, timeout: float = FETCH_TIMEOUT
+    ) -> None:
         self.configured = check_pins(configured) if configured else None
+        self.url = url.rstrip("/") if url else None
         self.timeout = timeout
         self._lock = threading.Lock()
         self._found: dict[str, ServerPin] = {}
         self._failed: dict[str, float] = {}  # URL → when to try again
         self._retrying: set[str] = set()
 
-    def warm(self, base: str | None) -> None:
-        """Fetch ``base``'s pin in the background (the URL setting, at start-up)."""
-        if base and urlsplit(base).scheme == "https":
-            threading.Thread(target=self._fetch, args=(base,), daemon=True).start()
+    def warm(self) -> None:
+        """Fetch the pin of ``URL`` in the background (at start-up)."""
+        if self.url and urlsplit(self.url).scheme == "https":
+            threading.Thread(target=self._fetch, args=(self.url,), daemon=True).start()
 
     def for_url(self, base: str) -> ServerPin | None:
         """The pin for a line to ``base``; None for http, or when none can be had."""
         if urlsplit(base).scheme != "https":
             return None
+        if base.rstrip("/") != self.url:
+            return self._unfetched()
         if base in self._found:
             return self._found[base]
         retry_at = self._failed.get(base)
