@@ -138,6 +138,7 @@ class Target:
     ids: dict[str, str]
     enroll_token: str
     may_run: dict[str, bool] = field(default_factory=dict)  # per marker: were the creds valid?
+    login_pair: tuple[str, str] | None = None  # a login form's cookie and CSRF token
 
 
 @dataclass
@@ -893,18 +894,15 @@ def test_generated_login_forms(target: Target) -> None:
     rows_made_at_most(t, before, sent)
 
 
-_pair: list[tuple[str, str]] = []
-
-
 def fresh_login_pair(t: Target) -> tuple[str, str]:
-    """A session cookie and the CSRF token of its login form (made once, reused)."""
-    if not _pair:
+    """A session cookie and the CSRF token of its login form (made once per server)."""
+    if t.login_pair is None:
         with httpx.Client(base_url=t.srv.url) as browser:
             page = browser.get("/login").text
             found = re.search(r'name="csrf_token" value="([^"]+)"', page)
             assert found is not None
-            _pair.append((browser.cookies["kernel_session"], found.group(1)))
-    return _pair[0]
+            t.login_pair = (browser.cookies["kernel_session"], found.group(1))
+    return t.login_pair
 
 
 # -- fixed cases the generated ones found ----------------------------------------------------

@@ -68,6 +68,7 @@ class TlsProxy:
         self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.ctx.load_cert_chain(str(cert), str(key))
         self.sock = socket.create_server((host, port))
+        self.sock.settimeout(0.2)  # the accept loop looks at _stop this often
         self.host, self.port = host, self.sock.getsockname()[1]
         self.url = f"https://{host}:{self.port}"
         self.accepted = 0  # connections taken (tests check who connected)
@@ -90,7 +91,6 @@ class TlsProxy:
         t.start()
 
     def _accept(self) -> None:
-        self.sock.settimeout(0.2)
         while not self._stop.is_set():
             try:
                 conn, peer = self.sock.accept()
