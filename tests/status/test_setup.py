@@ -52,7 +52,7 @@ def test_single_migration_head(app):
 def test_the_poller_is_a_background_service(app):
     parts = components(app)
     runner, poller = parts.runner, parts.poller
-    assert parts.background == [runner, poller] and not poller.running
+    assert parts.background == [parts.membership, runner, poller] and not poller.running
     parts.start()
     assert poller.running and runner.running
     parts.stop()

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from . import auth, enroll, fleet, initscripts, jobs, servers, services
+from . import alerts, auth, enroll, fleet, initscripts, jobs, servers, services
 from .errors import EXIT_CODES, CliError, UsageError
 from .exec_args import COLOURS, ExecArgs
 from .execute import run_exec
@@ -34,6 +34,7 @@ Examples:
   kernel exec -t web -b -- 'systemctl is-active nginx'
   kernel services deploy sums -s web1
   kernel jobs list
+  kernel alerts list --state open
 
 \b
 Exit status:
@@ -173,6 +174,7 @@ for command in (
     services.services,
     jobs.jobs,
     initscripts.init,
+    alerts.alerts,
 ):
     cli.add_command(command)
 for command in cli.commands.values():

@@ -39,7 +39,7 @@ def status(servers: tuple[str, ...], tags: tuple[str, ...], all_: bool, as_json:
     if chosen:
         tagged = {
             s["name"]
-            for s in client.get("/api/v1/servers").get("servers", [])
+            for s in client.servers()["servers"]
             if set(chosen.tags) & set(s.get("tags") or [])
         }
         hosts = [

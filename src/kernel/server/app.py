@@ -17,7 +17,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.routing import IntegerConverter
 
 from kernel.exceptions import ConfigError
+from kernel.server.alerts.service import AlertService
 from kernel.server.auth.limiter import LoginLimiter
+from kernel.server.cluster.membership import Membership
+from kernel.server.cluster.relay import Relay
 from kernel.server.components import KEY, Components
 from kernel.server.core import sealing
 from kernel.server.core.datadir import install_examples
@@ -65,18 +68,33 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         app.config["URL"] = str(app.config["URL"]).rstrip("/")
     check(app.config)
 
-    keyring = Keyring.from_file(Path(app.config["SEALING_KEY_FILE"] or data_dir / "sealing.key"))
+    key_file = Path(app.config["SEALING_KEY_FILE"] or data_dir / "sealing.key")
+    keyring = Keyring.from_file(key_file)
+    database: Database | None = None
     try:
         database = Database(app.config["DATABASE_URL"] or sqlite_url(data_dir))
         sealing.attach(database.engine, keyring)
         if app.config.get("MIGRATE", True):
             upgrade(database.engine)
             installation.check(database, data_dir, used_before=used_before)
+            installation.check_keys(
+                database,
+                keyring,
+                app.config["SECRET_KEY"],
+                key_file=key_file,
+                stale=app.config["REPLICA_STALE"],
+            )
             sealing.seal_plaintext(database.engine, "servers", "agent_key")
     except SQLAlchemyError as e:
         # A bad KERNEL_DATABASE_URL, a database that is down or damaged: one clear line.
+        if database is not None:
+            database.engine.dispose()
         reason = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
         raise ConfigError(f"cannot use the database (DATABASE_URL): {reason}") from e
+    except BaseException:
+        if database is not None:
+            database.engine.dispose()  # no connection left open by a server that did not start
+        raise
     # Not under TESTING: the example init scripts would run on whatever test agents join.
     if flag(app.config, "INSTALL_EXAMPLES"):
         install_examples(data_dir)
@@ -97,20 +115,33 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 def _components(app: Flask, database: Database, data_dir: Path) -> Components:
     bus = EventBus()
     catalogue = CatalogueCache(data_dir / "service")
+    membership = Membership(database, app.config["REPLICA_HEARTBEAT"], app.config["REPLICA_STALE"])
     parts = Components(
         db=database,
         bus=bus,
         catalogue=catalogue,
         pins=PinSource(app.config["TLS_PIN"], app.config["URL"]),
-        runner=Runner(app.config, database, bus),
-        poller=Poller(app.config, database, lambda: catalogue.get().units),
+        membership=membership,
+        runner=Runner(app.config, database, bus, membership),
+        poller=Poller(
+            app.config,
+            database,
+            lambda: catalogue.get().units,
+            lambda: (membership.id, membership.live()),
+        ),
         limiter=LoginLimiter(
             database, app.config["LOGIN_MAX_FAILURES"], app.config["LOGIN_WINDOW"]
+        ),
+        alerts=AlertService(
+            app.config, database, lambda: {s.unit: s.name for s in catalogue.get() if s.unit}
         ),
         # Under TESTING only when asked: other areas' tests start the runner with their own
         # agents and should not see probes arrive (nor servers marked offline by them).
         poll=flag(app.config, "STATUS_POLLER"),
+        alert=flag(app.config, "ALERTS"),
     )
+    if database.engine.dialect.name == "postgresql":
+        parts.relay = Relay(database, bus, membership.id)
     if app.config.get("LOCAL_AGENT"):
         parts.local_agent = LocalAgent(app.config, database, parts.joined)
     return parts
@@ -123,6 +154,7 @@ class DatabaseId(IntegerConverter):
 
 
 def _register_blueprints(app: Flask) -> None:
+    from kernel.server.alerts import api as alerts_api
     from kernel.server.audit import api as audit_api
     from kernel.server.auth import api as auth_api
     from kernel.server.inventory import api as inventory_api
@@ -131,7 +163,8 @@ def _register_blueprints(app: Flask) -> None:
     from kernel.server.status import api as status_api
     from kernel.server.web import openapi
 
-    for area in (auth_api, audit_api, inventory_api, jobs_api, services_api, status_api, openapi):
+    areas = (auth_api, audit_api, inventory_api, jobs_api, services_api, status_api, alerts_api)
+    for area in (*areas, openapi):
         for blueprint in getattr(area, "blueprints", (area.bp,)):
             app.register_blueprint(blueprint)
 

@@ -1,6 +1,7 @@
 """What one server process is made of, in one place: the database, the live event bus, the
-catalogue, and the background services — the job runner, the status poller and, with
-LOCAL_AGENT, the local agent — listed in the order they start.
+catalogue, and the background services — the job runner, the status poller, the alerts
+(evaluator and sender) and, with LOCAL_AGENT, the local agent — listed in the order they
+start.
 
 `create_app` builds them (`app.extensions["kernel"]`); whoever serves the app (kernel-server,
 a test fixture, a benchmark) starts and stops the background with `start()` / `stop()`.
@@ -14,7 +15,10 @@ from typing import TYPE_CHECKING, Protocol
 from flask import Flask, current_app
 
 if TYPE_CHECKING:
+    from kernel.server.alerts.service import AlertService
     from kernel.server.auth.limiter import LoginLimiter
+    from kernel.server.cluster.membership import Membership
+    from kernel.server.cluster.relay import Relay
     from kernel.server.core.db import Database
     from kernel.server.core.events import EventBus
     from kernel.server.inventory.local_agent import LocalAgent
@@ -38,19 +42,28 @@ class Components:
     bus: EventBus
     catalogue: CatalogueCache
     pins: PinSource  # the TLS pin of install one-liners (read at start)
+    membership: Membership
     runner: Runner
     poller: Poller
     limiter: LoginLimiter
+    alerts: AlertService
     local_agent: LocalAgent | None = None
+    relay: Relay | None = None  # live events to and from other replicas (PostgreSQL)
     poll: bool = True  # the poller runs with the others (STATUS_POLLER)
+    alert: bool = True  # the alerts service runs with the others (ALERTS)
     _started: list[Background] = field(default_factory=list, repr=False)
 
     @property
     def background(self) -> list[Background]:
         """The background services in start order (stopped in reverse)."""
-        services: list[Background] = [self.runner]
+        services: list[Background] = [self.membership]
+        if self.relay is not None:
+            services.append(self.relay)
+        services.append(self.runner)
         if self.poll:
             services.append(self.poller)
+        if self.alert:
+            services.append(self.alerts)
         if self.local_agent is not None:
             services.append(self.local_agent)
         return services
@@ -75,8 +88,12 @@ class Components:
             self.poller.refresh([server_id])
 
     def close(self) -> None:
-        """Stop the background and close the database (the end of a process or a test)."""
+        """Stop the background and close the database (the end of a process or a test); also
+        the services a test started one by one (stopping one that is not running is
+        nothing)."""
         self.stop()
+        for service in reversed(self.background):
+            service.stop()
         self.db.dispose()
 
 

@@ -75,6 +75,10 @@ SETTINGS: tuple[Setting, ...] = (
     S("MAX_CONTENT_LENGTH", "count", 16 * 1024 * 1024, "largest request body, in bytes"),
     S("INSTALL_EXAMPLES", "auto", None, "fill a new data dir with the example services and "
       "init scripts", shown="true (false under `TESTING`)"),
+    S("REPLICA_HEARTBEAT", "seconds", 2.0, "seconds between a replica's heartbeats (several "
+      "servers on one PostgreSQL)"),
+    S("REPLICA_STALE", "seconds", 10.0, "seconds without a heartbeat after which a replica is "
+      "gone: its runs are adopted, its share of the hosts probed by the others"),
     # -- users
     S("LOGIN_MAX_FAILURES", "count", 5, "failed logins per user and address within "
       "`LOGIN_WINDOW` before 429"),
@@ -127,6 +131,19 @@ SETTINGS: tuple[Setting, ...] = (
     S("STATUS_HISTORY_RAW", "seconds", 86400.0, "seconds every metrics sample is kept"),
     S("STATUS_HISTORY_KEEP", "seconds", 604800.0, "seconds downsampled metrics are kept"),
     S("STATUS_HISTORY_BUCKET", "seconds", 300.0, "seconds per downsampled metrics point"),
+    # -- alerts
+    S("ALERTS", "auto", None, "run the alert evaluator and sender alongside the job runner "
+      "(docs/alerts.md)", shown="true (false under `TESTING`)"),
+    S("ALERTS_INTERVAL", "seconds", 15.0, "seconds between evaluations of the alert rules "
+      "(and deliveries of what they owe)"),
+    S("ALERTS_SEND_TIMEOUT", "seconds", 15.0, "seconds one notification may take before it "
+      "counts as failed"),
+    S("ALERTS_SEND_ATTEMPTS", "count", 5, "attempts per notification before it is recorded "
+      "as failed for good"),
+    S("ALERTS_RETRY_AFTER", "seconds", 30.0, "seconds before the first retry of a failed "
+      "notification (then doubling, at most an hour)"),
+    S("ALERTS_KEEP", "seconds", 7776000.0, "seconds resolved alerts (and their notifications) "
+      "are kept", shown="`7776000` (90 days)"),
 )  # fmt: skip
 BY_NAME = {s.name: s for s in SETTINGS}
 

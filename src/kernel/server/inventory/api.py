@@ -29,7 +29,13 @@ from kernel.server.inventory.schemas import (
     ServerList,
     ServerListAnswer,
 )
-from kernel.server.inventory.servers import commit_or_conflict, get_server, name_taken, pin_for
+from kernel.server.inventory.servers import (
+    commit_or_conflict,
+    get_server,
+    name_taken,
+    page,
+    pin_for,
+)
 from kernel.server.models.jobs import Run
 from kernel.server.models.servers import EnrollToken, Server
 from kernel.server.web import audit, context
@@ -55,13 +61,10 @@ def agent_timeout() -> float:
 @role("viewer")
 @endpoint("servers", query=ServerList, answers={200: ServerListAnswer})
 def list_servers(query: ServerList) -> Response:
-    q = select(Server).order_by(Server.name)
-    if not query.removed:
-        q = q.where(Server.removed_at.is_(None))
-    rows = context.session().scalars(q).all()
-    if query.tag:
-        rows = [r for r in rows if query.tag in (r.tags or [])]
-    return jsonify({"servers": [r.to_json() for r in rows]})
+    """In name order, a page at a time (``?limit=``, up to 1000; ``?after=`` the ``next`` of
+    the page before); ``?tag=``, ``?state=``, ``?q=`` (in the name) filter."""
+    rows, total, cursor = page(context.session(), query)
+    return jsonify({"servers": [r.to_json() for r in rows], "total": total, "next": cursor})
 
 
 @bp.post("")

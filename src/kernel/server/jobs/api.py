@@ -79,7 +79,7 @@ def create(body: JobCreate) -> tuple[Response, int]:
     servers, skipped = resolve_targets(s, spec)
     with context.runner().admission(len(servers)) as admission:
         job = create_job(
-            s, command, servers, created_by=actor(), targets=spec, running=admission.direct
+            s, command, servers, created_by=actor(), targets=spec, owner=admission.owner
         )
         audit.note(
             "job.create",
@@ -161,7 +161,7 @@ def rerun(job_id: int) -> tuple[Response, int]:
             targets={"servers": [srv.name for srv in servers], "rerun_of": job.id},
             meta=job.meta,
             parent_id=job.id,
-            running=admission.direct,
+            owner=admission.owner,
         )
         audit.note(
             "job.rerun",
@@ -205,6 +205,8 @@ def events(job_id: int) -> Response:
         with database.session() as s:
             job = s.get(Job, job_id)
             assert job is not None
+            if live is not None and job.created_at.timestamp() < bus.complete_since:
+                live = None  # began before this replica heard every other's events
             data = job_json(job, job.runs)
             for run_data, run in zip(data["runs"], job.runs, strict=True):
                 if live is not None:

@@ -3,6 +3,6 @@
 Importing this package imports every table, so ``Base.metadata`` is complete (the migrations'
 check and ``create_all`` rely on it)."""
 
-from kernel.server.models import audit, installation, jobs, servers, status, users
+from kernel.server.models import alerts, audit, cluster, installation, jobs, servers, status, users
 
-__all__ = ["audit", "installation", "jobs", "servers", "status", "users"]
+__all__ = ["alerts", "audit", "cluster", "installation", "jobs", "servers", "status", "users"]

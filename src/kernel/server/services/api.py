@@ -132,7 +132,7 @@ def operate(name: str, op: str, body: Operate) -> tuple[Response, int]:
             kind=oplock.KIND,
             targets=spec,
             meta={"service": svc.name, "op": op, "unit": svc.unit},
-            running=admission.direct,
+            owner=admission.owner,
         )
         audit.note(job=job.id)
         s.commit()

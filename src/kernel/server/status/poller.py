@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from kernel.agent_client import AgentError
+from kernel.server.cluster import share
 from kernel.server.core.agents import AgentPool
 from kernel.server.core.db import Database, out_of_space
 from kernel.server.core.loopthread import LoopThread
@@ -44,10 +45,17 @@ class Poller(LoopThread):
     name = "kernel-poller"
 
     def __init__(
-        self, config: Mapping[str, Any], db: Database, units: Callable[[], list[str]]
+        self,
+        config: Mapping[str, Any],
+        db: Database,
+        units: Callable[[], list[str]],
+        replicas: Callable[[], tuple[str, list[str]]] | None = None,
     ) -> None:
         super().__init__()
         cfg = config
+        # (this replica, the live ones): a round probes only this replica's share of the
+        # hosts (cluster/share.py), so each host is probed once per interval, by one of them.
+        self.replicas = replicas
         self.db = db
         self.units = units  # the catalogue's units, asked of every host
         self.interval = float(cfg["STATUS_INTERVAL"])
@@ -137,6 +145,10 @@ class Poller(LoopThread):
         """One round over these servers (None: all joined); waits until stored."""
         t0 = time.monotonic()
         targets = await self._db(store.targets, self.db, server_ids)
+        if server_ids is None and self.replicas is not None:
+            me, live = await self._db(self.replicas)
+            if len(live) > 1:
+                targets = [t for t in targets if share.owner(t.server_id, live) == me]
         units = await self._db(self.units)
         command = self.make_probe(units)
         if server_ids is None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from flask import g
 from sqlalchemy.orm import Session
 
+from kernel.server.alerts.service import AlertService
 from kernel.server.components import Components, components
 from kernel.server.core.db import Database
 from kernel.server.core.events import EventBus
@@ -15,8 +16,8 @@ from kernel.server.services.cache import CatalogueCache
 from kernel.server.status.poller import Poller
 
 __all__ = [
-    "Components", "bus", "catalogue", "components", "db", "install_pin", "poller", "runner",
-    "session",
+    "Components", "alerts", "bus", "catalogue", "components", "db", "install_pin", "poller",
+    "runner", "session",
 ]  # fmt: skip
 
 
@@ -47,6 +48,10 @@ def runner() -> Runner:
 
 def poller() -> Poller:
     return components().poller
+
+
+def alerts() -> AlertService:
+    return components().alerts
 
 
 def catalogue() -> CatalogueCache:
