@@ -14,7 +14,7 @@ from support.api import check_operation, make_token
 from support.servers import app_config
 
 pytestmark = pytest.mark.slow
-EXAMPLES = 12
+EXAMPLES = 30
 # Event streams stay open (a job's until it ends, the status stream for ever); they have their
 # own tests. "Send a test" sends to whatever URL a generated channel holds (tests/alerts sends
 # to a loopback sink): generated input must never make traffic leave this machine.

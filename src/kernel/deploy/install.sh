@@ -15,6 +15,9 @@
 #   KERNEL_AGENT_LISTEN   listen address (default 0.0.0.0:8001)
 #   KERNEL_AGENT_CONF     extra "key = value" lines for agent.conf (allow_ips, tls_cert, ...)
 #   KERNEL_ENROLL_TOKEN   if set: POST $KERNEL_URL/agent/enroll {"token", "port", "hostname"}
+#   KERNEL_TLS_PIN        sha256//<base64> of the server's TLS key: every https download and the
+#                         enrollment go through curl --pinnedpubkey (the one-liner has the same)
+#   KERNEL_TLS_INSECURE=1 with a pin: skip the CA check too (a self-signed server certificate)
 #   KERNEL_AGENT_ROOT     install under this prefix instead of / (tests, image building)
 #   KERNEL_AGENT_NO_SYSTEMD=1  only write files; do not touch systemd
 #   KERNEL_AGENT_REPLACE_LEGACY  1 (default): a running original Kernel agent (a systemd unit
@@ -33,6 +36,8 @@ set -eu
 : "${KERNEL_AGENT_LISTEN:=0.0.0.0:8001}"
 : "${KERNEL_AGENT_CONF:=}"
 : "${KERNEL_ENROLL_TOKEN:=}"
+: "${KERNEL_TLS_PIN:=}"
+: "${KERNEL_TLS_INSECURE:=}"
 : "${KERNEL_AGENT_ROOT:=}"
 : "${KERNEL_AGENT_NO_SYSTEMD:=}"
 : "${KERNEL_AGENT_REPLACE_LEGACY:=1}"
@@ -63,21 +68,39 @@ find_python() {
     return 1
 }
 
+# curl's TLS options for the server's pin (as an array: "${curl_tls[@]}"); empty without one.
+curl_tls=()
+if [ -n "$KERNEL_TLS_PIN" ]; then
+    curl_tls=(--pinnedpubkey "$KERNEL_TLS_PIN")
+    if [ "$KERNEL_TLS_INSECURE" = 1 ]; then curl_tls+=(--insecure); fi
+fi
+
 fetch() { # fetch SOURCE DEST
     case "$1" in
-    http://* | https://*)
-        if command -v curl >/dev/null 2>&1; then
-            curl -fsSL --retry 3 -o "$2" "$1" || die "cannot download $1"
-        elif command -v wget >/dev/null 2>&1; then
-            wget -q -O "$2" "$1" || die "cannot download $1"
-        else
-            "$PYTHON" -c 'import sys, urllib.request; urllib.request.urlretrieve(sys.argv[1], sys.argv[2])' \
-                "$1" "$2" </dev/null || die "cannot download $1"
+    https://*)
+        if [ -n "$KERNEL_TLS_PIN" ]; then # only curl checks a pin (and the line ran curl)
+            command -v curl >/dev/null 2>&1 || die "KERNEL_TLS_PIN is set: curl is needed"
+            curl -fsSL --retry 3 "${curl_tls[@]}" -o "$2" "$1" ||
+                die "cannot download $1 (with the server's TLS pin)"
+            return 0
         fi
+        fetch_plain "$1" "$2"
         ;;
+    http://*) fetch_plain "$1" "$2" ;;
     file://*) cp -- "${1#file://}" "$2" || die "cannot copy ${1#file://}" ;;
     *) cp -- "$1" "$2" || die "cannot copy $1" ;;
     esac
+}
+
+fetch_plain() { # fetch_plain URL DEST
+    if command -v curl >/dev/null 2>&1; then
+        curl -fsSL --retry 3 -o "$2" "$1" || die "cannot download $1"
+    elif command -v wget >/dev/null 2>&1; then
+        wget -q -O "$2" "$1" || die "cannot download $1"
+    else
+        "$PYTHON" -c 'import sys, urllib.request; urllib.request.urlretrieve(sys.argv[1], sys.argv[2])' \
+            "$1" "$2" </dev/null || die "cannot download $1"
+    fi
 }
 
 sha256_of() {
@@ -142,6 +165,11 @@ PY_EOF
 
 enroll() {
     [ -n "$KERNEL_URL" ] || die "KERNEL_ENROLL_TOKEN is set but KERNEL_URL is empty"
+    if [ -n "$KERNEL_TLS_PIN" ]; then
+        enroll_pinned ||
+            die "enrollment failed (the agent is installed and running; rerun with a new token)"
+        return 0
+    fi
     "$PYTHON" - "$KERNEL_URL" "$KERNEL_ENROLL_TOKEN" "${KERNEL_AGENT_LISTEN##*:}" <<'PY_EOF' ||
 import json, socket, sys, urllib.error, urllib.request
 url, token, port = sys.argv[1].rstrip("/") + "/agent/enroll", sys.argv[2], int(sys.argv[3])
@@ -157,6 +185,25 @@ except OSError as e:
     sys.exit(1)
 PY_EOF
         die "enrollment failed (the agent is installed and running; rerun with a new token)"
+}
+
+enroll_pinned() { # the same POST through curl, which checks the server's TLS pin
+    local body code
+    body="$("$PYTHON" -c 'import json, socket, sys
+print(json.dumps({"token": sys.argv[1], "port": int(sys.argv[2]), "hostname": socket.gethostname()}))' \
+        "$KERNEL_ENROLL_TOKEN" "${KERNEL_AGENT_LISTEN##*:}" </dev/null)" || return 1
+    code="$(printf '%s' "$body" | curl -sS --max-time 60 "${curl_tls[@]}" -o "$scratch/enroll.out" \
+        -w '%{http_code}' -H 'Content-Type: application/json' --data-binary @- \
+        "${KERNEL_URL%/}/agent/enroll")" || {
+        say "cannot reach ${KERNEL_URL%/}/agent/enroll (with the server's TLS pin)"
+        return 1
+    }
+    if [ "$code" != 200 ]; then
+        say "enroll refused: $code $(head -c 500 "$scratch/enroll.out")"
+        return 1
+    fi
+    cat "$scratch/enroll.out"
+    echo
 }
 
 # The original Kernel's Go agent: a running systemd unit whose ExecStart runs a binary named
@@ -287,6 +334,7 @@ become_root() {
         declare -p KERNEL_URL KERNEL_AGENT_SOURCE KERNEL_AGENT_SHA256 KERNEL_AGENT_KEY \
             KERNEL_AGENT_LISTEN KERNEL_AGENT_CONF KERNEL_ENROLL_TOKEN KERNEL_AGENT_ROOT \
             KERNEL_AGENT_NO_SYSTEMD KERNEL_AGENT_REPLACE_LEGACY KERNEL_AGENT_LEGACY_API \
+            KERNEL_TLS_PIN KERNEL_TLS_INSECURE curl_tls \
             ROOT LIB_DIR AGENT BIN ETC CONF KEY_FILE STATE UNIT LEGACY
         declare -f
         printf 'set -eu\nmain "$@"\n'

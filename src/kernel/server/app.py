@@ -37,6 +37,7 @@ from kernel.server.core.settings import (
 )
 from kernel.server.inventory import initflow
 from kernel.server.inventory.local_agent import LocalAgent
+from kernel.server.inventory.tlspin import PinSource
 from kernel.server.jobs.runner import Runner
 from kernel.server.models import installation
 from kernel.server.models.migrate import upgrade
@@ -120,6 +121,7 @@ def _components(app: Flask, database: Database, data_dir: Path) -> Components:
         db=database,
         bus=bus,
         catalogue=catalogue,
+        pins=PinSource(app.config["TLS_PIN"], app.config["URL"]),
         membership=membership,
         runner=Runner(app.config, database, bus, membership),
         poller=Poller(

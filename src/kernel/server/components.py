@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from kernel.server.core.db import Database
     from kernel.server.core.events import EventBus
     from kernel.server.inventory.local_agent import LocalAgent
+    from kernel.server.inventory.tlspin import PinSource
     from kernel.server.jobs.runner import Runner
     from kernel.server.services.cache import CatalogueCache
     from kernel.server.status.poller import Poller
@@ -40,6 +41,7 @@ class Components:
     db: Database
     bus: EventBus
     catalogue: CatalogueCache
+    pins: PinSource  # the TLS pin of install one-liners (read at start)
     membership: Membership
     runner: Runner
     poller: Poller
@@ -67,6 +69,7 @@ class Components:
         return services
 
     def start(self) -> None:
+        self.pins.warm()
         for service in self.background:
             if service not in self._started:
                 service.start()

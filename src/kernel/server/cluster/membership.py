@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy import delete, select, update
 
-from kernel.server.core.db import Database, utcnow
+from kernel.server.core.db import Database, out_of_space, utcnow
 from kernel.server.core.text import iso
 from kernel.server.models.cluster import Replica
 
@@ -82,8 +82,11 @@ class Membership:
                     s.execute(update(Replica).where(Replica.id == self.id).values(seen_at=now))
                     # Long gone replicas' rows are of no use to anyone.
                     s.execute(delete(Replica).where(Replica.seen_at < now - dt.timedelta(hours=1)))
-            except Exception:  # the database may be down for a while: keep beating
-                log.exception("could not record this replica's heartbeat")
+            except Exception as e:  # the database may be down for a while: keep beating
+                if out_of_space(e):  # one line per beat while the disk is full
+                    log.error("could not record this replica's heartbeat: the disk is full")
+                else:
+                    log.exception("could not record this replica's heartbeat")
 
     def stop(self) -> None:
         """A clean stop says so at once: the others adopt its runs without waiting."""
@@ -94,5 +97,8 @@ class Membership:
             try:
                 with self.db.session() as s:
                     s.execute(delete(Replica).where(Replica.id == self.id))
-            except Exception:
-                log.exception("could not remove this replica's heartbeat")
+            except Exception as e:
+                if out_of_space(e):
+                    log.error("could not remove this replica's heartbeat: the disk is full")
+                else:
+                    log.exception("could not remove this replica's heartbeat")

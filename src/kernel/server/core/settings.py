@@ -89,6 +89,9 @@ SETTINGS: tuple[Setting, ...] = (
       "this)"),
     S("AGENT_NETWORKS", "text", None, "comma-separated CIDRs agent URLs must be in (then IP "
       "literals only)"),
+    S("TLS_PIN", "text", None, "`sha256//<base64>` (`;`-separated for several) of the public "
+      "key the https install one-liner pins with curl `--pinnedpubkey`",
+      shown="the key `URL` presents"),
     S("AGENT_ALLOW_IPS", "text", None, "`allow_ips` written into agents enrolled by "
       "one-liner", shown="the server's address"),
     S("LOCAL_AGENT", "bool", False, "supervise and enroll a local agent (`scripts/run` turns "

@@ -49,7 +49,8 @@ def _new_enroll_token(s: Session, srv: Server) -> dict[str, Any]:
     """A fresh one-time token for ``srv`` and the install line that carries it."""
     ttl = float(current_app.config["ENROLL_TOKEN_TTL"])
     token, expires = enrollment.issue_token(s, srv, ttl)
-    return enrollment.enroll_info(public_url(current_app.config, request.host_url), token, expires)
+    base = public_url(current_app.config, request.host_url)
+    return enrollment.enroll_info(base, token, expires, context.install_pin(base))
 
 
 def agent_timeout() -> float:
@@ -320,20 +321,22 @@ def _text(body: bytes | str, name: str) -> Response:
 def install_sh() -> Response:
     token = request.args.get("token")
     if token is None:
-        return _text(enrollment.install_script(_base()), "install.sh")
+        return seed_install_sh()
     with context.db().session() as s:
         _row, srv = enrollment.live_token(s, token)
         key = srv.agent_key
     base = _base()
     allow = enrollment.allow_ips_for(base, current_app.config.get("AGENT_ALLOW_IPS"))
-    return _text(enrollment.install_script(base, token, key, allow), "install.sh")
+    pin = context.install_pin(base)
+    return _text(enrollment.install_script(base, token, key, allow, pin), "install.sh")
 
 
 @enroll_bp.get("/static/agent/install.sh")
 @public
 def seed_install_sh() -> Response:
     """The seed's way: install with a fresh local key (printed), then add by URL + key."""
-    return _text(enrollment.install_script(_base()), "install.sh")
+    base = _base()
+    return _text(enrollment.install_script(base, pin=context.install_pin(base)), "install.sh")
 
 
 @enroll_bp.get("/agent/uninstall.sh")

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from kernel.agent_client import AgentError
 from kernel.server.cluster import share
 from kernel.server.core.agents import AgentPool
-from kernel.server.core.db import Database
+from kernel.server.core.db import Database, out_of_space
 from kernel.server.core.loopthread import LoopThread
 from kernel.server.core.shell import RemoteCommand
 from kernel.server.status import store
@@ -259,8 +259,11 @@ class Poller(LoopThread):
                 continue
             try:
                 changed = await self._db(store.store, self.db, batch, self.offline_after)
-            except Exception as e:
-                log.exception("could not store %d probe results", len(batch))
+            except Exception as e:  # measurements: dropped, the next round measures again
+                if out_of_space(e):
+                    log.error("could not store %d probe results: the disk is full", len(batch))
+                else:
+                    log.exception("could not store %d probe results", len(batch))
                 for o in batch:
                     if not o.stored.done():
                         o.stored.set_exception(e)

@@ -11,6 +11,7 @@ from flask import Flask, Response, g, request
 from sqlalchemy.orm import Session
 
 from kernel.server.audit.log import write
+from kernel.server.core.db import out_of_space
 from kernel.server.web import context
 from kernel.server.web.access import MUTATING, actor, source_address
 
@@ -83,8 +84,11 @@ def _after(resp: Response) -> Response:
                 detail=g.get("audit_detail"),
                 result=result,
             )
-    except Exception:  # an audit failure must be loud in the log but not hide the answer
-        log.exception("could not write the audit log")
+    except Exception as e:  # an audit failure must be loud in the log but not hide the answer
+        if out_of_space(e):  # one line per request while the disk is full, not a traceback
+            log.error("could not write the audit line of %s: the disk is full", request.path)
+        else:
+            log.exception("could not write the audit log")
     return resp
 
 

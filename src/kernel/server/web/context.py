@@ -11,12 +11,14 @@ from kernel.server.cluster.membership import Membership
 from kernel.server.components import Components, components
 from kernel.server.core.db import Database
 from kernel.server.core.events import EventBus
+from kernel.server.inventory.tlspin import ServerPin
 from kernel.server.jobs.runner import Runner
 from kernel.server.services.cache import CatalogueCache
 from kernel.server.status.poller import Poller
 
 __all__ = [
-    "Components", "alerts", "bus", "catalogue", "components", "db", "membership", "poller",
+    "Components", "alerts", "bus", "catalogue", "components", "db", "install_pin", "membership",
+    "poller",
     "runner", "session",
 ]  # fmt: skip
 
@@ -60,6 +62,11 @@ def alerts() -> AlertService:
 
 def catalogue() -> CatalogueCache:
     return components().catalogue
+
+
+def install_pin(base: str) -> ServerPin | None:
+    """The TLS pin an install one-liner to ``base`` carries (inventory/tlspin.py)."""
+    return components().pins.for_url(base)
 
 
 def server_joined(server_id: int) -> None:

@@ -27,6 +27,7 @@ from kernel.exceptions import (
     RateLimited,
     StorageFull,
 )
+from kernel.server.core.db import out_of_space
 
 log = logging.getLogger(__name__)
 
@@ -120,16 +121,30 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(OperationalError)
     def _database(err: OperationalError) -> Response:
-        # A full disk is the one database failure an operator can act on from the message.
-        if "full" in str(err.orig).lower() or "No space left" in str(err.orig):
-            log.error("the database refused a write: %s", err.orig)
-            return error_response(
-                507, "storage_full", "the server's disk is full: the change was not saved"
-            )
-        log.exception("database error")
-        return error_response(503, "unavailable", "the database is not available; try again")
+        if out_of_space(err):
+            return _storage_full(err.orig)
+        # Locked past busy_timeout, the connection lost, PostgreSQL restarting: worth a retry.
+        log.error("the database failed: %s", err.orig)
+        return error_response(
+            503, "unavailable", "the database is not available; try again", retry_after=5
+        )
 
     @app.errorhandler(Exception)
     def _unexpected(err: Exception) -> Response:
+        if isinstance(err, OSError) and out_of_space(err):  # a file in the data dir
+            return _storage_full(err)
         log.exception("unhandled error")
         return error_response(500, "internal", "internal server error (logged on the server)")
+
+
+def _storage_full(cause: object) -> Response:
+    # A full disk is the one database failure an operator can act on from the message alone;
+    # one line in the log (not a traceback per request while it lasts).
+    log.error("a write was refused, the disk is full: %s", cause)
+    return error_response(507, "storage_full", FULL_MESSAGE)
+
+
+FULL_MESSAGE = (
+    "the server's disk is full, so this request was not saved; free space where the server "
+    "keeps its data (the data dir, or the database's disk) and try again"
+)
