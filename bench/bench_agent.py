@@ -244,7 +244,10 @@ def main() -> None:
         + f"\n\n32 concurrent `sleep 2` runs finished in {wall32:.2f} s wall.\n"
         + "Targets: p50 within 2x of the floor; idle agent RSS under 20 MB.\n"
     )
-    body += "The agent runs as its systemd unit starts it (`python3 -S`, no site-packages).\n"
+    body += (
+        "The agent runs as its systemd unit starts it (`python3 -S -m kernel_agent`: "
+        "byte-compiled, no site-packages).\n"
+    )
     write_section("agent", "Agent: exec round trip and memory", body)
 
 

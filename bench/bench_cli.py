@@ -110,6 +110,14 @@ class Server:
         self.log.close()
 
 
+def compile_cli() -> None:
+    """As pip installs a package: bytecode compiled. (PYTHONDONTWRITEBYTECODE=1, set on some
+    machines, would otherwise make every run compile the CLI's modules from source.)"""
+    compileall.compile_dir(str(REPO / "src" / "kernel" / "cli"), quiet=1)
+    compileall.compile_file(str(REPO / "src" / "kernel" / "__init__.py"), quiet=1)
+    compileall.compile_file(str(REPO / "src" / "kernel" / "exceptions.py"), quiet=1)
+
+
 def wall_times(argv: Sequence[str], runs: int, env: dict[str, str] | None = None) -> list[float]:
     """Wall time of each run of ``argv`` as a new process (output discarded, must exit 0)."""
     times = []
@@ -166,11 +174,7 @@ def main() -> int:
         print(f"bench_cli: cannot make test hosts here: {reason}", file=sys.stderr)
         return 1
     runs = 8 if args.quick else 30
-    # As pip installs a package: bytecode compiled. (PYTHONDONTWRITEBYTECODE=1, set on some
-    # machines, would otherwise make every run compile the CLI's modules from source.)
-    compileall.compile_dir(str(REPO / "src" / "kernel" / "cli"), quiet=1)
-    compileall.compile_file(str(REPO / "src" / "kernel" / "__init__.py"), quiet=1)
-    compileall.compile_file(str(REPO / "src" / "kernel" / "exceptions.py"), quiet=1)
+    compile_cli()
     load = os.getloadavg()[0]
     py = [sys.executable]
     calib: list[tuple[str, Callable[[], list[float]]]] = [

@@ -128,13 +128,13 @@ def test_a_job_made_while_the_runner_recovers_is_not_taken_for_a_left_over(
 
     from kernel.server.jobs import journal
 
-    real = journal.recover
+    real = journal.adopt
 
-    def slow_recover(db: Any) -> Any:
+    def slow_adopt(*args: Any) -> Any:
         _time.sleep(0.5)  # a slow database, or many runs to re-attach
-        return real(db)
+        return real(*args)
 
-    monkeypatch.setattr(journal, "recover", slow_recover)
+    monkeypatch.setattr(journal, "adopt", slow_adopt)
     (a,) = agents(1)
     add_agent_server(admin, a, "h1")
     components(app).runner.start()

@@ -52,7 +52,8 @@ def test_single_migration_head(app):
 def test_the_poller_is_a_background_service(app):
     parts = components(app)
     runner, scheduler, poller = parts.runner, parts.scheduler, parts.poller
-    assert parts.background == [runner, scheduler, poller] and not poller.running
+    assert parts.background == [parts.membership, runner, scheduler, poller]
+    assert not poller.running
     parts.start()
     assert poller.running and runner.running and scheduler.running
     parts.stop()

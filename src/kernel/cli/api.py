@@ -112,6 +112,16 @@ class Api:
     def get(self, path: str) -> Any:
         return self.call("GET", path)
 
+    def servers(self, query: str = "") -> dict[str, Any]:
+        """``GET /api/v1/servers?QUERY``, every page of it, as one answer."""
+        path = "/api/v1/servers?" + (query + "&" if query else "")
+        answer = self.get(path + "limit=1000")
+        servers = list(answer.get("servers", []))
+        while answer.get("next"):
+            answer = self.get(path + "limit=1000&after=" + quote_path(answer["next"]))
+            servers += answer.get("servers", [])
+        return {"servers": servers, "total": len(servers)}
+
     def post(self, path: str, body: object = None) -> Any:
         return self.call("POST", path, {} if body is None else body)
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from . import auth, enroll, files, fleet, initscripts, jobs, schedules, servers, services
+from . import alerts, auth, enroll, files, fleet, initscripts, jobs, schedules, servers, services
 from .errors import EXIT_CODES, CliError, UsageError
 from .exec_args import COLOURS, ExecArgs
 from .execute import run_exec
@@ -36,6 +36,7 @@ Examples:
   kernel schedules add backup --cron '0 3 * * *' --tz UTC -t db -- /usr/local/bin/backup
   kernel files push app.conf /etc/app/app.conf -t web
   kernel jobs list
+  kernel alerts list --state open
 
 \b
 Exit status:
@@ -177,6 +178,7 @@ for command in (
     initscripts.init,
     schedules.schedules,
     files.files,
+    alerts.alerts,
 ):
     cli.add_command(command)
 for command in cli.commands.values():

@@ -92,7 +92,7 @@ def _batches(
     """``--parallel N``: the API runs every run of a job at once (up to the server's
     JOB_CONCURRENCY), so N hosts at a time means one job per batch of N, each started when
     the one before has ended (Ansible's ``serial``)."""
-    servers = api.get("/api/v1/servers").get("servers", [])
+    servers = api.servers()["servers"]
     names, skipped = choose(servers, targets)
     for start in range(0, len(names), size):
         batch = names[start : start + size]

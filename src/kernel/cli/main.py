@@ -17,7 +17,22 @@ if TYPE_CHECKING:
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     _on_termination()
-    return guarded(lambda: dispatch(args))
+    status = guarded(lambda: dispatch(args))
+    if argv is None:  # the `kernel` command itself, not a caller in this process
+        exit_now(status)
+    return status
+
+
+def exit_now(status: int) -> None:
+    """Flush and leave without the interpreter's teardown (freeing every module and object:
+    ~2.5 ms of CPU, more wall time on a busy machine, for nothing — the process is over). A
+    reader gone by the final flush ends the command as a SIGPIPE would, quietly."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            status = status or 141
+    os._exit(status)
 
 
 def _on_termination() -> None:

@@ -12,6 +12,7 @@ from flask import Flask
 
 from kernel.exceptions import InvalidInput
 from kernel.server.auth.users import ensure_first_admin
+from kernel.server.cluster.exclusive import hold_sqlite
 from kernel.server.components import components
 from kernel.server.wsgi_server import Server
 
@@ -40,6 +41,7 @@ def serve(app: Flask, listen: str) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     host, port = parse_listen(listen)
     parts = components(app)
+    lock = hold_sqlite(parts.db)  # noqa: F841 - held while serving: one server per SQLite file
     with parts.db.session() as s:
         password = ensure_first_admin(s)
     url = app.config.get("URL") or f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}"
@@ -56,7 +58,7 @@ def serve(app: Flask, listen: str) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)
     try:
-        parts.start()  # the background services: job runner, status poller, local agent
+        parts.start()  # the background services (components.py)
         print(f"  Kernel is serving on {host}:{port} — open {url}/", flush=True)
         # Until interrupted; then it stops its worker threads, waiting up to 5 s for requests
         # in progress (a live event stream is cut there: its client reconnects).

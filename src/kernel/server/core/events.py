@@ -11,7 +11,7 @@ from __future__ import annotations
 import secrets
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,6 +85,11 @@ class EventBus:
         self._cond = threading.Condition()
         self._open = 0  # event streams being served
         self._collected = 0.0  # when finished jobs' events were last dropped
+        # Where events go for the other replicas (cluster/relay.py), if there are any; and
+        # since when (time.time()) their events have all been received here without a gap:
+        # a job that began before that may miss some here (its snapshot reads the database).
+        self.relay: Callable[[int, str, dict[str, Any]], None] | None = None
+        self.complete_since = 0.0
 
     def open_stream(self, limit: int) -> Slot | None:
         with self._cond:
@@ -94,6 +99,13 @@ class EventBus:
             return Slot(self)
 
     def publish(self, job_id: int, type_: str, **data: Any) -> None:
+        """An event of this process (also handed to the relay, for the other replicas)."""
+        self.publish_here(job_id, type_, **data)
+        if self.relay is not None:
+            self.relay(job_id, type_, data)
+
+    def publish_here(self, job_id: int, type_: str, **data: Any) -> None:
+        """An event for this process's readers only (one relayed from another replica)."""
         with self._cond:
             st = self._streams.setdefault(job_id, _Stream())
             ev = Event(st.next_seq, type_, {"job_id": job_id, **data})

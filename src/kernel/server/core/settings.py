@@ -75,6 +75,10 @@ SETTINGS: tuple[Setting, ...] = (
     S("MAX_CONTENT_LENGTH", "count", 16 * 1024 * 1024, "largest request body, in bytes"),
     S("INSTALL_EXAMPLES", "auto", None, "fill a new data dir with the example services and "
       "init scripts", shown="true (false under `TESTING`)"),
+    S("REPLICA_HEARTBEAT", "seconds", 2.0, "seconds between a replica's heartbeats (several "
+      "servers on one PostgreSQL)"),
+    S("REPLICA_STALE", "seconds", 10.0, "seconds without a heartbeat after which a replica is "
+      "gone: its runs are adopted, its share of the hosts probed by the others"),
     # -- users
     S("LOGIN_MAX_FAILURES", "count", 5, "failed logins per user and address within "
       "`LOGIN_WINDOW` before 429"),
@@ -85,6 +89,9 @@ SETTINGS: tuple[Setting, ...] = (
       "this)"),
     S("AGENT_NETWORKS", "text", None, "comma-separated CIDRs agent URLs must be in (then IP "
       "literals only)"),
+    S("TLS_PIN", "text", None, "`sha256//<base64>` (`;`-separated for several) of the public "
+      "key the https install one-liner pins with curl `--pinnedpubkey`",
+      shown="the key `URL` presents"),
     S("AGENT_ALLOW_IPS", "text", None, "`allow_ips` written into agents enrolled by "
       "one-liner", shown="the server's address"),
     S("LOCAL_AGENT", "bool", False, "supervise and enroll a local agent (`scripts/run` turns "
@@ -137,6 +144,21 @@ SETTINGS: tuple[Setting, ...] = (
     S("STATUS_HISTORY_RAW", "seconds", 86400.0, "seconds every metrics sample is kept"),
     S("STATUS_HISTORY_KEEP", "seconds", 604800.0, "seconds downsampled metrics are kept"),
     S("STATUS_HISTORY_BUCKET", "seconds", 300.0, "seconds per downsampled metrics point"),
+    S("DASHBOARD_PAGE", "count", 500, "servers per page of the console's dashboard (the "
+      "filters and counts cover every server)"),
+    # -- alerts
+    S("ALERTS", "auto", None, "run the alert evaluator and sender alongside the job runner "
+      "(docs/alerts.md)", shown="true (false under `TESTING`)"),
+    S("ALERTS_INTERVAL", "seconds", 15.0, "seconds between evaluations of the alert rules "
+      "(and deliveries of what they owe)"),
+    S("ALERTS_SEND_TIMEOUT", "seconds", 15.0, "seconds one notification may take before it "
+      "counts as failed"),
+    S("ALERTS_SEND_ATTEMPTS", "count", 5, "attempts per notification before it is recorded "
+      "as failed for good"),
+    S("ALERTS_RETRY_AFTER", "seconds", 30.0, "seconds before the first retry of a failed "
+      "notification (then doubling, at most an hour)"),
+    S("ALERTS_KEEP", "seconds", 7776000.0, "seconds resolved alerts (and their notifications) "
+      "are kept", shown="`7776000` (90 days)"),
 )  # fmt: skip
 BY_NAME = {s.name: s for s in SETTINGS}
 

@@ -212,7 +212,7 @@ def push(upload_id: str, body: Push) -> tuple[Response, int]:
                 "size": up.size,
                 "sha256": up.sha256,
             },
-            running=admission.direct,
+            owner=admission.owner,
         )
         audit.note(job=job.id)
         s.commit()

@@ -232,6 +232,10 @@ class AgentRun:
                             started = True
                             budget.reschedule(deadline)
                             self._started(task)
+                            if task.cancel_requested:
+                                # Cancelled while the request was on its way (the agent
+                                # did not know the run yet): tell it now.
+                                await self.cancel(task)
                         elif kind in ("stdout", "stderr"):
                             self._output(task, kind, str(ev.get("data", "")))
                         elif kind == "exit":
@@ -295,6 +299,8 @@ class AgentRun:
                 data = dict(result.__dict__)
                 if data.get("state") == "running" and task.started_at is None:
                     self._started(task)
+                    if task.cancel_requested:
+                        await self.cancel(task)
                 if data.get("state") in ("finished", "lost"):
                     return final_from(data, self.cap)
             await asyncio.sleep(pause)

@@ -40,21 +40,38 @@ Event = tuple[int, str, dict[str, Any]]  # job id, type, data: what EventBus.pub
 AfterRun = Callable[[Session, Job, Run], bool]
 
 
-def recover(db: Database) -> list[RunTask]:
-    """Runs a previous process left ``running``: to re-attach to."""
+def adopt(db: Database, me: str, live: Sequence[str]) -> list[RunTask]:
+    """Runs left ``running`` by a replica that is gone (a previous process of this server, or
+    a replica that died): they become ``me``'s, to re-attach to by their id."""
     with db.session() as s:
         rows = s.execute(
             select(Run, Job, Server)
             .join(Job, Run.job_id == Job.id)
             .join(Server, Run.server_id == Server.id)
-            .where(Run.state == "running")
+            .where(Run.state == "running", or_(Run.owner.is_(None), Run.owner.not_in(live)))
+            .with_for_update(skip_locked=True, of=Run)
         ).all()
+        for run, _job, _srv in rows:
+            run.owner = me
         if rows:
-            log.info("re-attaching %d run(s) left running by a previous process", len(rows))
+            log.info("re-attaching %d run(s) whose replica is gone", len(rows))
         return [RunTask.of(run, job, srv) for run, job, srv in rows]
 
 
-def claim(db: Database, limit: int) -> tuple[list[RunTask], list[Event]]:
+def cancelled(db: Database, me: str) -> list[str]:
+    """This replica's runs in flight whose job was cancelled (maybe through another
+    replica, which could not tell this one's runner directly)."""
+    with db.reading() as s:
+        return list(
+            s.scalars(
+                select(Run.id)
+                .join(Job, Run.job_id == Job.id)
+                .where(Run.state == "running", Run.owner == me, Job.cancel_requested.is_(True))
+            )
+        )
+
+
+def claim(db: Database, limit: int, me: str) -> tuple[list[RunTask], list[Event]]:
     """Journal up to ``limit`` queued runs as sent (``running``, ``sent_at``) before they
     are sent; the tasks to send, and the events to publish."""
     now = utcnow()
@@ -78,6 +95,7 @@ def claim(db: Database, limit: int) -> tuple[list[RunTask], list[Event]]:
                 run.error = "job cancelled" if job.cancel_requested else "server removed"
             else:
                 run.state, run.sent_at = "running", now  # the journal: "maybe sent"
+                run.owner = me
                 tasks.append(RunTask.of(run, job, srv))
                 sent.add(job.id)
             jobs[job.id] = job

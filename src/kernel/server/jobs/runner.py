@@ -27,7 +27,8 @@ from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from kernel.server.core.db import Database
+from kernel.server.cluster.membership import Membership
+from kernel.server.core.db import Database, out_of_space
 from kernel.server.core.events import EventBus
 from kernel.server.core.loopthread import LoopThread
 from kernel.server.jobs import journal
@@ -40,16 +41,22 @@ if TYPE_CHECKING:
     pass
 
 log = logging.getLogger(__name__)
+ADOPT_EVERY = 5.0  # seconds between looks for runs whose replica is gone
+# Final states of a run that was never seen to start; a run cancelled meanwhile ends cancelled.
+NOT_STARTED = ("unreachable", "lost")
 IDLE_POLL = 1.0  # seconds between looks for work queued by another process (CLI, replica)
 
 
 class Runner(LoopThread):
     name = "kernel-runner"
 
-    def __init__(self, config: Mapping[str, Any], db: Database, bus: EventBus) -> None:
+    def __init__(
+        self, config: Mapping[str, Any], db: Database, bus: EventBus, membership: Membership
+    ) -> None:
         super().__init__()
         self.db = db
         self.bus = bus
+        self.membership = membership
         cfg = config
         # What else must happen in the transaction that stores a run of a given job kind
         # (e.g. "init": the next script of the chain); True when it queued more work.
@@ -131,19 +138,38 @@ class Runner(LoopThread):
         writer = self._spawn(self._writer(), "writer")
         try:
             self._recovered.clear()
+            loop = asyncio.get_running_loop()
+            next_adopt = next_cancel_look = 0.0
             while not self._stopping.is_set():
                 self._wake.clear()  # before looking: a job queued meanwhile wakes us again
                 free = 0
                 try:
-                    if not self._recovered.is_set():
-                        for task in await self._db(journal.recover, self.db):
-                            self._start(task, reattach=True)
+                    if not self._recovered.is_set() or loop.time() >= next_adopt:
+                        # At the start, then now and then: runs of replicas that are gone.
+                        next_adopt = loop.time() + ADOPT_EVERY
+                        for task in await self._db(self._adopt):
+                            if task.run_id not in self._active:
+                                self._start(task, reattach=True)
                         self._recovered.set()
+                    if (
+                        self._active
+                        and not self.membership.single
+                        and loop.time() >= next_cancel_look
+                    ):
+                        next_cancel_look = loop.time() + IDLE_POLL
+                        # A job cancelled through another replica: its runs here are told
+                        # by this look (the API there cannot reach this runner).
+                        ids = await self._db(journal.cancelled, self.db, self.membership.id)
+                        if ids:  # _cancel skips runs told already
+                            self._spawn(self._cancel(ids), "cancel")
                     # Counted after the recovery: re-attached runs hold slots too.
                     free = self.concurrency - len(self._active) - self._reserved
                     claimed = await self._claim(free) if free > 0 else []
-                except Exception:  # e.g. the database is down: keep trying, loudly
-                    log.exception("the job runner cannot read the database; retrying")
+                except Exception as e:  # e.g. the database is down: keep trying, loudly
+                    if out_of_space(e):
+                        log.error("the job runner cannot journal runs: the disk is full")
+                    else:
+                        log.exception("the job runner cannot read the database; retrying")
                     claimed = []
                 for task in claimed:
                     self._start(task, reattach=False)
@@ -189,6 +215,8 @@ class Runner(LoopThread):
             final = Final("lost", error=f"runner error: {type(e).__name__}: {e}")
         finally:
             self._active.pop(task.run_id, None)
+        if task.cancel_requested and task.started_at is None and final.state in NOT_STARTED:
+            final = Final("cancelled", error=f"cancelled before it started ({final.error})")
         self._done.append((task, final))
         self._flush.set()
         if self._saturated:
@@ -205,14 +233,23 @@ class Runner(LoopThread):
             if batch:
                 try:
                     await self._store(batch)
-                except Exception:
-                    log.exception("could not store %d run results; retrying", len(batch))
+                except Exception as e:
+                    # Kept in memory and retried until they are written (a full disk, the
+                    # database away); after a crash meanwhile the agents still have them.
+                    if out_of_space(e):
+                        log.error("could not store %d run results: the disk is full; "
+                                  "retrying", len(batch))  # fmt: skip
+                    else:
+                        log.exception("could not store %d run results; retrying", len(batch))
                     self._done = batch + self._done
                     await asyncio.sleep(1)
                     self._flush.set()
 
+    def _adopt(self) -> list[RunTask]:
+        return journal.adopt(self.db, self.membership.id, self.membership.live())
+
     async def _claim(self, limit: int) -> list[RunTask]:
-        tasks, events = await self._db(journal.claim, self.db, limit)
+        tasks, events = await self._db(journal.claim, self.db, limit, self.membership.id)
         self._publish(events)
         return tasks
 
@@ -232,13 +269,21 @@ class Runner(LoopThread):
             if entry is None:
                 continue
             task, t = entry
+            if task.cancel_requested:
+                continue
             task.cancel_requested = True
-            if not await self.agent.cancel(task):
-                t.cancel()
+            if await self.agent.cancel(task):
+                continue
+            if task.started_at is None:
+                # The agent does not know the run yet: the request may still be on its way.
+                # The run is cancelled when the agent says it started (conversation.py), or
+                # ends unreachable, which a cancelled run's final turns into cancelled.
+                continue
+            t.cancel()
 
 
 class Admission:
-    """A new job's way into the runner (see the module doc): ``direct`` says whether its runs
+    """A new job's way into the runner (see the module doc): ``owner`` says whether its runs
     are to be created running; `launch` after the commit starts them (or wakes the claimer).
     Leaving the ``with`` block by an exception gives the reserved slots back."""
 
@@ -247,8 +292,9 @@ class Admission:
         self.reserved = reserved
 
     @property
-    def direct(self) -> bool:
-        return self.reserved > 0
+    def owner(self) -> str | None:
+        """This replica when the runs go straight to its runner, else None (they queue)."""
+        return self.runner.membership.id if self.reserved > 0 else None
 
     def __enter__(self) -> Admission:
         return self

@@ -83,19 +83,20 @@ def create_job(
     targets: dict[str, Any] | None = None,
     meta: dict[str, Any] | None = None,
     parent_id: int | None = None,
-    running: bool = False,
+    owner: str | None = None,
 ) -> Job:
     """Queue a job and its runs (the caller commits, then launches them through its
-    `runner.Admission`). ``running``: the runner has reserved slots for every run, so they are
-    written as sent (``running``, ``sent_at``) — the claim's journal entry — not ``queued``.
+    `runner.Admission`). ``owner``: the replica whose runner has reserved slots for every run
+    (`Admission.owner`), so they are written as sent by it (``running``, ``sent_at``,
+    ``owner``) — the claim's journal entry — not ``queued``.
 
     Written with two prepared INSERTs in the caller's transaction (the job, then its runs in
     one executemany): every job starts here, and the ORM's unit of work cost more than the
     inserts. The Job returned is a transient copy (not in the session) with its ``runs`` in
     server-name order — what the answer and the runner need, with no read after the commit."""
     now = utcnow()
-    sent = now if running else None
-    state = "running" if running else "queued"
+    sent = now if owner else None
+    state = "running" if owner else "queued"
     job_values: dict[str, Any] = {
         "kind": kind,
         "title": command.title or command.cmd[:255],
@@ -133,6 +134,7 @@ def create_job(
             "started_at": None,
             "finished_at": None,
             "duration": None,
+            "owner": owner,
         }
         for srv in sorted(servers, key=lambda srv: srv.name)
     ]

@@ -4,7 +4,9 @@ Importing this package imports every table, so ``Base.metadata`` is complete (th
 check and ``create_all`` rely on it)."""
 
 from kernel.server.models import (
+    alerts,
     audit,
+    cluster,
     files,
     installation,
     jobs,
@@ -14,4 +16,7 @@ from kernel.server.models import (
     users,
 )
 
-__all__ = ["audit", "files", "installation", "jobs", "schedules", "servers", "status", "users"]
+__all__ = [
+    "alerts", "audit", "cluster", "files", "installation", "jobs", "schedules", "servers",
+    "status", "users",
+]  # fmt: skip

@@ -29,7 +29,8 @@ class Job(Base):
     created_by: Mapped[str] = mapped_column(String(64), default="")
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
-    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # Indexed for the alert rules that look at the jobs finished lately (migration 0006).
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, index=True)
     parent_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
 
     runs: Mapped[list[Run]] = relationship(back_populates="job", order_by="Run.server_name")
@@ -54,5 +55,8 @@ class Run(Base):
     started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     duration: Mapped[float | None] = mapped_column(Float)
+    # The replica that sent it and follows it (cluster/membership.py); a run whose owner is
+    # gone is adopted by another (re-attached by its id, never sent again).
+    owner: Mapped[str | None] = mapped_column(String(36), index=True)
 
     job: Mapped[Job] = relationship(back_populates="runs")

@@ -99,7 +99,7 @@ def fire_schedule(
                 return None
             plan = _plan(s, sched, now, grace)
             with runner.admission(len(plan.servers)) as admission:
-                settled = _write(s, sched, plan, now=now, running=admission.direct)
+                settled = _write(s, sched, plan, now=now, owner=admission.owner)
                 if not _advance(s, sched, plan.next_at):
                     raise _Lost
                 s.commit()
@@ -130,7 +130,7 @@ def run_now(
                 )
         servers, _skipped = resolve_targets(s, sched.targets)
         with runner.admission(len(servers)) as admission:
-            job = _job(s, sched, servers, planned=now, by=by, late=False, running=admission.direct)
+            job = _job(s, sched, servers, planned=now, by=by, late=False, owner=admission.owner)
             firing = _firing(s, sched, now, "fired", now=now, job=job, note="run by hand", by=by)
             _audit(s, sched, firing, [srv.name for srv in servers], actor=by)
             s.commit()
@@ -186,7 +186,9 @@ def _plan(s: Session, sched: Schedule, now: dt.datetime, grace: float) -> _Plan:
     return plan
 
 
-def _write(s: Session, sched: Schedule, plan: _Plan, *, now: dt.datetime, running: bool) -> Settled:
+def _write(
+    s: Session, sched: Schedule, plan: _Plan, *, now: dt.datetime, owner: str | None
+) -> Settled:
     out = Settled()
     due = plan.due
     if plan.broken is not None:
@@ -215,7 +217,7 @@ def _write(s: Session, sched: Schedule, plan: _Plan, *, now: dt.datetime, runnin
         _audit(s, sched, f, [])
         return out
     job = _job(s, sched, plan.servers, planned=plan.fire_at, by=ACTOR, late=plan.late,
-               running=running)  # fmt: skip
+               owner=owner)  # fmt: skip
     f = _firing(s, sched, plan.fire_at, "fired", now=now, job=job, note=late_note, missed=missed)
     out.firings.append(f)
     out.job = job
@@ -255,7 +257,7 @@ def _job(
     planned: dt.datetime,
     by: str,
     late: bool,
-    running: bool,
+    owner: str | None,
 ) -> Job:
     command = RemoteCommand(
         cmd=sched.cmd,
@@ -281,7 +283,7 @@ def _job(
         kind=KIND,
         targets=dict(sched.targets),
         meta=meta,
-        running=running,
+        owner=owner,
     )
 
 

@@ -15,6 +15,7 @@ from sqlalchemy import delete, select
 from kernel.server.core.db import Database
 from kernel.server.models.servers import Server
 from kernel.server.models.status import HostStatus, MetricSample
+from kernel.server.status.brief import brief, changes
 from kernel.server.status.health import HostHealth, next_health
 from kernel.server.status.history import MetricPoint, RetentionPolicy, compact, metric_values
 from kernel.server.status.report import CpuTimes, ProbeReport, report_json
@@ -58,9 +59,14 @@ def targets(db: Database, server_ids: list[int] | None) -> list[Target]:
         ]
 
 
-def store(db: Database, batch: Sequence[Outcome], offline_after: int) -> None:
-    """Fold a batch of probe outcomes into the hosts' rows (two reads for the whole batch)."""
+HostChange = tuple[dict[str, Any], list[str]]  # a host's brief (status/brief.py), what changed
+
+
+def store(db: Database, batch: Sequence[Outcome], offline_after: int) -> list[HostChange]:
+    """Fold a batch of probe outcomes into the hosts' rows (two reads for the whole batch);
+    returns the hosts whose state, unit states or figures changed (for the status feed)."""
     ids = [o.target.server_id for o in batch]
+    changed: list[HostChange] = []
     with db.session() as s:
         # Two queries for the whole batch, not two per host.
         servers = {srv.id: srv for srv in s.scalars(select(Server).where(Server.id.in_(ids)))}
@@ -78,7 +84,19 @@ def store(db: Database, batch: Sequence[Outcome], offline_after: int) -> None:
                 st.facts, st.metrics, st.units, st.warnings = {}, {}, {}, []
                 s.add(st)
                 statuses[srv.id] = st
+                before = None
+            else:
+                before = _brief(srv, st)
             apply_outcome(st, srv, o, offline_after, s)
+            after = _brief(srv, st)
+            what = changes(before, after)
+            if what:
+                changed.append((after, what))
+    return changed
+
+
+def _brief(srv: Server, st: HostStatus) -> dict[str, Any]:
+    return brief(srv.id, srv.name, srv.state, st.state, st.units, st.metrics)
 
 
 def prune(db: Database, now: float, retention: RetentionPolicy) -> int:

@@ -2,14 +2,15 @@
 (unique per schedule); files uploaded for pushes to servers.
 
 Revision ID: 0005
-Revises: 0004
+Revises: 0006 (made from 0004 beside alerts' 0006 and replicas' 0007; chained after them at
+the merge: 0004 → 0007 → 0006 → 0005)
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0005"
-down_revision = "0004"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
