@@ -16,7 +16,11 @@ if (form) {
   };
   input.addEventListener("change", () => {
     const file = input.files[0];
-    if (file && nameBox && !nameBox.value) nameBox.value = file.name;
+    // The file's own name, unless the user wrote one.
+    if (file && nameBox && (!nameBox.value || nameBox.value === nameBox.dataset.auto)) {
+      nameBox.value = file.name;
+      nameBox.dataset.auto = file.name;
+    }
   });
   form.addEventListener("submit", (evt) => {
     evt.preventDefault();
