@@ -138,6 +138,16 @@ def test_every_new_page_renders_cleanly(ops, new_page, lang, tmp_path: Path):
     w.check()
 
 
+def test_phone_width_and_dark(ops, new_page, tmp_path: Path):
+    w = new_page(ops.server.url, user="tester", width=390, height=844, dark=True)
+    for name, path in new_pages(ops).items():
+        w.goto(path)
+        w.page.wait_for_load_state("networkidle")
+        width = w.page.evaluate("() => document.documentElement.scrollWidth")
+        assert width <= 390 + 2, (name, width)
+        screenshot(w, f"{name}-phone-dark", tmp_path)
+
+
 def test_what_hosts_and_users_send_renders_as_text(ops, new_page):
     w = new_page(ops.server.url, user="tester")
     for path in (f"/schedules/{ops.ids['schedule']}", new_pages(ops)["files-fetch"]):
@@ -480,3 +490,4 @@ def test_without_csrf_the_new_forms_are_refused(ops, new_page):
     # The upload (the API's own, from the page's script) needs the token too.
     r = w.page.request.post(ops.server.url + "/api/v1/files?name=x", data=b"bytes")
     assert r.status == 400 and "CSRF" in r.text()
+
