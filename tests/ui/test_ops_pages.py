@@ -490,4 +490,3 @@ def test_without_csrf_the_new_forms_are_refused(ops, new_page):
     # The upload (the API's own, from the page's script) needs the token too.
     r = w.page.request.post(ops.server.url + "/api/v1/files?name=x", data=b"bytes")
     assert r.status == 400 and "CSRF" in r.text()
-

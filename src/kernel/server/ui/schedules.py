@@ -5,6 +5,7 @@ API's own functions (schedules/api.py), previews through schedules/service.py.""
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from flask import request
@@ -168,8 +169,6 @@ def schedule_preview() -> str:
 
 
 def _local(iso_utc: str, zone: Any) -> str:
-    import datetime as dt
-
     t = dt.datetime.fromisoformat(iso_utc.replace("Z", "+00:00"))
     return t.astimezone(zone).strftime("%Y-%m-%d %H:%M %Z")
 
