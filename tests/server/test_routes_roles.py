@@ -82,3 +82,23 @@ def test_every_route_for_every_role(app, as_role, who):
                     resp.status_code,
                     resp.get_data(as_text=True)[:200],
                 )
+
+
+def test_the_walk_covers_the_schedules_files_and_alerts_pages(app):
+    """The console's pages for schedules, files and alerts are in the walk above, each with
+    the role the API asks for the same thing."""
+    want = {
+        "ui.schedules_page": "viewer", "ui.schedule_page": "viewer",
+        "ui.schedule_preview": "viewer", "ui.new_schedule": "operator",
+        "ui.add_schedule": "operator", "ui.save_schedule": "operator",
+        "ui.run_schedule": "operator", "ui.enable_schedule": "operator",
+        "ui.disable_schedule": "operator", "ui.remove_schedule": "operator",
+        "ui.files_page": "viewer", "ui.fetch_page": "operator", "ui.push_file": "operator",
+        "ui.remove_upload": "operator", "ui.alerts_page": "viewer", "ui.alert_page": "viewer",
+        "ui.rules_page": "viewer", "ui.add_alert_rule": "operator",
+        "ui.edit_alert_rule": "operator", "ui.remove_alert_rule": "operator",
+        "ui.channels_page": "viewer", "ui.add_alert_channel": "admin",
+        "ui.edit_alert_channel": "admin", "ui.remove_alert_channel": "admin",
+        "ui.test_alert_channel": "admin",
+    }  # fmt: skip
+    assert {e: _access(app, e) for e in want} == want

@@ -31,6 +31,7 @@ from kernel.server.jobs.schemas import JobAnswer
 from kernel.server.jobs.service import create_job, live_servers, resolve_targets
 from kernel.server.jobs.shapes import job_json
 from kernel.server.models.files import Upload
+from kernel.server.models.jobs import Job
 from kernel.server.web import audit, context
 from kernel.server.web.access import actor, public, role
 from kernel.server.web.endpoint import endpoint
@@ -130,22 +131,7 @@ def upload(query: UploadQuery) -> tuple[Response, int]:
           produces="application/octet-stream")  # fmt: skip
 def fetch(query: FetchQuery) -> Response:
     """Operators only: a file may hold secrets (it is read as root)."""
-    s = context.session()
-    server = next((srv for srv in live_servers(s) if srv.name == query.server), None)
-    if server is None:
-        raise NotFound(f"no server named {query.server!r}")
-    context.close_session()  # the agent may take a while
-    audit.note("file.fetch", target=f"server {server.name}", hosts=[server.name], path=query.path)
-    config = current_app.config
-    got = fetching.fetch(
-        server,
-        query.path,
-        cap=int(config["FILES_MAX_FETCH"]),
-        connect_timeout=float(config["AGENT_CONNECT_TIMEOUT"]),
-    )
-    audit.note(size=len(got.data), sha256=got.sha256)
-    audit.write_with(context.session())  # a GET: the request hook would not record it
-    context.session().commit()
+    got = fetch_file(query.server, query.path)
     name = query.path.rsplit("/", 1)[-1]
     resp = Response(got.data, mimetype="application/octet-stream")
     resp.headers["Content-Disposition"] = f"attachment; filename*=UTF-8''{quote(name)}"
@@ -167,14 +153,7 @@ def get_file(upload_id: str) -> Response:
 @endpoint("delete an uploaded file (pushes still running fail their download)",
           answers={200: UploadAnswer})  # fmt: skip
 def delete_file(upload_id: str) -> Response:
-    s = context.session()
-    up = _get(upload_id)
-    shown = upload_json(up)
-    audit.note("file.delete", target=f"file {up.id}", name=up.name)
-    s.delete(up)
-    s.commit()
-    storage.discard(current_app.config["DATA_DIR"], up.id)
-    return jsonify(shown)
+    return jsonify(delete_upload(upload_id))
 
 
 @bp.post("/<upload_id>/push")
@@ -182,6 +161,46 @@ def delete_file(upload_id: str) -> Response:
 @endpoint("write an uploaded file on servers (a job; atomic, checked by SHA-256 there)",
           body=Push, answers={201: JobAnswer})  # fmt: skip
 def push(upload_id: str, body: Push) -> tuple[Response, int]:
+    job, skipped = push_upload(upload_id, body)
+    return jsonify({**job_json(job, job.runs), "skipped": skipped}), 201
+
+
+# -- what the routes and the console's page (ui/files.py) both do --------------------------------
+def fetch_file(server_name: str, path: str) -> fetching.Fetched:
+    """The bytes of ``path`` on one server (audited), up to FILES_MAX_FETCH."""
+    s = context.session()
+    server = next((srv for srv in live_servers(s) if srv.name == server_name), None)
+    if server is None:
+        raise NotFound(f"no server named {server_name!r}")
+    context.close_session()  # the agent may take a while
+    audit.note("file.fetch", target=f"server {server.name}", hosts=[server.name], path=path)
+    config = current_app.config
+    got = fetching.fetch(
+        server,
+        path,
+        cap=int(config["FILES_MAX_FETCH"]),
+        connect_timeout=float(config["AGENT_CONNECT_TIMEOUT"]),
+    )
+    audit.note(size=len(got.data), sha256=got.sha256)
+    audit.write_with(context.session())  # a GET: the request hook would not record it
+    context.session().commit()
+    return got
+
+
+def delete_upload(upload_id: str) -> dict[str, Any]:
+    s = context.session()
+    up = _get(upload_id)
+    shown = upload_json(up)
+    audit.note("file.delete", target=f"file {up.id}", name=up.name)
+    s.delete(up)
+    s.commit()
+    storage.discard(current_app.config["DATA_DIR"], up.id)
+    return shown
+
+
+def push_upload(upload_id: str, body: Push) -> tuple[Job, list[str]]:
+    """A job writing the upload on the servers of ``body.targets`` (started), and the names
+    of the targets skipped."""
     s = context.session()
     up = _get(upload_id)
     config = current_app.config
@@ -217,7 +236,7 @@ def push(upload_id: str, body: Push) -> tuple[Response, int]:
         audit.note(job=job.id)
         s.commit()
     admission.launch(job, servers)
-    return jsonify({**job_json(job, job.runs), "skipped": skipped}), 201
+    return job, skipped
 
 
 # ------------------------------------------------------------------------------------------

@@ -62,15 +62,8 @@ def list_schedules() -> Response:
 @endpoint("create a schedule (cron expression in a named time zone)", body=ScheduleCreate,
           answers={201: ScheduleAnswer})  # fmt: skip
 def create(body: ScheduleCreate) -> tuple[Response, int]:
-    s = context.session()
-    fields = body.model_dump()
-    fields["targets"] = body.targets.spec()
-    audit.note("schedule.create", target=f"schedule {body.name}", cron=body.cron,
-               timezone=body.timezone, cmd=body.cmd[:1000], targets=fields["targets"])  # fmt: skip
-    sched = service.create(s, fields, created_by=actor(), now=utcnow())
-    audit.note(schedule_id=sched.id)
-    _commit()
-    return jsonify(service.one_json(s, sched)), 201
+    sched = create_schedule(body)
+    return jsonify(service.one_json(context.session(), sched)), 201
 
 
 @bp.get("/preview")
@@ -93,31 +86,15 @@ def get_schedule(schedule_id: int) -> Response:
 @endpoint("change a schedule (a new cron, zone or enabling plans from now on)",
           body=ScheduleEdit, answers={200: ScheduleAnswer})  # fmt: skip
 def edit(schedule_id: int, body: ScheduleEdit) -> Response:
-    s = context.session()
-    sched = _get(schedule_id)
-    changes: dict[str, Any] = {
-        k: v for k, v in body.model_dump(exclude_none=True).items() if k != "targets"
-    }
-    if body.targets is not None:
-        changes["targets"] = body.targets.spec()
-    audit.note("schedule.edit", target=f"schedule {sched.name}", schedule_id=sched.id)
-    changed = service.edit(s, sched, changes, now=utcnow())
-    audit.note(changed=changed)
-    _commit()
-    return jsonify(service.one_json(s, sched))
+    sched = edit_schedule(schedule_id, body)
+    return jsonify(service.one_json(context.session(), sched))
 
 
 @bp.delete("/<int:schedule_id>")
 @role("operator")
 @endpoint("delete a schedule and its firings (its jobs stay)", answers={200: ScheduleAnswer})
 def delete(schedule_id: int) -> Response:
-    s = context.session()
-    sched = _get(schedule_id)
-    shown = service.schedule_json(sched, None)
-    audit.note("schedule.delete", target=f"schedule {sched.name}", schedule_id=sched.id)
-    s.delete(sched)
-    _commit()
-    return jsonify(shown)
+    return jsonify(delete_schedule(schedule_id))
 
 
 @bp.post("/<int:schedule_id>/run")
@@ -125,16 +102,9 @@ def delete(schedule_id: int) -> Response:
 @endpoint("fire a schedule now, by hand (its planned times stay as they are)",
           answers={201: RunNowAnswer})  # fmt: skip
 def run_now(schedule_id: int) -> tuple[Response, int]:
-    sched = _get(schedule_id)
-    name = sched.name
-    context.close_session()  # firing takes its own transaction (and the schedule's lock)
-    audit.note("schedule.run", target=f"schedule {name}", schedule_id=schedule_id)
-    parts = context.components()
-    who = actor()
-    settled = firing.run_now(parts.db, parts.runner, schedule_id, now=utcnow(), by=who)
+    settled = fire_now(schedule_id)
     assert settled.job is not None
-    audit.note(job=settled.job.id, hosts=[r.server_name for r in settled.job.runs])
-    with parts.db.reading() as s:
+    with context.components().db.reading() as s:
         shown = service.firings_json(s, settled.firings)[0]
     return jsonify({"firing": shown, "job": job_json(settled.job, settled.job.runs)}), 201
 
@@ -148,6 +118,58 @@ def firings(schedule_id: int, query: FiringList) -> Response:
     _get(schedule_id)
     found = service.firings_of(s, schedule_id, limit=query.limit, before=query.before)
     return jsonify({"firings": service.firings_json(s, found)})
+
+
+# -- what the routes and the console's pages (ui/schedules.py) both do ---------------------------
+def create_schedule(body: ScheduleCreate) -> Schedule:
+    s = context.session()
+    fields = body.model_dump()
+    fields["targets"] = body.targets.spec()
+    audit.note("schedule.create", target=f"schedule {body.name}", cron=body.cron,
+               timezone=body.timezone, cmd=body.cmd[:1000], targets=fields["targets"])  # fmt: skip
+    sched = service.create(s, fields, created_by=actor(), now=utcnow())
+    audit.note(schedule_id=sched.id)
+    _commit()
+    return sched
+
+
+def edit_schedule(schedule_id: int, body: ScheduleEdit) -> Schedule:
+    s = context.session()
+    sched = _get(schedule_id)
+    changes: dict[str, Any] = {
+        k: v for k, v in body.model_dump(exclude_none=True).items() if k != "targets"
+    }
+    if body.targets is not None:
+        changes["targets"] = body.targets.spec()
+    audit.note("schedule.edit", target=f"schedule {sched.name}", schedule_id=sched.id)
+    changed = service.edit(s, sched, changes, now=utcnow())
+    audit.note(changed=changed)
+    _commit()
+    return sched
+
+
+def delete_schedule(schedule_id: int) -> dict[str, Any]:
+    """The schedule as it was (its firings go with it; its jobs stay)."""
+    s = context.session()
+    sched = _get(schedule_id)
+    shown = service.schedule_json(sched, None)
+    audit.note("schedule.delete", target=f"schedule {sched.name}", schedule_id=sched.id)
+    s.delete(sched)
+    _commit()
+    return shown
+
+
+def fire_now(schedule_id: int) -> firing.Settled:
+    """A firing by hand: its job has started when this returns."""
+    sched = _get(schedule_id)
+    name = sched.name
+    context.close_session()  # firing takes its own transaction (and the schedule's lock)
+    audit.note("schedule.run", target=f"schedule {name}", schedule_id=schedule_id)
+    parts = context.components()
+    settled = firing.run_now(parts.db, parts.runner, schedule_id, now=utcnow(), by=actor())
+    assert settled.job is not None
+    audit.note(job=settled.job.id, hosts=[r.server_name for r in settled.job.runs])
+    return settled
 
 
 def _now_iso() -> str:

@@ -12,7 +12,18 @@ from kernel.server.ui.web import bp, shared_context
 
 def init_app(app: Flask) -> None:
     # The views register themselves on `bp` when imported.
-    from kernel.server.ui import admin, dashboard, jobs, login, servers, services, status  # noqa: F401
+    from kernel.server.ui import (  # noqa: F401
+        admin,
+        alerts,
+        dashboard,
+        files,
+        jobs,
+        login,
+        schedules,
+        servers,
+        services,
+        status,
+    )
 
     i18n.init_app(app)
     security.init_app(app)

@@ -155,6 +155,23 @@ def epoch_when(value: float | None) -> str:
     return when(dt.datetime.fromtimestamp(value, dt.UTC))
 
 
+def from_now(value: object) -> str:
+    """An ISO time (or datetime) as "in 5 min" / "5 min ago", to the minute."""
+    if value is None:
+        return "—"
+    try:
+        t = value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(str(value))
+    except ValueError:
+        return str(value)
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=dt.UTC)
+    delta = (t - dt.datetime.now(dt.UTC)).total_seconds()
+    if abs(delta) < 60:
+        return _("in under a minute") if delta >= 0 else _("just now")
+    said = uptime(abs(delta))
+    return _("in %(t)s", t=said) if delta > 0 else _("%(t)s ago", t=said)
+
+
 def unit_words() -> dict[str, str]:
     return {w: unit_state(w) for w in ("active", "inactive", "failed", "missing", "activating",
                                        "deactivating", "unknown")}  # fmt: skip
@@ -167,6 +184,31 @@ def run_words() -> dict[str, str]:
 
 def state_words() -> dict[str, str]:
     return {w: server_state(w) for w in ("online", "offline", "pending", "init_failed", "unknown")}
+
+
+def alert_state(state: str) -> str:
+    return {
+        "pending": _("pending"),
+        "open": _("open"),
+        "resolving": _("resolving"),
+        "resolved": _("resolved"),
+    }.get(state, state)
+
+
+def firing_state(state: str) -> str:
+    return {
+        "fired": _("fired"),
+        "skipped": _("skipped"),
+        "missed": _("missed"),
+        "error": _("error"),
+    }.get(state, state)
+
+
+def missed_policy(policy: str) -> str:
+    return {
+        "skip": _("skip them (noted in the firings)"),
+        "run_once": _("run once, late"),
+    }.get(policy, policy)
 
 
 FILTERS = {
@@ -183,4 +225,8 @@ FILTERS = {
     "job_kind": job_kind,
     "error_title": error_title,
     "op_name": op_name,
+    "from_now": from_now,
+    "alert_state": alert_state,
+    "firing_state": firing_state,
+    "missed_policy": missed_policy,
 }

@@ -75,8 +75,21 @@ function errorText(xhr) {
   return xhr.responseText || xhr.statusText;
 }
 
+// A form with data-errors="<id>" also shows the error in that element, beside its fields.
 document.addEventListener("htmx:responseError", (evt) => {
-  toast(errorText(evt.detail.xhr) || messages().failed, "bad", 10000);
+  const text = errorText(evt.detail.xhr) || messages().failed;
+  const holder = evt.detail.elt?.closest?.("[data-errors]");
+  const box = holder && document.getElementById(holder.dataset.errors);
+  if (box) {
+    box.textContent = text;
+    box.hidden = false;
+  }
+  toast(text, "bad", 10000);
+});
+document.addEventListener("htmx:beforeRequest", (evt) => {
+  const holder = evt.detail.elt?.closest?.("[data-errors]");
+  const box = holder && document.getElementById(holder.dataset.errors);
+  if (box && evt.detail.requestConfig?.verb !== "get") box.hidden = true;
 });
 document.addEventListener("htmx:sendError", () => toast(messages().failed, "bad"));
 
