@@ -33,6 +33,7 @@ from playwright.sync_api import Error as PlaywrightError
 from _report import table, write_section
 from kernel.server.app import create_app
 from kernel.server.components import components
+from kernel.server.core import settings
 from kernel.server.models.servers import Server
 from kernel.server.models.status import HostStatus
 
@@ -154,11 +155,13 @@ def login(page: Any, base: str) -> None:
 
 
 # -- the dashboard ------------------------------------------------------------------------------
-def dashboard(browser: Any, reps: int) -> dict[str, Any]:
+def dashboard(browser: Any, reps: int, n: int = 1000) -> dict[str, Any]:
+    """n servers in the database; the first page shows DASHBOARD_PAGE of them."""
+    shown = min(n, int(settings.BY_NAME["DASHBOARD_PAGE"].default))
     with tempfile.TemporaryDirectory(prefix="kernel-bench-ui-") as tmp:
         data = Path(tmp) / "data"
         catalogue(data)
-        fill(data, 1000)
+        fill(data, n)
         srv = KernelServer(data)
         try:
             ctx = browser.new_context(viewport={"width": 1280, "height": 900})
@@ -175,7 +178,7 @@ def dashboard(browser: Any, reps: int) -> dict[str, Any]:
                     r = c.get("/", headers=html)
                     render.append(time.perf_counter() - t0)
                     cpu.append(srv.cpu() - c0)
-                    assert r.status_code == 200 and r.text.count("data-server-id=") >= 1000
+                    assert r.status_code == 200 and r.text.count("data-server-id=") >= shown
                 size = len(r.content)
             usable, live, clicks = [], [], []
             for _ in range(reps):
@@ -205,6 +208,7 @@ def dashboard(browser: Any, reps: int) -> dict[str, Any]:
         "render_cpu": statistics.median(cpu),
         "usable": statistics.median(usable), "usable_max": max(usable),
         "live": statistics.median(live), "click": statistics.median(clicks),
+        "shown": shown,
     }  # fmt: skip
 
 
@@ -375,11 +379,13 @@ def main() -> int:
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         d = dashboard(browser, 3 if args.quick else 7)
+        big = None if args.quick else dashboard(browser, 5, 10_000)
         j = big_job(browser, 10 if args.quick else 50)
         browser.close()
     yes = lambda ok: "yes" if ok else "no"  # noqa: E731
     rows = [
-        ["dashboard, 1000 servers x 5 services: server render (GET /, median; max)",
+        [f"dashboard, 1000 servers x 5 services (page 1: {d['shown']} servers): server render "
+         "(GET /, median; max)",
          f"{ms(d['render'])}; {ms(d['render_max'])} ({d['size'] // 1024} KiB)", "< 150 ms",
          yes(d["render"] < 0.150)],
         ["dashboard: the server's CPU time for that render (median)", ms(d["render_cpu"]),
@@ -401,10 +407,26 @@ def main() -> int:
          yes(j["lag_max"] is not None and j["lag_max"] < 1.0 and not j["missing"])],
         ["job: created to finished (server)", f"{j['duration']:.1f} s ({j['state']})", "", ""],
     ]  # fmt: skip
+    if big is not None:
+        rows[5:5] = [
+            [
+                f"dashboard, 10 000 servers (page 1: {big['shown']} servers): server render "
+                "(median; max)",
+                f"{ms(big['render'])}; {ms(big['render_max'])}",
+                "< 300 ms",
+                yes(big["render"] < 0.300),
+            ],
+            [
+                "dashboard, 10 000 servers: usable in Chromium (load event, median)",
+                ms(big["usable"]),
+                "",
+                "",
+            ],
+        ]
     body = (
         table(["what", "measured", "target", "met"], rows)
         + f"\n\nA real kernel-server process and Chromium {CHROMIUM} (headless) on this "
-        f"machine; load average at start: {load:.1f}. The dashboard's 1000 servers are rows "
+        f"machine; load average at start: {load:.1f}. The dashboard's servers are rows "
         "with a stored probe each (no poller); the job's hosts are real agent processes on "
         "loopback addresses, each printing its lines in 100 bursts 50 ms apart. A pane keeps "
         "400 lines in the page (the rest is a download); panes are redrawn at most every "
