@@ -40,11 +40,17 @@ class Pane {
     this.dirty = true;
   }
 
-  render() {
+  // Drawing is split in three so that a redraw of many panes reads the layout once: first
+  // every pane says whether it is scrolled to the bottom (reads), then every pane replaces
+  // its text (writes), then those at the bottom scroll (one layout for all of them).
+  atBottom() {
+    return this.pre.scrollTop + this.pre.clientHeight >= this.pre.scrollHeight - 8;
+  }
+
+  draw() {
     this.dirty = false;
     const shown = this.lines.length > this.max ? this.lines.slice(-this.max) : this.lines.slice();
     for (const i of [0, 1]) if (this.partial[i]) shown.push([i, this.partial[i]]);
-    const atBottom = this.pre.scrollTop + this.pre.clientHeight >= this.pre.scrollHeight - 8;
     const frag = document.createDocumentFragment();
     let group = [];
     let err = 0;
@@ -65,9 +71,18 @@ class Pane {
     }
     flush();
     this.pre.replaceChildren(frag);
-    if (atBottom) this.pre.scrollTop = this.pre.scrollHeight;
     if (this.note) this.note.hidden = !(this.dropped > 0 || this.lines.length > this.max);
   }
+
+  render() {
+    renderAll([this]);
+  }
+}
+
+function renderAll(panes) {
+  const bottom = panes.map((pane) => pane.atBottom());
+  for (const pane of panes) pane.draw();
+  panes.forEach((pane, i) => { if (bottom[i]) pane.pre.scrollTop = pane.pre.scrollHeight; });
 }
 
 function badge(holder, word, words) {
@@ -98,8 +113,20 @@ function bind(root) {
   const timer = setInterval(() => {
     tick += 1;
     const all = tick % 8 === 0;
-    for (const pane of panes.values()) if (pane.dirty && (pane.visible || all)) pane.render();
+    renderAll([...panes.values()].filter((pane) => pane.dirty && (pane.visible || all)));
   }, REDRAW_MS);
+
+  // Panes whose run just ended are drawn at the next frame, together.
+  const urgent = new Set();
+  const soon = (pane) => {
+    if (!urgent.size) {
+      requestAnimationFrame(() => {
+        renderAll([...urgent]);
+        urgent.clear();
+      });
+    }
+    urgent.add(pane);
+  };
 
   const runChanged = (run) => {
     const pane = panes.get(run.id);
@@ -114,14 +141,14 @@ function bind(root) {
     if (dur && run.duration != null) dur.textContent = run.duration < 1 ? `${Math.round(run.duration * 1000)} ms` : `${run.duration.toFixed(1)} s`;
     const error = pane.el.querySelector("[data-error]");
     if (error) { error.textContent = run.error || ""; error.hidden = !run.error; }
-    if (!["queued", "running"].includes(run.state)) pane.render(); // its last line, at once
+    if (!["queued", "running"].includes(run.state)) soon(pane); // its last line, at once
   };
 
   const ended = (state) => {
     badge(root.querySelector("[data-job-badge]"), state, words);
     root.querySelector("[data-cancel]")?.remove();
     root.dataset.jobState = state;
-    for (const pane of panes.values()) pane.render();
+    renderAll([...panes.values()].filter((pane) => pane.dirty));
     clearInterval(timer);
     root.dispatchEvent(new CustomEvent("kernel:job-ended", { bubbles: true, detail: { id, state } }));
   };
