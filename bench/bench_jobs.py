@@ -57,7 +57,7 @@ def setup(bed: Testbed, data: Path):  # type: ignore[no-untyped-def]
             headers=headers,
         )
         assert r.status_code == 201, r.get_data(as_text=True)
-    components(app).start()  # the background services: here the runner only
+    components(app).start()  # the background services: here the runner (and an idle scheduler)
     return app, client, headers, db
 
 

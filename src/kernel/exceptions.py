@@ -12,6 +12,7 @@ status and a slug, in one table.
     ├── NotFound              no such thing (also a LookupError)
     ├── Conflict              the state says no: duplicate name, already used, busy
     ├── Expired               it existed, but its time is up (an enrollment token)
+    ├── TooLarge              more bytes than a cap allows (an upload, a fetched file)
     ├── RateLimited           too many attempts; ``retry_after`` seconds
     ├── StorageFull           the disk or database refused a write for lack of space
     ├── AgentError            talking to an agent failed (``code``, ``error``, ``msg``)
@@ -89,6 +90,10 @@ class Conflict(KernelError):
 
 class Expired(KernelError):
     """The thing existed but its time is up."""
+
+
+class TooLarge(KernelError):
+    """More bytes than a cap allows: an upload, a file fetched from a server."""
 
 
 class RateLimited(KernelError):

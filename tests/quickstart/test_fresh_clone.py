@@ -82,64 +82,64 @@ def test_run_and_test_from_a_fresh_clone(clone: Path, tmp_path: Path) -> None:
         "KERNEL_STATUS_INTERVAL": "2",
     }
     assert not (clone / ".venv").exists()
-    log = open(tmp_path / "run.log", "w+")
-    proc = subprocess.Popen(
-        [str(clone / "scripts/run"), "--listen", f"127.0.0.1:{port}"],
-        cwd=clone, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    try:
-
-        def output() -> str:
-            log.seek(0)
-            return log.read()
-
-        def serving() -> bool:
-            assert proc.poll() is None, output()
-            return "Kernel is serving" in output()
-
-        wait_for(serving, 900, "scripts/run did not start the server")  # includes the install
-        password = re.search(r"password: (\S+)", output())
-        assert password, output()
-
-        status, answer = call(base + "/", accept="text/html,*/*;q=0.8")
-        assert status == 302 and answer["location"].endswith("/login")
-        status, answer = call(base + "/", accept="application/json")
-        assert status == 200 and answer["api"] == "/api/v1"
-
-        status, answer = call(
-            base + "/api/v1/auth/token", {"username": "admin", "password": password.group(1)}
-        )
-        assert status == 201, answer
-        token = answer["token"]
-
-        def local_online() -> Any:
-            _, servers = call(base + "/api/v1/servers", token=token)
-            online = [s for s in servers["servers"] if s["state"] == "online"]
-            return online and online[0]
-
-        server = wait_for(local_online, 60, "the local agent did not join")
-        assert "local" in server["tags"]
-        status, job = call(
-            base + "/api/v1/jobs", {"cmd": "echo quick start", "targets": {"all": True}}, token
-        )
-        assert status == 201, job
-
-        def finished() -> Any:
-            _, j = call(f"{base}/api/v1/jobs/{job['id']}?output=1", token=token)
-            return j if j["state"] == "finished" else None
-
-        done = wait_for(finished, 60, "the job did not finish")
-        assert [(r["state"], r["stdout"]) for r in done["runs"]] == [("ok", "quick start\n")]
-    finally:
-        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: server and local agent stop
+    with open(tmp_path / "run.log", "w+") as log:
+        proc = subprocess.Popen(
+            [str(clone / "scripts/run"), "--listen", f"127.0.0.1:{port}"],
+            cwd=clone, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        base = f"http://127.0.0.1:{port}"
         try:
-            code = proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-            raise
-    assert code == 0, output()
+
+            def output() -> str:
+                log.seek(0)
+                return log.read()
+
+            def serving() -> bool:
+                assert proc.poll() is None, output()
+                return "Kernel is serving" in output()
+
+            wait_for(serving, 900, "scripts/run did not start the server")  # includes the install
+            password = re.search(r"password: (\S+)", output())
+            assert password, output()
+
+            status, answer = call(base + "/", accept="text/html,*/*;q=0.8")
+            assert status == 302 and answer["location"].endswith("/login")
+            status, answer = call(base + "/", accept="application/json")
+            assert status == 200 and answer["api"] == "/api/v1"
+
+            status, answer = call(
+                base + "/api/v1/auth/token", {"username": "admin", "password": password.group(1)}
+            )
+            assert status == 201, answer
+            token = answer["token"]
+
+            def local_online() -> Any:
+                _, servers = call(base + "/api/v1/servers", token=token)
+                online = [s for s in servers["servers"] if s["state"] == "online"]
+                return online and online[0]
+
+            server = wait_for(local_online, 60, "the local agent did not join")
+            assert "local" in server["tags"]
+            status, job = call(
+                base + "/api/v1/jobs", {"cmd": "echo quick start", "targets": {"all": True}}, token
+            )
+            assert status == 201, job
+
+            def finished() -> Any:
+                _, j = call(f"{base}/api/v1/jobs/{job['id']}?output=1", token=token)
+                return j if j["state"] == "finished" else None
+
+            done = wait_for(finished, 60, "the job did not finish")
+            assert [(r["state"], r["stdout"]) for r in done["runs"]] == [("ok", "quick start\n")]
+        finally:
+            os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: server and local agent stop
+            try:
+                code = proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+                raise
+        assert code == 0, output()
     with socket.socket() as s:  # the local agent is gone too
         assert s.connect_ex(("127.0.0.1", agent_port)) != 0
 

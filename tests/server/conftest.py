@@ -25,10 +25,11 @@ def app(tmp_path: Path, db_url: str) -> Iterator[Any]:
 
 
 @pytest.fixture
-def runner(app: Any) -> Any:
+def runner(app: Any) -> Iterator[Any]:
     r = components(app).runner
     r.start()
-    return r
+    yield r
+    r.stop()  # started by hand, so not stopped by the app's components.close()
 
 
 @pytest.fixture

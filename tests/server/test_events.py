@@ -3,26 +3,15 @@ real server process (waitress streams each event as it happens)."""
 
 from __future__ import annotations
 
-import json
 import threading
 
 import httpx
 
 from kernel.server.core.events import EventBus
 from support.api import wait_job
+from support.sse import parse_sse
 
 from .conftest import add_agent_server
-
-
-def parse_sse(text: str) -> list[dict]:
-    out = []
-    for block in text.split("\n\n"):
-        fields = dict(
-            line.split(": ", 1) for line in block.splitlines() if ": " in line and line[0] != ":"
-        )
-        if "data" in fields:
-            out.append({"id": fields.get("id"), **json.loads(fields["data"])})
-    return out
 
 
 def test_bus_sequence_wait_and_drop():

@@ -118,3 +118,33 @@ def test_https_agent_is_pinned_on_first_use(admin, runner, agents, tmp_path):
         },
         expect=400,
     )
+
+
+def test_server_list_pages_and_filters(admin):
+    # Pending servers need no agent: 23 of them, tagged in turn, listed 5 at a time.
+    for i in range(23):
+        tags = ["even"] if i % 2 == 0 else ["odd", "even-not"]
+        admin.post("/api/v1/servers", {"name": f"node{i:02d}", "tags": tags}, expect=201)
+    seen, cursor, pages = [], None, 0
+    while True:
+        answer = admin.get("/api/v1/servers?limit=5" + (f"&after={cursor}" if cursor else ""))
+        assert answer["total"] == 23
+        seen += [s["name"] for s in answer["servers"]]
+        pages += 1
+        cursor = answer["next"]
+        if cursor is None:
+            break
+    assert seen == [f"node{i:02d}" for i in range(23)] and pages == 5
+    everything = admin.get("/api/v1/servers")
+    assert len(everything["servers"]) == 23 and everything["next"] is None
+    # A tag is matched whole ("even" is not in "even-not"), in SQL, so pages stay full.
+    even = admin.get("/api/v1/servers?tag=even&limit=4")
+    assert even["total"] == 12 and len(even["servers"]) == 4 and even["next"]
+    assert all("even" in s["tags"] for s in even["servers"])
+    assert admin.get("/api/v1/servers?q=DE1")["total"] == 10  # node10..node19, any case
+    assert admin.get("/api/v1/servers?q=%25")["total"] == 0  # a LIKE wildcard is a character
+    assert admin.get("/api/v1/servers?state=pending")["total"] == 23
+    assert admin.get("/api/v1/servers?state=online")["total"] == 0
+    for bad in ("limit=0", "limit=1001", "after=nonsense", "after=WzEsMl0", "state=happy"):
+        err = admin.get(f"/api/v1/servers?{bad}", expect=400)
+        assert set(err) >= {"error", "message"}, (bad, err)

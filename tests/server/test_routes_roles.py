@@ -7,12 +7,16 @@ import re
 import pytest
 
 from kernel.server.web.access import unguarded_endpoints
+from kernel.server.web.endpoint import declared
 
 # Public on purpose (docs/server.md): health, login, enrollment and the files it serves, the
-# API description, and the services area's signed artifact URLs (the signature is the check).
+# API description, the services area's signed artifact URLs and the files area's signed
+# download URLs (the signature is the check).
 PUBLIC = {
     "healthz",
-    "auth.login",
+    "ui.login",
+    "ui.set_language",
+    "ui.static_file",
     "auth.token_for_password",
     "openapi.openapi_json",
     "root",
@@ -26,6 +30,7 @@ PUBLIC = {
     "artifacts.signed_file",
     "artifacts.public_service_file",
     "artifacts.public_init_file",
+    "file_downloads.download",
 }
 RANK = {None: -1, "viewer": 0, "operator": 1, "admin": 2}
 
@@ -56,6 +61,9 @@ def test_every_route_for_every_role(app, as_role, who):
         if need in (None, "public"):
             continue
         url = _fill(rule)
+        meta = declared(app.view_functions[rule.endpoint])
+        if meta and meta.produces == "text/event-stream" and RANK[who] >= RANK[need]:
+            continue  # let in, an event stream never ends (tests/ui/test_status_stream.py)
         for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
             if client is None:
                 resp = anon.open(url, method=method, json={})

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import signal
 import socket
+import struct
 import subprocess
 import threading
 import time
@@ -367,3 +368,36 @@ def test_an_oversized_body_is_refused_before_it_is_read(start_server):
         s.sendall(post_head(srv, JOBS, b"x" * 65537))
         assert read_response(s).startswith(b"HTTP/1.1 413 ")
     answered(srv, api)
+
+
+def test_a_burst_of_half_requests_that_hang_up_leaves_nothing(start_server):
+    """150 clients at once send a job's headers and half its body, then hang up (or reset):
+    nothing is created, nothing is logged as an error, and the server answers as before."""
+    srv, api = start_server()
+    before = api.get(JOBS).json()["jobs"]
+    n = 150
+    start = threading.Barrier(n)
+    errors: list[str] = []
+
+    def client(i: int) -> None:
+        body = json.dumps({"cmd": "true", "title": f"half-{i}", "targets": {"all": True}})
+        try:
+            start.wait(30)
+            s = connect(srv)
+            s.sendall(post_head(srv, JOBS, body.encode()) + body.encode()[: len(body) // 2])
+            if i % 2:  # a reset instead of a clean close
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            s.close()
+        except OSError as e:
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors[:5]
+    answered(srv, api)
+    time.sleep(0.5)
+    assert api.get(JOBS).json()["jobs"] == before
+    assert "Traceback" not in srv.log and "ERROR" not in srv.log, srv.log[-3000:]

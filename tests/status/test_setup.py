@@ -51,12 +51,13 @@ def test_single_migration_head(app):
 
 def test_the_poller_is_a_background_service(app):
     parts = components(app)
-    runner, poller = parts.runner, parts.poller
-    assert parts.background == [parts.membership, runner, poller] and not poller.running
+    runner, scheduler, poller = parts.runner, parts.scheduler, parts.poller
+    assert parts.background == [parts.membership, runner, scheduler, poller]
+    assert not poller.running
     parts.start()
-    assert poller.running and runner.running
+    assert poller.running and runner.running and scheduler.running
     parts.stop()
-    assert not poller.running and not runner.running
+    assert not poller.running and not runner.running and not scheduler.running
 
 
 def test_poller_stays_off_under_testing_unless_asked(tmp_path: Path):

@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterator
 
 from .errors import ApiError, AuthError, ServerUnreachable, UsageError
-from .http1 import Connection, Response, Url
+from .http1 import Connection, Response, Upload, Url
 from .sse import SseParser
 
 TYPE_CHECKING = False
@@ -75,6 +75,24 @@ class Api:
         resp = self.conn.request(
             method, path, self._headers(data is not None), data, read_timeout=self.timeout
         )
+        return self._answer(resp)
+
+    def upload(self, path: str, upload: Upload) -> Any:
+        """POST a file's bytes as the body, sent in chunks; the JSON answer."""
+        headers = {**self._headers(False), "Content-Type": "application/octet-stream"}
+        resp = self.conn.request("POST", path, headers, upload, read_timeout=self.timeout)
+        return self._answer(resp)
+
+    def get_bytes(self, path: str, limit: int) -> tuple[bytes, dict[str, str]]:
+        """GET an answer that is bytes (a fetched file), at most ``limit`` of them."""
+        headers = {**self._headers(False), "Accept": "application/octet-stream"}
+        resp = self.conn.request("GET", path, headers, read_timeout=self.timeout)
+        raw = resp.read(limit)
+        if resp.status >= 400:
+            raise self.error(resp, raw)
+        return raw, resp.headers
+
+    def _answer(self, resp: Response) -> Any:
         raw = resp.read()
         if resp.status >= 400:
             raise self.error(resp, raw)
@@ -93,6 +111,16 @@ class Api:
 
     def get(self, path: str) -> Any:
         return self.call("GET", path)
+
+    def servers(self, query: str = "") -> dict[str, Any]:
+        """``GET /api/v1/servers?QUERY``, every page of it, as one answer."""
+        path = "/api/v1/servers?" + (query + "&" if query else "")
+        answer = self.get(path + "limit=1000")
+        servers = list(answer.get("servers", []))
+        while answer.get("next"):
+            answer = self.get(path + "limit=1000&after=" + quote_path(answer["next"]))
+            servers += answer.get("servers", [])
+        return {"servers": servers, "total": len(servers)}
 
     def post(self, path: str, body: object = None) -> Any:
         return self.call("POST", path, {} if body is None else body)

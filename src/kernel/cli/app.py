@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from . import auth, enroll, fleet, initscripts, jobs, servers, services
+from . import alerts, auth, enroll, files, fleet, initscripts, jobs, schedules, servers, services
 from .errors import EXIT_CODES, CliError, UsageError
 from .exec_args import COLOURS, ExecArgs
 from .execute import run_exec
@@ -33,7 +33,10 @@ Examples:
   kernel exec --all -- uptime
   kernel exec -t web -b -- 'systemctl is-active nginx'
   kernel services deploy sums -s web1
+  kernel schedules add backup --cron '0 3 * * *' --tz UTC -t db -- /usr/local/bin/backup
+  kernel files push app.conf /etc/app/app.conf -t web
   kernel jobs list
+  kernel alerts list --state open
 
 \b
 Exit status:
@@ -173,6 +176,9 @@ for command in (
     services.services,
     jobs.jobs,
     initscripts.init,
+    schedules.schedules,
+    files.files,
+    alerts.alerts,
 ):
     cli.add_command(command)
 for command in cli.commands.values():

@@ -42,7 +42,7 @@ def job_body(a: ExecArgs, targets: Targets) -> dict[str, Any]:
     """The ``POST /api/v1/jobs`` body. Words of COMMAND are joined by spaces, as ssh does:
     the remote shell sees exactly the text typed (``'$(hostname)'`` runs there)."""
     if a.script is not None:
-        stdin = _read_script(a.script)
+        stdin = read_script(a.script)
         cmd = "bash -s"
         if a.command:
             import shlex
@@ -69,7 +69,7 @@ def job_body(a: ExecArgs, targets: Targets) -> dict[str, Any]:
     return body
 
 
-def _read_script(path: str) -> str:
+def read_script(path: str) -> str:
     try:
         if path == "-":
             data = sys.stdin.buffer.read()
@@ -92,7 +92,7 @@ def _batches(
     """``--parallel N``: the API runs every run of a job at once (up to the server's
     JOB_CONCURRENCY), so N hosts at a time means one job per batch of N, each started when
     the one before has ended (Ansible's ``serial``)."""
-    servers = api.get("/api/v1/servers").get("servers", [])
+    servers = api.servers()["servers"]
     names, skipped = choose(servers, targets)
     for start in range(0, len(names), size):
         batch = names[start : start + size]

@@ -39,7 +39,7 @@ def status(servers: tuple[str, ...], tags: tuple[str, ...], all_: bool, as_json:
     if chosen:
         tagged = {
             s["name"]
-            for s in client.get("/api/v1/servers").get("servers", [])
+            for s in client.servers()["servers"]
             if set(chosen.tags) & set(s.get("tags") or [])
         }
         hosts = [
@@ -70,6 +70,11 @@ def status(servers: tuple[str, ...], tags: tuple[str, ...], all_: bool, as_json:
         note += "; the status poller is not running on the server"
     elif every:
         note += f"; probed {every}"
+    replicas = [r for r in answer.get("replicas") or [] if r.get("alive")]
+    if len(replicas) > 1:  # several servers on one PostgreSQL (docs/replicas.md)
+        note += f"; {len(replicas)} replicas: " + ", ".join(
+            f"{r.get('host')}[{r.get('pid')}]" + ("*" if r.get("me") else "") for r in replicas
+        )
     click.echo(style.dim(note), err=True)
     return 0
 

@@ -23,6 +23,18 @@ if TYPE_CHECKING:
     from typing import Any
 
 
+CHUNK = 1024 * 1024
+
+
+class Upload:
+    """A request body sent from an open file, ``size`` bytes, in chunks (`Connection`)."""
+
+    __slots__ = ("file", "name", "progress", "size")
+
+    def __init__(self, file: Any, size: int, name: str, progress: Any = None) -> None:
+        self.file, self.size, self.name, self.progress = file, size, name, progress
+
+
 class Url:
     """A parsed server URL; ``prefix`` is the path the API lives under ("" or "/kernel")."""
 
@@ -254,12 +266,13 @@ class Connection:
         method: str,
         path: str,
         headers: dict[str, str],
-        body: bytes | None = None,
+        body: bytes | Upload | None = None,
         *,
         read_timeout: float | None = 60.0,
     ) -> Response:
         """Send one request and read the status and headers. A kept-alive connection the
-        server has closed meanwhile is reopened once for requests that may be repeated."""
+        server has closed meanwhile is reopened once for requests that may be repeated. An
+        `Upload` body is sent from its file in chunks (never read whole)."""
         if self._last is not None and not self._last.done:
             self.close()  # the previous body was left unread (an event stream we stopped)
         reused = self._sock is not None
@@ -279,23 +292,34 @@ class Connection:
         method: str,
         path: str,
         headers: dict[str, str],
-        body: bytes | None,
+        body: bytes | Upload | None,
         read_timeout: float | None,
     ) -> Response:
         assert self._sock is not None
         head = [f"{method} {self.url.prefix}{path} HTTP/1.1", f"Host: {self._host_header()}"]
         head += [f"{k}: {v}" for k, v in headers.items()]
         head.append(f"User-Agent: {USER_AGENT}")
-        if body is not None:
-            head.append(f"Content-Length: {len(body)}")
-        data = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + (body or b"")
+        upload = body if isinstance(body, Upload) else None
+        inline = body if isinstance(body, bytes) else b""
+        if upload is not None:
+            head.append(f"Content-Length: {upload.size}")
+        elif body is not None:
+            head.append(f"Content-Length: {len(inline)}")
+        data = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + inline
         try:
             self._sock.settimeout(self.connect_timeout)
             self._sock.sendall(data)
+            if upload is not None:
+                self._send_file(upload)
             self._sock.settimeout(read_timeout)
         except OSError as e:
-            self.close()
-            raise self._down(f"could not send the request ({_reason(e)})") from None
+            if upload is not None and self._answered_early():
+                # The server refused the upload before reading it all (413): its answer is
+                # waiting to be read.
+                self._sock.settimeout(read_timeout)
+            else:
+                self.close()
+                raise self._down(f"could not send the request ({_reason(e)})") from None
         while True:
             status, reason = self._status_line()
             headers_in = self._headers()
@@ -303,6 +327,26 @@ class Connection:
                 self._last = Response(self, status, reason, headers_in)
                 return self._last
             # 1xx informational answers (100 Continue) come before the real one
+
+    def _send_file(self, upload: Upload) -> None:
+        left = upload.size
+        while left > 0:
+            chunk = upload.file.read(min(CHUNK, left))
+            if not chunk:
+                raise UsageError(f"{upload.name} got shorter while it was being sent")
+            self._sock.sendall(chunk)
+            left -= len(chunk)
+            if upload.progress is not None:
+                upload.progress(upload.size - left)
+
+    def _answered_early(self) -> bool:
+        try:
+            self._sock.settimeout(5.0)
+            data = self._sock.recv(65536)
+        except OSError:
+            return False
+        self._buf += data
+        return data.startswith(b"HTTP/1.")
 
     def _host_header(self) -> str:
         url = self.url

@@ -94,6 +94,10 @@ def _kind(job: dict[str, Any]) -> str:
         return f"service {meta.get('op', '')} {meta.get('service', '')}".strip()
     if job.get("kind") == "init":
         return f"init {meta.get('script', '')}".strip()
+    if job.get("kind") == "schedule":
+        return f"schedule {meta.get('schedule', '')}".strip()
+    if job.get("kind") == "file":
+        return f"file push {meta.get('path', '')}".strip()
     return str(job.get("kind"))
 
 

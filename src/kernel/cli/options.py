@@ -187,7 +187,7 @@ def job_opts_from(kw: dict[str, Any]) -> JobOptions:
 
 # -- lookups -----------------------------------------------------------------------------------
 def server_list(client: Api, removed: bool = False) -> list[dict[str, Any]]:
-    answer = client.get("/api/v1/servers" + ("?removed=1" if removed else ""))
+    answer = client.servers("removed=1" if removed else "")
     return list(answer.get("servers", []))
 
 

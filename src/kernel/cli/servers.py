@@ -62,7 +62,7 @@ def list_cmd(tag: str | None, removed: bool, as_json: bool) -> int:
         query.append(f"tag={_q(tag)}")
     if removed:
         query.append("removed=1")
-    answer = api().get("/api/v1/servers" + ("?" + "&".join(query) if query else ""))
+    answer = api().servers("&".join(query))
     if as_json:
         print_json(answer)
         return 0

@@ -76,6 +76,15 @@ def ago(value: object, now: dt.datetime | None = None) -> str:
     return duration(secs) + " ago"
 
 
+def until(value: object, now: dt.datetime | None = None) -> str:
+    """``in 12 s``, ``in 5 min``, …; ``now`` when it has come; ``-`` for none."""
+    t = parse_time(value)
+    if t is None:
+        return "-"
+    secs = (t - (now or dt.datetime.now(dt.UTC))).total_seconds()
+    return "now" if secs < 1 else "in " + duration(secs)
+
+
 def duration(seconds: object) -> str:
     if not isinstance(seconds, int | float) or isinstance(seconds, bool):
         return "-"

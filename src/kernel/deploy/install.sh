@@ -15,8 +15,18 @@
 #   KERNEL_AGENT_LISTEN   listen address (default 0.0.0.0:8001)
 #   KERNEL_AGENT_CONF     extra "key = value" lines for agent.conf (allow_ips, tls_cert, ...)
 #   KERNEL_ENROLL_TOKEN   if set: POST $KERNEL_URL/agent/enroll {"token", "port", "hostname"}
+#   KERNEL_TLS_PIN        sha256//<base64> of the server's TLS key: every https download and the
+#                         enrollment go through curl --pinnedpubkey (the one-liner has the same)
+#   KERNEL_TLS_INSECURE=1 with a pin: skip the CA check too (a self-signed server certificate)
 #   KERNEL_AGENT_ROOT     install under this prefix instead of / (tests, image building)
 #   KERNEL_AGENT_NO_SYSTEMD=1  only write files; do not touch systemd
+#   KERNEL_AGENT_REPLACE_LEGACY  1 (default): a running original Kernel agent (a systemd unit
+#                         whose ExecStart runs a binary named `kernel`, listening on 8001) is
+#                         stopped, disabled and saved in /var/lib/kernel-agent/legacy/
+#                         (uninstall.sh with KERNEL_AGENT_RESTORE_LEGACY=1 puts it back);
+#                         0: leave it alone
+#   KERNEL_AGENT_LEGACY_API=1  the original server may keep using /api/ExecCmd: the address
+#                         the replaced agent was started with (-s) goes into legacy_allow_ips
 set -eu
 
 : "${KERNEL_URL:=}"
@@ -26,8 +36,12 @@ set -eu
 : "${KERNEL_AGENT_LISTEN:=0.0.0.0:8001}"
 : "${KERNEL_AGENT_CONF:=}"
 : "${KERNEL_ENROLL_TOKEN:=}"
+: "${KERNEL_TLS_PIN:=}"
+: "${KERNEL_TLS_INSECURE:=}"
 : "${KERNEL_AGENT_ROOT:=}"
 : "${KERNEL_AGENT_NO_SYSTEMD:=}"
+: "${KERNEL_AGENT_REPLACE_LEGACY:=1}"
+: "${KERNEL_AGENT_LEGACY_API:=}"
 
 ROOT="${KERNEL_AGENT_ROOT%/}"
 LIB_DIR="$ROOT/usr/local/lib/kernel-agent"
@@ -38,6 +52,7 @@ CONF="$ETC/agent.conf"
 KEY_FILE="$ETC/agent.key"
 STATE="$ROOT/var/lib/kernel-agent"
 UNIT="$ROOT/etc/systemd/system/kernel-agent.service"
+LEGACY="$STATE/legacy" # copies of the original Kernel agents this replaced
 
 say() { printf 'kernel-agent install: %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
@@ -53,21 +68,39 @@ find_python() {
     return 1
 }
 
+# curl's TLS options for the server's pin (as an array: "${curl_tls[@]}"); empty without one.
+curl_tls=()
+if [ -n "$KERNEL_TLS_PIN" ]; then
+    curl_tls=(--pinnedpubkey "$KERNEL_TLS_PIN")
+    if [ "$KERNEL_TLS_INSECURE" = 1 ]; then curl_tls+=(--insecure); fi
+fi
+
 fetch() { # fetch SOURCE DEST
     case "$1" in
-    http://* | https://*)
-        if command -v curl >/dev/null 2>&1; then
-            curl -fsSL --retry 3 -o "$2" "$1" || die "cannot download $1"
-        elif command -v wget >/dev/null 2>&1; then
-            wget -q -O "$2" "$1" || die "cannot download $1"
-        else
-            "$PYTHON" -c 'import sys, urllib.request; urllib.request.urlretrieve(sys.argv[1], sys.argv[2])' \
-                "$1" "$2" </dev/null || die "cannot download $1"
+    https://*)
+        if [ -n "$KERNEL_TLS_PIN" ]; then # only curl checks a pin (and the line ran curl)
+            command -v curl >/dev/null 2>&1 || die "KERNEL_TLS_PIN is set: curl is needed"
+            curl -fsSL --retry 3 "${curl_tls[@]}" -o "$2" "$1" ||
+                die "cannot download $1 (with the server's TLS pin)"
+            return 0
         fi
+        fetch_plain "$1" "$2"
         ;;
+    http://*) fetch_plain "$1" "$2" ;;
     file://*) cp -- "${1#file://}" "$2" || die "cannot copy ${1#file://}" ;;
     *) cp -- "$1" "$2" || die "cannot copy $1" ;;
     esac
+}
+
+fetch_plain() { # fetch_plain URL DEST
+    if command -v curl >/dev/null 2>&1; then
+        curl -fsSL --retry 3 -o "$2" "$1" || die "cannot download $1"
+    elif command -v wget >/dev/null 2>&1; then
+        wget -q -O "$2" "$1" || die "cannot download $1"
+    else
+        "$PYTHON" -c 'import sys, urllib.request; urllib.request.urlretrieve(sys.argv[1], sys.argv[2])' \
+            "$1" "$2" </dev/null || die "cannot download $1"
+    fi
 }
 
 sha256_of() {
@@ -119,8 +152,10 @@ for _ in range(50):
     try:
         if urllib.request.urlopen(url, timeout=2, context=ctx).read() == b"ok":
             sys.exit(0)
-    except urllib.error.HTTPError:
-        sys.exit(0)  # any HTTP answer means the agent is up (an allow_ips fence may answer 403)
+    except urllib.error.HTTPError as e:
+        if e.code == 403:
+            sys.exit(0)  # an older agent's allow_ips fence: it is up
+        # any other answer is not this agent (e.g. another program holding the port)
     except Exception:
         pass
     time.sleep(0.2)
@@ -130,6 +165,11 @@ PY_EOF
 
 enroll() {
     [ -n "$KERNEL_URL" ] || die "KERNEL_ENROLL_TOKEN is set but KERNEL_URL is empty"
+    if [ -n "$KERNEL_TLS_PIN" ]; then
+        enroll_pinned ||
+            die "enrollment failed (the agent is installed and running; rerun with a new token)"
+        return 0
+    fi
     "$PYTHON" - "$KERNEL_URL" "$KERNEL_ENROLL_TOKEN" "${KERNEL_AGENT_LISTEN##*:}" <<'PY_EOF' ||
 import json, socket, sys, urllib.error, urllib.request
 url, token, port = sys.argv[1].rstrip("/") + "/agent/enroll", sys.argv[2], int(sys.argv[3])
@@ -147,6 +187,140 @@ PY_EOF
         die "enrollment failed (the agent is installed and running; rerun with a new token)"
 }
 
+enroll_pinned() { # the same POST through curl, which checks the server's TLS pin
+    local body code
+    body="$("$PYTHON" -c 'import json, socket, sys
+print(json.dumps({"token": sys.argv[1], "port": int(sys.argv[2]), "hostname": socket.gethostname()}))' \
+        "$KERNEL_ENROLL_TOKEN" "${KERNEL_AGENT_LISTEN##*:}" </dev/null)" || return 1
+    code="$(printf '%s' "$body" | curl -sS --max-time 60 "${curl_tls[@]}" -o "$scratch/enroll.out" \
+        -w '%{http_code}' -H 'Content-Type: application/json' --data-binary @- \
+        "${KERNEL_URL%/}/agent/enroll")" || {
+        say "cannot reach ${KERNEL_URL%/}/agent/enroll (with the server's TLS pin)"
+        return 1
+    }
+    if [ "$code" != 200 ]; then
+        say "enroll refused: $code $(head -c 500 "$scratch/enroll.out")"
+        return 1
+    fi
+    cat "$scratch/enroll.out"
+    echo
+}
+
+# The original Kernel's Go agent: a running systemd unit whose ExecStart runs a binary named
+# `kernel` and that listens on port 8001 (main.go: ListenAndServe(":8001")). Both must hold:
+# a unit that merely shares the binary's name is left alone. One line per unit found, tab-
+# separated: unit, unit file, binary, the server address it allowed (-s), UnitFileState
+# ("-" for none).
+find_legacy() {
+    "$PYTHON" - <<'PY_EOF'
+import os, re, subprocess, sys
+GO_PORT, GO_DEFAULT_SERVER = 8001, "222.200.97.179"  # main.go: its port, and -s by default
+
+def out(*cmd):
+    try:
+        return subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                              universal_newlines=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+def listening_inodes():
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = open(table).read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            f = row.split()
+            if len(f) > 9 and f[3] == "0A" and int(f[1].rsplit(":", 1)[1], 16) == GO_PORT:
+                found.add(f[9])
+    return found
+
+def pids_of(unit):
+    pids = set()
+    group = unit.get("ControlGroup", "")
+    for base in ("/sys/fs/cgroup", "/sys/fs/cgroup/unified", "/sys/fs/cgroup/systemd"):
+        try:
+            pids |= set(open(base + group + "/cgroup.procs").read().split()) if group else set()
+        except OSError:
+            pass
+    if unit.get("MainPID", "0") != "0":
+        pids.add(unit["MainPID"])
+    return pids
+
+def holds(pid, inodes):
+    try:
+        fds = os.listdir("/proc/%s/fd" % pid)
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            link = os.readlink("/proc/%s/fd/%s" % (pid, fd))
+        except OSError:
+            continue
+        if link.startswith("socket:[") and link[8:-1] in inodes:
+            return True
+    return False
+
+running = out("systemctl", "list-units", "--type=service", "--state=running", "--no-legend",
+              "--plain")
+units = [line.split()[0] for line in running.splitlines() if line.split()]
+props = ("Id", "ExecStart", "MainPID", "ControlGroup", "FragmentPath", "UnitFileState")
+shown = out("systemctl", "show", *[a for p in props for a in ("-p", p)], "--", *units) if units else ""
+inodes = None
+for block in shown.split("\n\n"):
+    unit = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+    m = re.search(r"path=(\S+) ; argv\[\]=([^;]*)", unit.get("ExecStart", ""))
+    if not m or os.path.basename(m.group(1)) != "kernel":
+        continue
+    if inodes is None:
+        inodes = listening_inodes()
+    if not any(holds(pid, inodes) for pid in pids_of(unit)):
+        sys.stderr.write("kernel-agent install: %s runs a binary named kernel but does not listen"
+                         " on %d: not the original Kernel agent, left alone\n" % (unit["Id"], GO_PORT))
+        continue
+    argv, server = m.group(2).split(), GO_DEFAULT_SERVER
+    for i, arg in enumerate(argv[1:], 1):  # Go's flag package: -s X, --s X, -s=X, --s=X
+        if arg in ("-s", "--s") and i + 1 < len(argv):
+            server = argv[i + 1]
+        elif arg.startswith(("-s=", "--s=")):
+            server = arg.split("=", 1)[1]
+    fields = (unit["Id"], unit.get("FragmentPath"), m.group(1), server, unit.get("UnitFileState"))
+    print("\t".join(f or "-" for f in fields))  # "-": empty fields would merge in bash's read
+PY_EOF
+}
+
+# Stop, disable and keep a copy of each original agent find_legacy found. Its unit file moves
+# into the copy: nothing starts it again, and a unit of the same name (the original's own
+# install.sh named it kernel-agent.service, as Kernel does) cannot shadow Kernel's.
+replace_legacy() {
+    [ -n "$legacy_found" ] || return 0
+    local unit file bin server enabled saved
+    while IFS="$(printf '\t')" read -r unit file bin server enabled; do
+        saved="$LEGACY/$unit"
+        say "replacing the original Kernel agent $unit ($bin on port 8001); a copy is kept in $saved"
+        mkdir -p -m 0700 "$LEGACY" "$saved"
+        if [ -f "$bin" ]; then cp -p -- "$bin" "$saved/binary" || die "cannot copy $bin"; fi
+        if [ -f "$file" ]; then cp -p -- "$file" "$saved/unit" || die "cannot copy $file"; fi
+        printf 'unit=%s\nunit_file=%s\nbinary=%s\nserver=%s\nenabled=%s\n' \
+            "$unit" "$file" "$bin" "$server" "$enabled" >"$saved/info"
+        systemctl stop "$unit" || die "cannot stop $unit"
+        systemctl disable --quiet "$unit" 2>/dev/null || true
+        if [ -f "$file" ] && [ -f "$saved/unit" ]; then rm -f -- "$file"; fi
+    done <<LEGACY_EOF
+$legacy_found
+LEGACY_EOF
+    systemctl daemon-reload
+}
+
+# The addresses the original agents allowed (-s), found now or replaced by an earlier run.
+legacy_servers() {
+    {
+        if [ -n "$legacy_found" ]; then printf '%s\n' "$legacy_found" | cut -f4; fi
+        cat "$LEGACY"/*/info 2>/dev/null | sed -n 's/^server=//p' || true
+    } | grep -v '^-\?$' | sort -u | paste -sd, -
+}
+
 # As root already: nothing to do. Otherwise run this same script again under sudo: its
 # functions and settings are printed back as bash (declare -f / -p quote them), so nothing is
 # fetched twice and nothing the user set is lost on the way through sudo's clean environment.
@@ -159,7 +333,9 @@ become_root() {
     {
         declare -p KERNEL_URL KERNEL_AGENT_SOURCE KERNEL_AGENT_SHA256 KERNEL_AGENT_KEY \
             KERNEL_AGENT_LISTEN KERNEL_AGENT_CONF KERNEL_ENROLL_TOKEN KERNEL_AGENT_ROOT \
-            KERNEL_AGENT_NO_SYSTEMD ROOT LIB_DIR AGENT BIN ETC CONF KEY_FILE STATE UNIT
+            KERNEL_AGENT_NO_SYSTEMD KERNEL_AGENT_REPLACE_LEGACY KERNEL_AGENT_LEGACY_API \
+            KERNEL_TLS_PIN KERNEL_TLS_INSECURE curl_tls \
+            ROOT LIB_DIR AGENT BIN ETC CONF KEY_FILE STATE UNIT LEGACY
         declare -f
         printf 'set -eu\nmain "$@"\n'
     } | sudo bash -s -- "$@"
@@ -189,6 +365,27 @@ main() {
         printf '%s' "$KERNEL_AGENT_KEY" | grep -Eq '^[0-9a-fA-F]{64}$' ||
             die "KERNEL_AGENT_KEY must be 64 hex characters"
     fi
+    legacy_found=""
+    if [ "$use_systemd" = 1 ] && [ -z "$ROOT" ]; then
+        legacy_found="$(find_legacy)" || die "cannot look for the original Kernel agent"
+    fi
+    if [ -n "$legacy_found" ] && [ "$KERNEL_AGENT_REPLACE_LEGACY" = 0 ]; then
+        names="$(printf '%s\n' "$legacy_found" | cut -f1 | paste -sd' ' -)"
+        case " $names " in *" kernel-agent.service "*)
+            die "the original Kernel agent runs here as kernel-agent.service, the name of Kernel's own unit: it cannot stay beside it (leave KERNEL_AGENT_REPLACE_LEGACY unset to replace it); nothing installed" ;;
+        esac
+        case "$KERNEL_AGENT_LISTEN" in *:8001)
+            die "the original Kernel agent ($names) holds port 8001: set KERNEL_AGENT_LISTEN to another port to keep it, or leave KERNEL_AGENT_REPLACE_LEGACY unset to replace it; nothing installed" ;;
+        esac
+        say "leaving the original Kernel agent ($names) alone: KERNEL_AGENT_REPLACE_LEGACY=0"
+        legacy_found=""
+    fi
+    legacy_api=""
+    if [ "$KERNEL_AGENT_LEGACY_API" = 1 ]; then
+        legacy_api="$(legacy_servers)"
+        [ -n "$legacy_api" ] ||
+            die "KERNEL_AGENT_LEGACY_API=1, but no original Kernel agent runs here or was replaced before"
+    fi
 
     # Everything is fetched and checked in a scratch dir first: a refusal changes nothing.
     scratch="$(mktemp -d)"
@@ -214,6 +411,10 @@ main() {
         if [ -n "$KERNEL_AGENT_CONF" ]; then
             echo "# from KERNEL_AGENT_CONF"
             printf '%s\n' "$KERNEL_AGENT_CONF"
+        fi
+        if [ -n "$legacy_api" ]; then
+            echo "# KERNEL_AGENT_LEGACY_API=1: the original server may still use /api/ExecCmd"
+            echo "legacy_allow_ips = $legacy_api"
         fi
     } >"$scratch/agent.conf"
     printf '%064d\n' 0 >"$scratch/check.key"
@@ -241,6 +442,7 @@ main() {
     chmod 0644 "$scratch/agent.conf"
     mv -f "$scratch/agent.conf" "$CONF.new"
     mv -f "$CONF.new" "$CONF"
+    replace_legacy
     write_unit
 
     if [ "$use_systemd" = 1 ]; then
@@ -250,6 +452,9 @@ main() {
         systemctl restart kernel-agent.service
         if ! health_check; then
             journalctl -u kernel-agent.service -n 20 --no-pager >&2 || true
+            if [ -n "$legacy_found" ]; then
+                say "the original agent is saved in $LEGACY; uninstall.sh with KERNEL_AGENT_RESTORE_LEGACY=1 puts it back"
+            fi
             die "the agent did not answer on $KERNEL_AGENT_LISTEN"
         fi
         say "kernel-agent is running on $KERNEL_AGENT_LISTEN"

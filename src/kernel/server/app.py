@@ -11,12 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, Response, jsonify, redirect, request
+from flask import Flask, Response, jsonify
 from flask.typing import ResponseReturnValue
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.routing import IntegerConverter
 
 from kernel.exceptions import ConfigError
+from kernel.server.alerts.service import AlertService
 from kernel.server.auth.limiter import LoginLimiter
 from kernel.server.cluster.membership import Membership
 from kernel.server.cluster.relay import Relay
@@ -36,9 +37,11 @@ from kernel.server.core.settings import (
 )
 from kernel.server.inventory import initflow
 from kernel.server.inventory.local_agent import LocalAgent
+from kernel.server.inventory.tlspin import PinSource
 from kernel.server.jobs.runner import Runner
 from kernel.server.models import installation
 from kernel.server.models.migrate import upgrade
+from kernel.server.schedules.scheduler import Scheduler
 from kernel.server.services.cache import CatalogueCache
 from kernel.server.status.poller import Poller
 from kernel.server.web import access, audit, errors
@@ -66,23 +69,39 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         app.config["URL"] = str(app.config["URL"]).rstrip("/")
     check(app.config)
 
-    keyring = Keyring.from_file(Path(app.config["SEALING_KEY_FILE"] or data_dir / "sealing.key"))
+    key_file = Path(app.config["SEALING_KEY_FILE"] or data_dir / "sealing.key")
+    keyring = Keyring.from_file(key_file)
+    database: Database | None = None
     try:
         database = Database(app.config["DATABASE_URL"] or sqlite_url(data_dir))
         sealing.attach(database.engine, keyring)
         if app.config.get("MIGRATE", True):
             upgrade(database.engine)
             installation.check(database, data_dir, used_before=used_before)
+            installation.check_keys(
+                database,
+                keyring,
+                app.config["SECRET_KEY"],
+                key_file=key_file,
+                stale=app.config["REPLICA_STALE"],
+            )
             sealing.seal_plaintext(database.engine, "servers", "agent_key")
     except SQLAlchemyError as e:
         # A bad KERNEL_DATABASE_URL, a database that is down or damaged: one clear line.
+        if database is not None:
+            database.engine.dispose()
         reason = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
         raise ConfigError(f"cannot use the database (DATABASE_URL): {reason}") from e
+    except BaseException:
+        if database is not None:
+            database.engine.dispose()  # no connection left open by a server that did not start
+        raise
     # Not under TESTING: the example init scripts would run on whatever test agents join.
     if flag(app.config, "INSTALL_EXAMPLES"):
         install_examples(data_dir)
     parts = _components(app, database, data_dir)
     parts.runner.after_run["init"] = lambda s, job, run: initflow.after_run(s, app.config, job, run)
+    parts.runner.after_run["service"] = lambda _s, _job, run: _probed(parts, run.server_id)
     app.extensions[KEY] = parts
 
     # Ids in URLs are bounded to what an INTEGER column holds: bigger ones are simply 404.
@@ -99,12 +118,15 @@ def _components(app: Flask, database: Database, data_dir: Path) -> Components:
     bus = EventBus()
     catalogue = CatalogueCache(data_dir / "service")
     membership = Membership(database, app.config["REPLICA_HEARTBEAT"], app.config["REPLICA_STALE"])
+    runner = Runner(app.config, database, bus, membership)
     parts = Components(
         db=database,
         bus=bus,
         catalogue=catalogue,
+        pins=PinSource(app.config["TLS_PIN"], app.config["URL"]),
         membership=membership,
-        runner=Runner(app.config, database, bus, membership),
+        runner=runner,
+        scheduler=Scheduler(app.config, database, runner),
         poller=Poller(
             app.config,
             database,
@@ -114,15 +136,26 @@ def _components(app: Flask, database: Database, data_dir: Path) -> Components:
         limiter=LoginLimiter(
             database, app.config["LOGIN_MAX_FAILURES"], app.config["LOGIN_WINDOW"]
         ),
+        alerts=AlertService(
+            app.config, database, lambda: {s.unit: s.name for s in catalogue.get() if s.unit}
+        ),
         # Under TESTING only when asked: other areas' tests start the runner with their own
         # agents and should not see probes arrive (nor servers marked offline by them).
         poll=flag(app.config, "STATUS_POLLER"),
+        alert=flag(app.config, "ALERTS"),
     )
     if database.engine.dialect.name == "postgresql":
-        parts.relay = Relay(database, bus, membership.id)
+        parts.relay = Relay(database, bus, membership.id, parts.poller.feed)
     if app.config.get("LOCAL_AGENT"):
         parts.local_agent = LocalAgent(app.config, database, parts.joined)
     return parts
+
+
+def _probed(parts: Components, server_id: int) -> bool:
+    """A service operation's run ended: its host's unit states are probed at once (a deploy
+    would otherwise show "not installed" until the next round). Queues no job work."""
+    parts.probe_now([server_id])
+    return False
 
 
 class DatabaseId(IntegerConverter):
@@ -132,17 +165,25 @@ class DatabaseId(IntegerConverter):
 
 
 def _register_blueprints(app: Flask) -> None:
+    from kernel.server import ui
+    from kernel.server.alerts import api as alerts_api
     from kernel.server.audit import api as audit_api
     from kernel.server.auth import api as auth_api
+    from kernel.server.files import api as files_api
     from kernel.server.inventory import api as inventory_api
     from kernel.server.jobs import api as jobs_api
+    from kernel.server.schedules import api as schedules_api
     from kernel.server.services import api as services_api
     from kernel.server.status import api as status_api
+    from kernel.server.ui import dashboard
     from kernel.server.web import openapi
 
-    for area in (auth_api, audit_api, inventory_api, jobs_api, services_api, status_api, openapi):
+    areas = (auth_api, audit_api, inventory_api, jobs_api, services_api, status_api, alerts_api,
+             schedules_api, files_api)  # fmt: skip
+    for area in (*areas, openapi):
         for blueprint in getattr(area, "blueprints", (area.bp,)):
             app.register_blueprint(blueprint)
+    ui.init_app(app)
 
     @app.get("/healthz")
     @access.public
@@ -153,12 +194,10 @@ def _register_blueprints(app: Flask) -> None:
     @app.get("/")
     @access.public
     def root() -> ResponseReturnValue:
-        """Until the console exists: a browser goes to the login page, an API client is told
+        """A browser gets the console's dashboard (after logging in); an API client is told
         where the API is."""
-        accept = request.accept_mimetypes
-        named = {value for value, _quality in accept}
-        if "text/html" in named and accept["text/html"] >= accept["application/json"]:
-            return redirect("/login")
+        if errors.wants_html():
+            return dashboard.page()
         return jsonify(
             {
                 "name": "Kernel",

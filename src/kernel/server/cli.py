@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 from flask import Flask
@@ -88,3 +89,45 @@ def create_user_cmd(name: str, role: str, password_stdin: bool) -> None:
     click.echo(f"created {role} {name!r}")
     if not password_stdin:
         click.echo(f"password: {password}")
+
+
+@main.command("import-legacy")
+@click.argument("checkout", metavar="DIR", type=click.Path(path_type=Path))
+@click.option("--dry-run", is_flag=True, help="show what would be done; change nothing")
+@click.option(
+    "--url",
+    metavar="URL",
+    help="the address the hosts reach this server at, for their install commands "
+    "(default: the URL setting)",
+)
+@click.option(
+    "--token-ttl",
+    type=click.IntRange(60, 30 * 86400),
+    metavar="SECONDS",
+    help="how long each install command works (default: the ENROLL_TOKEN_TTL setting)",
+)
+@click.option(
+    "--run-init",
+    is_flag=True,
+    help="run the original's init scripts on the machines when they join (default: they "
+    "count as run, as the original ran them)",
+)
+def import_legacy_cmd(
+    checkout: Path, dry_run: bool, url: str | None, token_ttl: int | None, run_init: bool
+) -> None:
+    """Bring an original Kernel installation over: DIR is the original server's checkout.
+
+    Its machines (machine_list.txt) become pending servers, each with the command that
+    replaces its Go agent by Kernel's; static/service/* and static/init/* are copied into
+    the data dir. Running it again changes nothing. See docs/migrating.md.
+    """
+    from .legacy_import import run_import
+
+    try:
+        lines = run_import(
+            checkout, dry_run=dry_run, url=url, token_ttl=token_ttl, run_init=run_init
+        )
+        for line in lines:
+            click.echo(line)
+    except (KernelError, OSError) as e:
+        raise click.ClickException(getattr(e, "message", None) or str(e)) from None

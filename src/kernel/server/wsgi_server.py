@@ -9,15 +9,22 @@ sent as each chunk is produced (SSE stays live).
 
 from __future__ import annotations
 
+import copy
 import ipaddress
+import json
 import logging
 import resource
 from typing import Any
 
 from waitress import wasyncore
+from waitress.adjustments import Adjustments
+from waitress.channel import HTTPChannel
+from waitress.parser import HTTPRequestParser
 from waitress.server import create_server
+from waitress.utilities import RequestEntityTooLarge
 
 from kernel.exceptions import ConfigError
+from kernel.server.files.storage import UPLOAD_PATH, too_large
 
 log = logging.getLogger("kernel.server")
 
@@ -42,7 +49,8 @@ def adjustments(config: Any) -> dict[str, Any]:
         # often enough that the limit holds within a few seconds.
         "channel_timeout": idle,
         "cleanup_interval": max(1, min(30, idle // 4)),
-        # A body that could not be accepted is refused before it is read (or spooled to disk).
+        # A body that could not be accepted is refused before it is read (or spooled to disk);
+        # file uploads have their own, larger limit (`_channel_for`).
         "max_request_body_size": int(config["MAX_CONTENT_LENGTH"]),
         # select() cannot watch descriptors above 1024; poll() can.
         "asyncore_use_poll": True,
@@ -82,6 +90,42 @@ def raise_fd_limit(connections: int) -> None:
             )
 
 
+def _channel_for(adj: Adjustments, upload_limit: int) -> type[HTTPChannel]:
+    """waitress' connection class, with one body limit for ``POST`` of UPLOAD_PATH (an
+    upload, FILES_MAX_UPLOAD) and MAX_CONTENT_LENGTH for everything else — decided from the
+    request line and headers, before any of the body is read. (waitress spools a body over
+    512 KiB to a temporary file, so a large upload costs disk, not memory.)"""
+    upload_adj = copy.copy(adj)
+    upload_adj.max_request_body_size = upload_limit + 1  # waitress refuses at >= this
+
+    class Parser(HTTPRequestParser):
+        def parse_header(self, header_plus: bytes) -> None:
+            super().parse_header(header_plus)
+            if self.command == "POST" and self.path == UPLOAD_PATH:
+                self.adj = upload_adj  # read for the body's limit once the headers are in
+
+        def received(self, data: bytes) -> int:
+            consumed: int = super().received(data)
+            error: object = getattr(self, "error", None)
+            if self.adj is upload_adj and isinstance(error, RequestEntityTooLarge):
+                size = self.content_length if self.content_length > upload_limit else None
+                self.error = _UploadTooLarge(too_large(size, upload_limit).message)
+            return consumed
+
+    class Channel(HTTPChannel):
+        parser_class = Parser
+
+    return Channel
+
+
+class _UploadTooLarge(RequestEntityTooLarge):
+    """waitress' 413 for an upload over the cap, as the API's other errors are: JSON."""
+
+    def to_response(self, ident: str | None = None) -> tuple[str, list[tuple[str, str]], bytes]:
+        body = json.dumps({"error": "too_large", "message": self.body}).encode()
+        return f"{self.code} {self.reason}", [("Content-Type", "application/json")], body
+
+
 class Server:
     """A bound, listening waitress server: ``run()`` serves until KeyboardInterrupt (then its
     worker threads are stopped), ``close()`` closes the socket and every open connection."""
@@ -94,6 +138,9 @@ class Server:
         logging.getLogger("waitress.queue").setLevel(logging.ERROR)
         self._map: dict[int, Any] = {}  # its own socket map, so close() reaches every channel
         self._server = create_server(app, map=self._map, host=host, port=port, **kw)
+        self._server.channel_class = _channel_for(
+            self._server.adj, int(app.config["FILES_MAX_UPLOAD"])
+        )
 
     @property
     def port(self) -> int:

@@ -1,17 +1,16 @@
-"""The routes of users and their credentials: logging in and out (session cookie for the
-web UI), API tokens (how the CLI logs in), and user administration (/api/v1/users, admin)."""
+"""The routes of users and their credentials: checking a user name and password (the
+console's /login page, ui/login.py, uses it too), API tokens (how the CLI logs in), and user
+administration (/api/v1/users, admin)."""
 
 from __future__ import annotations
 
-import html
 from typing import Any
 
-from flask import Blueprint, Response, g, jsonify, redirect, request, session
-from flask.typing import ResponseReturnValue
+from flask import Blueprint, Response, g, jsonify
 from flask_wtf.csrf import generate_csrf
 from sqlalchemy import func, select
 
-from kernel.exceptions import InvalidInput, NotAuthenticated, NotFound, RateLimited
+from kernel.exceptions import InvalidInput, NotAuthenticated, NotFound
 from kernel.server.auth.credentials import hash_password, new_token, token_hash, verify_password
 from kernel.server.auth.schemas import (
     MeAnswer,
@@ -28,23 +27,10 @@ from kernel.server.auth.schemas import (
 from kernel.server.auth.users import check_password, create_user
 from kernel.server.models.users import ApiToken, User
 from kernel.server.web import audit, context
-from kernel.server.web.access import csrf, current_user, login_session, public, role, source_address
+from kernel.server.web.access import csrf, current_user, public, role, source_address
 from kernel.server.web.endpoint import endpoint
-from kernel.server.web.errors import status_of
 
 bp = Blueprint("auth", __name__)
-
-LOGIN_PAGE = """<!doctype html>
-<html><head><meta charset="utf-8"><title>Kernel — log in</title></head>
-<body><main><h1>Kernel</h1>{error}
-<form method="post" action="/login">
-<input type="hidden" name="csrf_token" value="{csrf}">
-<input type="hidden" name="next" value="{next}">
-<label>User <input name="username" autocomplete="username" required></label>
-<label>Password <input name="password" type="password" autocomplete="current-password"
- required></label>
-<button type="submit">Log in</button>
-</form></main></body></html>"""
 
 
 def check_credentials(name: str, password: str) -> User:
@@ -62,44 +48,6 @@ def check_credentials(name: str, password: str) -> User:
     return user
 
 
-def _safe_next(target: str | None) -> str:
-    # Only same-site paths: never redirect a fresh login to another host.
-    if target and target.startswith("/") and not target.startswith("//"):
-        return target
-    return "/"
-
-
-@bp.route("/login", methods=["GET", "POST"])
-@public
-def login() -> ResponseReturnValue:
-    if request.method == "GET":
-        page = LOGIN_PAGE.format(
-            error="", csrf=generate_csrf(), next=html.escape(request.args.get("next", "/"))
-        )
-        return page, 200
-    csrf.protect()
-    name = request.form.get("username", "")[:64]
-    try:
-        user = check_credentials(name, request.form.get("password", ""))
-    except (NotAuthenticated, RateLimited) as err:
-        page = LOGIN_PAGE.format(
-            error=f"<p role='alert'>{html.escape(err.message)}</p>",
-            csrf=generate_csrf(),
-            next=html.escape(request.form.get("next", "/")),
-        )
-        return page, status_of(err)[0]
-    login_session(user)
-    return redirect(_safe_next(request.form.get("next")))
-
-
-@bp.post("/logout")
-@role("viewer")
-def logout() -> Response:
-    audit.note("auth.logout")
-    session.clear()
-    return jsonify({"ok": True})
-
-
 @bp.post("/api/v1/auth/token")
 @public
 @csrf.exempt
@@ -109,10 +57,10 @@ def token_for_password(body: TokenRequest) -> tuple[Response, int]:
     """How the CLI logs in; failed attempts count towards the login rate limit."""
     user = check_credentials(body.username, body.password)
     audit.note("token.create", target=body.username, token_name=body.name)
-    return jsonify(_issue(user, body.name)), 201
+    return jsonify(issue_token(user, body.name)), 201
 
 
-def _issue(user: User, label: str) -> dict[str, object]:
+def issue_token(user: User, label: str) -> dict[str, object]:
     s = context.session()
     secret = new_token()
     row = ApiToken(user_id=user.id, name=label, token_hash=token_hash(secret))
@@ -150,13 +98,19 @@ def create_token(body: TokenCreate) -> tuple[Response, int]:
     user = current_user()
     assert user is not None
     audit.note("token.create", target=user.name, token_name=body.name)
-    return jsonify(_issue(user, body.name)), 201
+    return jsonify(issue_token(user, body.name)), 201
 
 
 @bp.delete("/api/v1/tokens/<int:token_id>")
 @role("viewer")
 @endpoint("revoke a token", answers={200: Ok})
 def revoke_token(token_id: int) -> Response:
+    revoke(token_id)
+    return jsonify({"ok": True})
+
+
+def revoke(token_id: int) -> None:
+    """Revoke one of your tokens (an admin: anyone's)."""
     user = current_user()
     assert user is not None
     s = context.session()
@@ -166,7 +120,6 @@ def revoke_token(token_id: int) -> Response:
     audit.note("token.revoke", target=row.user.name, token_name=row.name)
     s.delete(row)
     s.commit()
-    return jsonify({"ok": True})
 
 
 def count_users() -> int:
@@ -189,17 +142,26 @@ def list_users() -> Response:
 @role("admin")
 @endpoint("add a user (admin)", body=UserCreate, answers={201: UserAnswer})
 def add_user(body: UserCreate) -> tuple[Response, int]:
+    return jsonify(new_user(body).to_json()), 201
+
+
+def new_user(body: UserCreate) -> User:
     audit.note("user.create", target=body.name, role=body.role)
     s = context.session()
     user = create_user(s, body.name, body.role, body.password)
     s.commit()
-    return jsonify(user.to_json()), 201
+    return user
 
 
 @users_bp.patch("/<int:user_id>")
 @role("admin")
 @endpoint("change role, password, disabled (admin)", body=UserEdit, answers={200: UserAnswer})
 def edit_user(user_id: int, body: UserEdit) -> Response:
+    return jsonify(change_user(user_id, body).to_json())
+
+
+def change_user(user_id: int, body: UserEdit) -> User:
+    """Change a user's role, password or disabled flag (no admin can demote themself)."""
     s = context.session()
     user = s.get(User, user_id)
     if user is None:
@@ -217,7 +179,7 @@ def edit_user(user_id: int, body: UserEdit) -> Response:
         raise InvalidInput("you cannot demote or disable yourself")
     audit.note("user.edit", target=user.name, **changes)
     s.commit()
-    return jsonify(user.to_json())
+    return user
 
 
 blueprints = (bp, users_bp)

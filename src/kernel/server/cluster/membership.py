@@ -15,10 +15,12 @@ import os
 import socket
 import threading
 import uuid
+from typing import Any
 
 from sqlalchemy import delete, select, update
 
-from kernel.server.core.db import Database, utcnow
+from kernel.server.core.db import Database, out_of_space, utcnow
+from kernel.server.core.text import iso
 from kernel.server.models.cluster import Replica
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,26 @@ class Membership:
             ids = set(s.scalars(select(Replica.id).where(Replica.seen_at > cut)))
         return sorted(ids | {self.id})
 
+    def replicas(self) -> list[dict[str, Any]]:
+        """Every replica with a heartbeat row (the gone ones until their row is cleared, an
+        hour later), this one first: what ``GET /api/v1/status`` shows."""
+        cut = utcnow() - dt.timedelta(seconds=self.stale)
+        with self.db.reading() as s:
+            rows = s.scalars(select(Replica).order_by(Replica.started_at)).all()
+            out = [
+                {
+                    "id": r.id,
+                    "host": r.host,
+                    "pid": r.pid,
+                    "started_at": iso(r.started_at),
+                    "seen_at": iso(r.seen_at),
+                    "alive": r.seen_at > cut or r.id == self.id,
+                    "me": r.id == self.id,
+                }
+                for r in rows
+            ]
+        return sorted(out, key=lambda r: not r["me"])
+
     def start(self) -> None:
         if self._thread is not None:
             return
@@ -60,8 +82,11 @@ class Membership:
                     s.execute(update(Replica).where(Replica.id == self.id).values(seen_at=now))
                     # Long gone replicas' rows are of no use to anyone.
                     s.execute(delete(Replica).where(Replica.seen_at < now - dt.timedelta(hours=1)))
-            except Exception:  # the database may be down for a while: keep beating
-                log.exception("could not record this replica's heartbeat")
+            except Exception as e:  # the database may be down for a while: keep beating
+                if out_of_space(e):  # one line per beat while the disk is full
+                    log.error("could not record this replica's heartbeat: the disk is full")
+                else:
+                    log.exception("could not record this replica's heartbeat")
 
     def stop(self) -> None:
         """A clean stop says so at once: the others adopt its runs without waiting."""
@@ -72,5 +97,8 @@ class Membership:
             try:
                 with self.db.session() as s:
                     s.execute(delete(Replica).where(Replica.id == self.id))
-            except Exception:
-                log.exception("could not remove this replica's heartbeat")
+            except Exception as e:
+                if out_of_space(e):
+                    log.error("could not remove this replica's heartbeat: the disk is full")
+                else:
+                    log.exception("could not remove this replica's heartbeat")

@@ -1,6 +1,7 @@
-"""Live job events across replicas, through PostgreSQL's LISTEN/NOTIFY: every event a replica
-publishes is also sent on the channel ``kernel_events``; the others publish it to their own
-readers (core/events.py), so an event stream on any replica shows every run's output.
+"""Live events across replicas, through PostgreSQL's LISTEN/NOTIFY: every job event a replica
+publishes (core/events.py), and every status change its poller finds (status/feed.py), is
+also sent on the channel ``kernel_events``; the others publish it to their own readers, so an
+event stream on any replica shows every run's output and every host's status.
 
 A notification carries the event itself, or — when it is too big for one (PostgreSQL allows
 8000 bytes) — the id of a row of ``event_payloads`` holding it. Events are sent by one thread,
@@ -17,7 +18,8 @@ import logging
 import queue
 import threading
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from sqlalchemy import delete, insert, select, text
 
@@ -32,15 +34,28 @@ KEEP = 600.0  # seconds payload rows are kept for late readers
 BATCH = 500  # events per transaction at most
 
 
+Changes = list[tuple[dict[str, Any], list[str]]]  # status/feed.py: hosts and what changed
+
+
+class Feed(Protocol):
+    """The status feed (status/feed.py `StatusFeed`), as the relay sees it."""
+
+    relay: Callable[[Changes], None] | None
+
+    def publish_here(self, changed: Changes) -> None: ...
+
+
 class Relay:
     """A background service (PostgreSQL only): sends this replica's events, receives the
     others'."""
 
-    def __init__(self, db: Database, bus: EventBus, origin: str) -> None:
+    def __init__(self, db: Database, bus: EventBus, origin: str, feed: Feed | None = None) -> None:
         self.db = db
         self.bus = bus
+        self.feed = feed
         self.origin = origin
-        self._out: queue.Queue[tuple[int, str, dict[str, Any]] | None] = queue.Queue()
+        # What to send: {"j": job id, "t": type, "d": data}, or {"s": status changes}.
+        self._out: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._listening = threading.Event()
@@ -50,6 +65,8 @@ class Relay:
             return
         self._stop.clear()
         self.bus.relay = self.send
+        if self.feed is not None:
+            self.feed.relay = self.send_status
         for target, name in ((self._listen, "listen"), (self._send, "send")):
             t = threading.Thread(target=target, name=f"kernel-relay-{name}", daemon=True)
             t.start()
@@ -58,6 +75,8 @@ class Relay:
 
     def stop(self) -> None:
         self.bus.relay = None
+        if self.feed is not None:
+            self.feed.relay = None
         self._stop.set()
         self._out.put(None)
         for t in self._threads:
@@ -65,7 +84,10 @@ class Relay:
         self._threads = []
 
     def send(self, job_id: int, type_: str, data: dict[str, Any]) -> None:
-        self._out.put((job_id, type_, data))
+        self._out.put({"j": job_id, "t": type_, "d": data})
+
+    def send_status(self, changed: Changes) -> None:
+        self._out.put({"s": changed})
 
     # -- sending -------------------------------------------------------------------------------
     def _send(self) -> None:
@@ -92,10 +114,10 @@ class Relay:
                 swept = time.monotonic()
                 self._sweep()
 
-    def _write(self, batch: list[tuple[int, str, dict[str, Any]]]) -> None:
+    def _write(self, batch: list[dict[str, Any]]) -> None:
         with self.db.engine.begin() as conn:
-            for job_id, type_, data in batch:
-                body = json.dumps({"o": self.origin, "j": job_id, "t": type_, "d": data})
+            for item in batch:
+                body = json.dumps({"o": self.origin, **item})
                 if len(body.encode()) > INLINE_MAX:
                     stored = insert(EventPayload).values(body=body, created_at=utcnow())
                     ref = conn.execute(stored.returning(EventPayload.id)).scalar_one()
@@ -124,6 +146,9 @@ class Relay:
                 conn: Any = raw.driver_connection
                 conn.autocommit = True
                 conn.execute(f"LISTEN {CHANNEL}")
+                # Events of the others sent before now (or while the connection was lost)
+                # never reach this bus: jobs that began before are not complete here.
+                self.bus.complete_since = time.time()
                 self._listening.set()
                 while not self._stop.is_set():
                     for note in conn.notifies(timeout=1.0):
@@ -148,6 +173,10 @@ class Relay:
                 if body is None:
                     return  # swept: readers that far behind get a snapshot
                 event = json.loads(body)
+            if "s" in event:
+                if self.feed is not None:
+                    self.feed.publish_here([(host, list(what)) for host, what in event["s"]])
+                return
             self.bus.publish_here(int(event["j"]), str(event["t"]), **event["d"])
         except Exception:
             log.exception("a relayed event could not be read")

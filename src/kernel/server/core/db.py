@@ -9,6 +9,7 @@ on the app's own engine.
 from __future__ import annotations
 
 import datetime as dt
+import errno
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -90,6 +91,27 @@ def _tune_sqlite(engine: Engine) -> None:
             conn.exec_driver_sql("BEGIN")
         else:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+SQLITE_FULL = 13  # the primary result code (extended codes keep it in the low byte)
+PG_DISK_FULL = "53100"  # SQLSTATE disk_full ("could not extend file …: No space left on device")
+_FULL_TEXTS = ("database or disk is full", "could not extend file", "no space left on device")
+
+
+def out_of_space(err: BaseException) -> bool:
+    """Whether an error (a SQLAlchemy one, the driver's, or an OSError) says the disk is full:
+    SQLite's SQLITE_FULL, PostgreSQL's disk_full, ENOSPC or EDQUOT. The texts are the fallback
+    for a driver that sets no code."""
+    orig = getattr(err, "orig", None) or err
+    code = getattr(orig, "sqlite_errorcode", None)
+    if isinstance(code, int) and code & 0xFF == SQLITE_FULL:
+        return True
+    if getattr(orig, "sqlstate", None) == PG_DISK_FULL:
+        return True
+    if isinstance(orig, OSError) and orig.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(orig).lower()
+    return any(t in text for t in _FULL_TEXTS)
 
 
 class Database:

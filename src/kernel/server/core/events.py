@@ -85,8 +85,11 @@ class EventBus:
         self._cond = threading.Condition()
         self._open = 0  # event streams being served
         self._collected = 0.0  # when finished jobs' events were last dropped
-        # Where events go for the other replicas (cluster/relay.py), if there are any.
+        # Where events go for the other replicas (cluster/relay.py), if there are any; and
+        # since when (time.time()) their events have all been received here without a gap:
+        # a job that began before that may miss some here (its snapshot reads the database).
         self.relay: Callable[[int, str, dict[str, Any]], None] | None = None
+        self.complete_since = 0.0
 
     def open_stream(self, limit: int) -> Slot | None:
         with self._cond:

@@ -89,6 +89,9 @@ SETTINGS: tuple[Setting, ...] = (
       "this)"),
     S("AGENT_NETWORKS", "text", None, "comma-separated CIDRs agent URLs must be in (then IP "
       "literals only)"),
+    S("TLS_PIN", "text", None, "`sha256//<base64>` (`;`-separated for several) of the public "
+      "key the https install one-liner pins with curl `--pinnedpubkey`",
+      shown="the key `URL` presents"),
     S("AGENT_ALLOW_IPS", "text", None, "`allow_ips` written into agents enrolled by "
       "one-liner", shown="the server's address"),
     S("LOCAL_AGENT", "bool", False, "supervise and enroll a local agent (`scripts/run` turns "
@@ -110,10 +113,23 @@ SETTINGS: tuple[Setting, ...] = (
     # -- services
     S("ARTIFACT_KEY", "text", None, "HMAC key for artifact URLs",
       shown="derived from `SECRET_KEY`"),
-    S("ARTIFACT_TTL", "seconds", 3600.0, "seconds a `KERNEL_SERVICE_URL` stays valid; a "
-      "deploy must fetch its files by then"),
+    S("ARTIFACT_TTL", "seconds", 3600.0, "seconds a `KERNEL_SERVICE_URL` (or a file push's "
+      "download URL) stays valid; a deploy must fetch its files by then"),
     S("PUBLIC_ARTIFACTS", "bool", False, "also serve the seed's public "
       "`/static/service/<name>/<file>` and `/static/init/<file>` paths (no signature)"),
+    # -- schedules
+    S("SCHEDULE_GRACE", "seconds", 60.0, "seconds a firing may start late and still count "
+      "as on time; a firing later than that was missed (the server was down), and the "
+      "schedule's `missed` policy decides (docs/schedules.md)"),
+    # -- files
+    S("FILES_MAX_UPLOAD", "count", 1024**3, "largest file upload, in bytes; only "
+      "`POST /api/v1/files` may send a body this large (spooled to disk), every other "
+      "request stays under `MAX_CONTENT_LENGTH`", shown="`1073741824` (1 GiB)"),
+    S("FILES_MAX_FETCH", "count", 4 * 1024**2, "largest file fetched from a server, in "
+      "bytes (4 MiB; it comes back base64 through the agent's output, which the agent caps "
+      "at 8 MiB)", shown="`4194304` (4 MiB)"),
+    S("FILES_KEEP", "seconds", 86400.0, "seconds an uploaded file is kept for pushes "
+      "(then deleted)"),
     # -- status
     S("STATUS_POLLER", "auto", None, "run the status poller alongside the job runner",
       shown="true (false under `TESTING`)"),
@@ -128,6 +144,21 @@ SETTINGS: tuple[Setting, ...] = (
     S("STATUS_HISTORY_RAW", "seconds", 86400.0, "seconds every metrics sample is kept"),
     S("STATUS_HISTORY_KEEP", "seconds", 604800.0, "seconds downsampled metrics are kept"),
     S("STATUS_HISTORY_BUCKET", "seconds", 300.0, "seconds per downsampled metrics point"),
+    S("DASHBOARD_PAGE", "count", 500, "servers per page of the console's dashboard (the "
+      "filters and counts cover every server)"),
+    # -- alerts
+    S("ALERTS", "auto", None, "run the alert evaluator and sender alongside the job runner "
+      "(docs/alerts.md)", shown="true (false under `TESTING`)"),
+    S("ALERTS_INTERVAL", "seconds", 15.0, "seconds between evaluations of the alert rules "
+      "(and deliveries of what they owe)"),
+    S("ALERTS_SEND_TIMEOUT", "seconds", 15.0, "seconds one notification may take before it "
+      "counts as failed"),
+    S("ALERTS_SEND_ATTEMPTS", "count", 5, "attempts per notification before it is recorded "
+      "as failed for good"),
+    S("ALERTS_RETRY_AFTER", "seconds", 30.0, "seconds before the first retry of a failed "
+      "notification (then doubling, at most an hour)"),
+    S("ALERTS_KEEP", "seconds", 7776000.0, "seconds resolved alerts (and their notifications) "
+      "are kept", shown="`7776000` (90 days)"),
 )  # fmt: skip
 BY_NAME = {s.name: s for s in SETTINGS}
 

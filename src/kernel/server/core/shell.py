@@ -1,7 +1,8 @@
-"""Every shell line Kernel sends to an agent is built here, from validated names.
+"""Every shell line Kernel sends to an agent is built here, from validated names and paths.
 
-Names (services, units, init scripts, artifact path parts) are checked against one pattern
-before they get anywhere near a shell, and even then they are passed through `shlex.quote`.
+Names (services, units, init scripts, artifact path parts) are checked against one pattern,
+and paths on servers against one rule (kernel.names), before they get anywhere near a shell,
+and even then they are passed through `shlex.quote`.
 Nothing outside this module pastes strings into shell lines: other modules call the builders
 below and wrap the result in a `RemoteCommand`.
 """
@@ -13,19 +14,38 @@ import shlex
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from kernel.exceptions import InvalidName
-from kernel.names import NAME_RE
+from kernel.exceptions import InvalidInput, InvalidName
+from kernel.names import (
+    MODE_RE,
+    MODE_RULE,
+    NAME_RE,
+    OWNER_RE,
+    OWNER_RULE,
+    REMOTE_PATH_RULE,
+    remote_path_problem,
+)
 
 __all__ = [
+    "EXIT_FETCH_NOT_A_FILE",
+    "EXIT_FETCH_NO_FILE",
+    "EXIT_FETCH_TOO_LARGE",
+    "EXIT_PUSH_DOWNLOAD",
+    "EXIT_PUSH_INSTALL",
+    "EXIT_PUSH_NO_DIRECTORY",
     "EXIT_UNIT_NOT_GONE",
     "EXIT_UNIT_UNKNOWN",
     "MAX_LOG_LINES",
     "SYSTEMCTL_ACTIONS",
     "InvalidName",
     "RemoteCommand",
+    "file_fetch",
+    "file_mode",
+    "file_owner",
+    "file_push",
     "join",
     "journal_tail",
     "quote",
+    "remote_path",
     "run_stdin_script",
     "systemctl",
     "systemctl_show",
@@ -49,6 +69,13 @@ MAX_LOG_LINES = 10_000
 # systemctl normally use so the UI can tell "your script failed" from "the check failed".
 EXIT_UNIT_UNKNOWN = 97  # deploy script exited 0 but systemd does not know the unit
 EXIT_UNIT_NOT_GONE = 98  # remove script exited 0 but systemd still has the unit
+# File pushes and fetches (docs/files.md): each failure its own code, with a `kernel: …` line.
+EXIT_PUSH_NO_DIRECTORY = 96  # the file's directory does not exist on the host (or dest is one)
+EXIT_PUSH_DOWNLOAD = 95  # the download failed, or what arrived has the wrong SHA-256
+EXIT_PUSH_INSTALL = 94  # chown, chmod or the final rename failed
+EXIT_FETCH_NO_FILE = 92  # no such file (or not readable)
+EXIT_FETCH_NOT_A_FILE = 91  # a directory, a device, …
+EXIT_FETCH_TOO_LARGE = 90  # larger than the fetch cap
 
 quote = shlex.quote
 join = shlex.join
@@ -188,3 +215,125 @@ def run_stdin_script(then: str | None = None) -> str:
     if then is None:
         return "bash -s"
     return f'bash -s; rc=$?; if [ "$rc" -ne 0 ]; then exit "$rc"; fi; {then}'
+
+
+# -- files on servers -----------------------------------------------------------------------
+
+
+def remote_path(value: object, what: str = "path") -> str:
+    """``value`` if it may be used as a path on a server (kernel.names), else InvalidInput."""
+    problem = remote_path_problem(value)
+    if problem is not None:
+        shown = repr(value)[:100] if isinstance(value, str) else type(value).__name__
+        raise InvalidInput(f"{what} {shown} {problem} ({REMOTE_PATH_RULE})")
+    assert isinstance(value, str)
+    return value
+
+
+def file_mode(value: object) -> str:
+    """An octal mode as four digits ("644" → "0644"), else InvalidInput."""
+    if not isinstance(value, str) or not MODE_RE.fullmatch(value):
+        raise InvalidInput(f"mode {str(value)[:20]!r} {MODE_RULE}")
+    return value.rjust(4, "0")
+
+
+def file_owner(value: object) -> str:
+    """USER or USER:GROUP as chown takes it, else InvalidInput."""
+    if not isinstance(value, str) or not OWNER_RE.fullmatch(value):
+        raise InvalidInput(f"owner {str(value)[:80]!r} {OWNER_RULE}")
+    return value
+
+
+# Fetch with curl, else wget, else python3 (always there: the agent runs on it).
+_DOWNLOAD = (
+    "if command -v curl >/dev/null 2>&1; then "
+    'curl -fsS --retry 2 -o "$tmp" -- "$KERNEL_FILE_URL"; '
+    "elif command -v wget >/dev/null 2>&1; then "
+    'wget -q -O "$tmp" -- "$KERNEL_FILE_URL"; '
+    "else python3 -c 'import sys, urllib.request; "
+    "urllib.request.urlretrieve(sys.argv[1], sys.argv[2])' "
+    '"$KERNEL_FILE_URL" "$tmp"; fi'
+)
+
+
+def file_push(
+    path: str, *, sha256: str, size: int, mode: str = "0644", owner: str | None = None
+) -> str:
+    """Write the file at ``$KERNEL_FILE_URL`` (an env variable: the signed URL is not shown
+    with the job) to ``path`` atomically: downloaded to a hidden temporary file in the same
+    directory, its SHA-256 checked, chown/chmod applied, then renamed over ``path`` — so
+    ``path`` is the old file or the whole new one, never a part. A missing directory, a bad
+    download and a failed install step exit EXIT_PUSH_* with a ``kernel: …`` line; the
+    temporary file is removed whatever happens (also on cancel)."""
+    dest = remote_path(path)
+    mode = file_mode(mode)
+    if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
+        raise ValueError(f"sha256 must be 64 lower-case hex digits, not {sha256!r}")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        raise ValueError(f"size must be a whole number of bytes, not {size!r}")
+    directory = dest.rsplit("/", 1)[0] or "/"
+    chown = ""
+    if owner is not None:
+        chown = (
+            f'chown -- {quote(file_owner(owner))} "$tmp" || '
+            f"{_fail(EXIT_PUSH_INSTALL, f'cannot chown {dest} to {owner}')}; "
+        )
+    return (
+        f"dest={quote(dest)}; dir={quote(directory)}; want={sha256}; "
+        'if [ ! -d "$dir" ]; then '
+        f"{_fail(EXIT_PUSH_NO_DIRECTORY, f'directory {directory} does not exist on this host')}; "
+        "fi; "
+        'if [ -d "$dest" ]; then '
+        f"{_fail(EXIT_PUSH_NO_DIRECTORY, f'{dest} is a directory on this host')}; fi; "
+        'tmp=$(mktemp "$dir/.kernel-push-XXXXXXXX") || '
+        f"{_fail(EXIT_PUSH_INSTALL, f'cannot create a temporary file in {directory}')}; "
+        # The EXIT trap removes a temporary file left by any failure; a signal (cancel)
+        # exits through it too.
+        """trap 'rm -f -- "$tmp"' EXIT; trap 'exit 143' TERM; trap 'exit 130' INT; """
+        "trap 'exit 129' HUP; "
+        f"{{ {_DOWNLOAD}; }} || {_fail(EXIT_PUSH_DOWNLOAD, 'the download from Kernel failed')}; "
+        """got=$(sha256sum -- "$tmp" | cut -d ' ' -f 1); """
+        'if [ "$got" != "$want" ]; then '
+        'echo "kernel: the download has SHA-256 $got, not $want" >&2; '
+        f"exit {EXIT_PUSH_DOWNLOAD}; fi; "
+        f"{chown}"
+        f'chmod -- {mode} "$tmp" || {_fail(EXIT_PUSH_INSTALL, f"cannot chmod {dest}")}; '
+        # On disk before it takes the name (a power cut leaves the old file or the new one).
+        'sync -- "$tmp" 2>/dev/null || :; '
+        'mv -f -T -- "$tmp" "$dest" || '
+        f"{_fail(EXIT_PUSH_INSTALL, f'cannot rename the new file to {dest}')}; "
+        "trap - EXIT; "
+        f"echo {quote(f'kernel: wrote {dest} ({size} bytes, sha256 {sha256}, mode {mode}')}"
+        f'"$(stat -c ", owner %U:%G" -- "$dest" 2>/dev/null))"'
+    )
+
+
+def file_fetch(path: str, cap: int) -> str:
+    """Print a file's size on the first line and its bytes as base64 on the second (the
+    agent's output is text). A missing, unreadable or special file and one larger than
+    ``cap`` bytes exit EXIT_FETCH_* with a ``kernel: …`` line; at most ``cap + 1`` bytes are
+    ever read, so a file that grows meanwhile is still caught (by the server)."""
+    p = remote_path(path)
+    if isinstance(cap, bool) or not isinstance(cap, int) or cap < 0:
+        raise ValueError(f"cap must be a whole number of bytes, not {cap!r}")
+    return (
+        f"p={quote(p)}; "
+        'if [ ! -e "$p" ]; then '
+        f"{_fail(EXIT_FETCH_NO_FILE, f'no such file on this host: {p}')}; fi; "
+        'if [ ! -f "$p" ]; then '
+        f"{_fail(EXIT_FETCH_NOT_A_FILE, f'not a regular file: {p}')}; fi; "
+        'if [ ! -r "$p" ]; then '
+        f"{_fail(EXIT_FETCH_NO_FILE, f'cannot read {p}')}; fi; "
+        'size=$(stat -L -c %s -- "$p") || '
+        f"{_fail(EXIT_FETCH_NO_FILE, f'cannot stat {p}')}; "
+        f'if [ "$size" -gt {cap} ]; then '
+        f'echo "kernel: {_dq(p)} is $size bytes, more than the cap of {cap} bytes" >&2; '
+        f"exit {EXIT_FETCH_TOO_LARGE}; fi; "
+        'echo "$size"; '
+        f'head -c {cap + 1} -- "$p" | base64 -w 0'
+    )
+
+
+def _dq(text: str) -> str:
+    """``text`` inside a double-quoted shell string: nothing in it is expanded."""
+    return "".join("\\" + c if c in '\\"$`' else c for c in text)

@@ -18,3 +18,12 @@ def fit_utf8(text: str, room: int) -> tuple[str, int, bool]:
         return text, len(raw), False
     kept = raw[: max(room, 0)].decode("utf-8", "ignore")
     return kept, len(kept.encode("utf-8")), True
+
+
+def printable(value: object, limit: int = 200) -> str:
+    """A value as one safe line for a terminal: not-text as its repr, lone surrogates and
+    control characters escaped, cut at ``limit`` characters."""
+    text = value if isinstance(value, str) else repr(value)
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return text if len(text) <= limit else text[:limit] + "…"

@@ -29,8 +29,14 @@ from kernel.server.inventory.schemas import (
     ServerList,
     ServerListAnswer,
 )
-from kernel.server.inventory.servers import commit_or_conflict, get_server, name_taken, pin_for
-from kernel.server.models.jobs import Run
+from kernel.server.inventory.servers import (
+    commit_or_conflict,
+    get_server,
+    name_taken,
+    page,
+    pin_for,
+)
+from kernel.server.models.jobs import Job, Run
 from kernel.server.models.servers import EnrollToken, Server
 from kernel.server.web import audit, context
 from kernel.server.web.access import actor, public, role
@@ -43,7 +49,8 @@ def _new_enroll_token(s: Session, srv: Server) -> dict[str, Any]:
     """A fresh one-time token for ``srv`` and the install line that carries it."""
     ttl = float(current_app.config["ENROLL_TOKEN_TTL"])
     token, expires = enrollment.issue_token(s, srv, ttl)
-    return enrollment.enroll_info(public_url(current_app.config, request.host_url), token, expires)
+    base = public_url(current_app.config, request.host_url)
+    return enrollment.enroll_info(base, token, expires, context.install_pin(base))
 
 
 def agent_timeout() -> float:
@@ -54,13 +61,10 @@ def agent_timeout() -> float:
 @role("viewer")
 @endpoint("servers", query=ServerList, answers={200: ServerListAnswer})
 def list_servers(query: ServerList) -> Response:
-    q = select(Server).order_by(Server.name)
-    if not query.removed:
-        q = q.where(Server.removed_at.is_(None))
-    rows = context.session().scalars(q).all()
-    if query.tag:
-        rows = [r for r in rows if query.tag in (r.tags or [])]
-    return jsonify({"servers": [r.to_json() for r in rows]})
+    """In name order, a page at a time (``?limit=``, up to 1000; ``?after=`` the ``next`` of
+    the page before); ``?tag=``, ``?state=``, ``?q=`` (in the name) filter."""
+    rows, total, cursor = page(context.session(), query)
+    return jsonify({"servers": [r.to_json() for r in rows], "total": total, "next": cursor})
 
 
 @bp.post("")
@@ -70,6 +74,15 @@ def list_servers(query: ServerList) -> Response:
 def add_server(body: ServerCreate) -> tuple[Response, int]:
     """With agent_url + agent_key: join now (checked first). Without: a pending record and a
     one-time install command."""
+    srv, enroll = create_server(body)
+    if enroll is not None:
+        return jsonify({"server": srv.to_json(), "enroll": enroll}), 201
+    return jsonify({"server": srv.to_json()}), 201
+
+
+def create_server(body: ServerCreate) -> tuple[Server, dict[str, Any] | None]:
+    """Add a server (also the console's "add server"): joined now when given an agent URL and
+    key (checked first), else pending with its one-time install command (the second value)."""
     name, description, tags, url = (
         body.name,
         body.description,
@@ -95,7 +108,7 @@ def add_server(body: ServerCreate) -> tuple[Response, int]:
         s.flush()
         enroll = _new_enroll_token(s, srv)
         commit_or_conflict(s, name)
-        return jsonify({"server": srv.to_json(), "enroll": enroll}), 201
+        return srv, enroll
     url = check_url(url, current_app.config.get("AGENT_NETWORKS"))
     key = check_key(body.agent_key)
     context.close_session()  # no transaction held while we wait on the agent
@@ -120,7 +133,7 @@ def add_server(body: ServerCreate) -> tuple[Response, int]:
     initflow.start(s, srv, current_app.config, created_by=actor())
     commit_or_conflict(s, name)
     context.server_joined(srv.id)
-    return jsonify({"server": srv.to_json()}), 201
+    return srv, None
 
 
 @bp.get("/<int:server_id>")
@@ -135,6 +148,12 @@ def show(server_id: int) -> Response:
 @role("admin")
 @endpoint("edit name, URL, key, description, tags", body=ServerEdit, answers={200: ServerAnswer})
 def edit(server_id: int, body: ServerEdit) -> Response:
+    return jsonify(edit_server(server_id, body).to_json())
+
+
+def edit_server(server_id: int, body: ServerEdit) -> Server:
+    """Change the fields given (also the console's edit form); a new URL or key is checked
+    against the agent before anything is stored."""
     given = body.model_fields_set
     s = context.session()
     srv = get_server(s, server_id)
@@ -181,7 +200,7 @@ def edit(server_id: int, body: ServerEdit) -> Response:
     for k, v in changes.items():
         setattr(srv, k, v)
     commit_or_conflict(s, srv.name)
-    return jsonify(srv.to_json())
+    return srv
 
 
 @bp.delete("/<int:server_id>")
@@ -189,6 +208,11 @@ def edit(server_id: int, body: ServerEdit) -> Response:
 @endpoint("remove (stops future jobs, keeps history)", answers={200: ServerAnswer})
 def remove(server_id: int) -> Response:
     """Stops future jobs on the server (queued runs are cancelled); history stays."""
+    return jsonify(remove_server(server_id).to_json())
+
+
+def remove_server(server_id: int) -> Server:
+    """Remove a server (also the console's): queued runs on it are cancelled; history stays."""
     s = context.session()
     srv = get_server(s, server_id)
     audit.note("server.remove", target=srv.name, hosts=[srv.name])
@@ -198,7 +222,7 @@ def remove(server_id: int) -> Response:
     for run in s.scalars(select(Run).where(Run.server_id == srv.id, Run.state == "queued")):
         run.state, run.finished_at, run.error = "cancelled", now, "server removed"
     s.commit()
-    return jsonify(srv.to_json())
+    return srv
 
 
 @bp.post("/<int:server_id>/enroll-token")
@@ -206,12 +230,17 @@ def remove(server_id: int) -> Response:
 @endpoint("a fresh one-time install command", answers={201: ServerCreated})
 def new_enroll_token(server_id: int) -> tuple[Response, int]:
     """A fresh one-time install command (earlier tokens of this server stop working)."""
+    srv, enroll = renew_enroll_token(server_id)
+    return jsonify({"server": srv.to_json(), "enroll": enroll}), 201
+
+
+def renew_enroll_token(server_id: int) -> tuple[Server, dict[str, Any]]:
     s = context.session()
     srv = get_server(s, server_id)
     audit.note("server.enroll_token", target=srv.name, hosts=[srv.name])
     enroll = _new_enroll_token(s, srv)
     s.commit()
-    return jsonify({"server": srv.to_json(), "enroll": enroll}), 201
+    return srv, enroll
 
 
 @bp.post("/<int:server_id>/check")
@@ -252,6 +281,12 @@ def init_status(server_id: int) -> Response:
 def run_init(server_id: int, body: InitRun) -> tuple[Response, int]:
     """``{}``: continue from the first script not yet ok (retry); ``{"script": name}``: run
     that one script now (e.g. one added after the server joined)."""
+    job = start_init(server_id, body)
+    return jsonify({"job_id": job.id, "script": job.meta.get("script")}), 202
+
+
+def start_init(server_id: int, body: InitRun) -> Job:
+    """Queue the pending init scripts or the one named (also the console's "run")."""
     only = body.script
     s = context.session()
     srv = get_server(s, server_id)
@@ -263,7 +298,7 @@ def run_init(server_id: int, body: InitRun) -> tuple[Response, int]:
         raise Conflict(f"every init script has already run successfully on {srv.name}")
     s.commit()
     context.runner().wake()
-    return jsonify({"job_id": job.id, "script": job.meta.get("script")}), 202
+    return job
 
 
 # ------------------------------------------------------------------------------------------
@@ -286,20 +321,22 @@ def _text(body: bytes | str, name: str) -> Response:
 def install_sh() -> Response:
     token = request.args.get("token")
     if token is None:
-        return _text(enrollment.install_script(_base()), "install.sh")
+        return seed_install_sh()
     with context.db().session() as s:
         _row, srv = enrollment.live_token(s, token)
         key = srv.agent_key
     base = _base()
     allow = enrollment.allow_ips_for(base, current_app.config.get("AGENT_ALLOW_IPS"))
-    return _text(enrollment.install_script(base, token, key, allow), "install.sh")
+    pin = context.install_pin(base)
+    return _text(enrollment.install_script(base, token, key, allow, pin), "install.sh")
 
 
 @enroll_bp.get("/static/agent/install.sh")
 @public
 def seed_install_sh() -> Response:
     """The seed's way: install with a fresh local key (printed), then add by URL + key."""
-    return _text(enrollment.install_script(_base()), "install.sh")
+    base = _base()
+    return _text(enrollment.install_script(base, pin=context.install_pin(base)), "install.sh")
 
 
 @enroll_bp.get("/agent/uninstall.sh")

@@ -25,6 +25,7 @@ from kernel.exceptions import Conflict, Expired, InvalidInput, NotAllowed
 from kernel.server.auth.credentials import new_token, token_hash
 from kernel.server.core.db import utcnow
 from kernel.server.core.text import iso
+from kernel.server.inventory.tlspin import ServerPin
 from kernel.server.models.servers import EnrollToken, Server
 
 
@@ -44,17 +45,30 @@ def revoke_tokens(s: Session, srv: Server) -> None:
     s.execute(delete(EnrollToken).where(EnrollToken.server_id == srv.id))
 
 
-def install_command(base: str, token: str) -> str:
+def install_command(base: str, token: str, pin: ServerPin | None = None) -> str:
     # Plain `| bash`: the script takes root itself (sudo only when not root already), so the
     # same line works in a root shell on a minimal host without sudo.
-    return f"curl -fsSL {shlex.quote(f'{base}/agent/install.sh?token={token}')} | bash"
+    url = shlex.quote(f"{base}/agent/install.sh?token={token}")
+    return f"curl -fsSL {curl_tls(pin)}{url} | bash"
 
 
-def enroll_info(base: str, token: str, expires: dt.datetime) -> dict[str, Any]:
+def curl_tls(pin: ServerPin | None) -> str:
+    """curl's options for the server's pin (tlspin.py), ending in a space; "" for none."""
+    if pin is None:
+        return ""
+    insecure = "" if pin.verified else "--insecure "
+    # Quoted although base64 needs it only for the ";" between pins: the line reads the same
+    # whatever the pin.
+    return f"{insecure}--pinnedpubkey '{pin.pin}' "
+
+
+def enroll_info(
+    base: str, token: str, expires: dt.datetime, pin: ServerPin | None = None
+) -> dict[str, Any]:
     return {
         "token": token,
         "expires_at": iso(expires),
-        "command": install_command(base, token),
+        "command": install_command(base, token, pin),
     }
 
 
@@ -102,15 +116,23 @@ def allow_ips_for(base: str, configured: str | None) -> str:
 
 
 def install_script(
-    base: str, token: str | None = None, key: str | None = None, allow: str = ""
+    base: str,
+    token: str | None = None,
+    key: str | None = None,
+    allow: str = "",
+    pin: ServerPin | None = None,
 ) -> str:
     """The packaged install.sh with this server's values (``base`` URL, the token and key of an
-    enrolling server, the ``allow_ips`` it gets) prepended as defaults."""
+    enrolling server, the ``allow_ips`` it gets, the TLS pin its downloads and enrollment
+    use) prepended as defaults."""
     values = {
         "KERNEL_URL": base,
         "KERNEL_AGENT_SOURCE": f"{base}/agent/kernel-agent.py",
         "KERNEL_AGENT_SHA256": hashlib.sha256(agent_file()).hexdigest(),
     }
+    if pin is not None:
+        values["KERNEL_TLS_PIN"] = pin.pin
+        values["KERNEL_TLS_INSECURE"] = "" if pin.verified else "1"
     if token and key:
         values["KERNEL_AGENT_KEY"] = key
         values["KERNEL_ENROLL_TOKEN"] = token

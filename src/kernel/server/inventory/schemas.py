@@ -40,9 +40,18 @@ class ServerEdit(Body):
     tls_fingerprint: Fingerprint | None = None
 
 
+PAGE_MAX = 1000  # servers per page of GET /api/v1/servers at most (and by default)
+
+
 class ServerList(Query):
+    """``?after=`` is the ``next`` of the page before (pages follow the names' order)."""
+
     tag: Tag | None = None
     removed: bool = False  # also removed servers (history)
+    state: ServerState | None = None
+    q: Annotated[str, Field(max_length=64), NoNul] | None = None  # in the name, any case
+    limit: Annotated[int, Field(ge=1, le=PAGE_MAX)] = PAGE_MAX
+    after: Annotated[str, Field(max_length=200), NoNul] | None = None
 
 
 class InitRun(Body):
@@ -85,6 +94,8 @@ class ServerCreated(Answer):
 
 class ServerListAnswer(Answer):
     servers: list[ServerAnswer]
+    total: int  # servers matching the filters, on every page
+    next: str | None  # ``?after=`` for the next page; null on the last
 
 
 class InitScriptState(Answer):

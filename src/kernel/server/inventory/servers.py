@@ -3,12 +3,18 @@ agent's certificate."""
 
 from __future__ import annotations
 
-from sqlalchemy import select
+import base64
+import binascii
+import json
+from collections.abc import Sequence
+
+from sqlalchemy import String, cast, func, select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from kernel.agent_client import AgentError, fetch_tls_fingerprint, normalize_fingerprint
 from kernel.exceptions import AgentFailed, Conflict, InvalidInput, NotFound
+from kernel.server.inventory.schemas import ServerList
 from kernel.server.models.servers import Server, name_key
 
 
@@ -53,3 +59,42 @@ def pin_for(url: str, given: object, timeout: float) -> str | None:
         return fetch_tls_fingerprint(url, timeout=timeout)
     except AgentError as e:
         raise AgentFailed(f"could not fetch the TLS certificate of {url}: {e}") from None
+
+
+def page(s: Session, query: ServerList) -> tuple[Sequence[Server], int, str | None]:
+    """One page of the server list (name order, filters in SQL): the servers, how many match
+    in all, and the cursor of the next page (None on the last)."""
+    q = select(Server)
+    if not query.removed:
+        q = q.where(Server.removed_at.is_(None))
+    if query.state:
+        q = q.where(Server.state == query.state)
+    if query.tag:
+        # Tags are names (no quotes, no backslashes), so the quoted tag in the JSON text is
+        # that tag exactly, on SQLite and PostgreSQL alike.
+        q = q.where(cast(Server.tags, String).like(f'%"{query.tag}"%'))
+    if query.q:
+        q = q.where(Server.name_key.contains(query.q.lower(), autoescape=True))
+    total = s.scalar(select(func.count()).select_from(q.subquery())) or 0
+    if query.after:
+        name, id_ = decode_cursor(query.after)
+        q = q.where(tuple_(Server.name, Server.id) > tuple_(name, id_))
+    rows = s.scalars(q.order_by(Server.name, Server.id).limit(query.limit + 1)).all()
+    more = len(rows) > query.limit
+    rows = rows[: query.limit]
+    return rows, total, encode_cursor(rows[-1].name, rows[-1].id) if more else None
+
+
+def encode_cursor(name: str, id_: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps([name, id_]).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[str, int]:
+    """The (name, id) a page ends at; InvalidInput for anything that is not a cursor."""
+    try:
+        name, id_ = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        if isinstance(name, str) and isinstance(id_, int) and not isinstance(id_, bool):
+            return name, id_
+    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
+        pass
+    raise InvalidInput("after: not a page cursor (use the `next` of the page before)")

@@ -66,6 +66,13 @@ def list_jobs(query: JobList) -> Response:
           answers={201: JobAnswer})  # fmt: skip
 def create(body: JobCreate) -> tuple[Response, int]:
     """Run a command (or a script on stdin with ``cmd: "bash -s"``) on the chosen servers."""
+    job, skipped = start_command(body)
+    return jsonify({**job_json(job, job.runs), "skipped": skipped}), 201
+
+
+def start_command(body: JobCreate) -> tuple[Job, list[str]]:
+    """Create and launch a command job (also the console's "run"): the job (a transient copy
+    with its runs) and the names of chosen servers skipped as not joined."""
     command = RemoteCommand(
         cmd=body.cmd,
         stdin=body.stdin,
@@ -91,7 +98,7 @@ def create(body: JobCreate) -> tuple[Response, int]:
         audit.write_with(s)
         s.commit()
     admission.launch(job, servers)
-    return jsonify({**job_json(job, job.runs), "skipped": skipped}), 201
+    return job, skipped
 
 
 @bp.get("/<int:job_id>")
@@ -113,10 +120,37 @@ def get_run(job_id: int, run_id: str) -> Response:
     return jsonify(run_json(run, output=True))
 
 
+@bp.get("/<int:job_id>/runs/<run_id>/output")
+@role("viewer")
+@endpoint("one run's whole stored output as a text file (stdout, then stderr)",
+          produces="text/plain")  # fmt: skip
+def run_output(job_id: int, run_id: str) -> Response:
+    """A download: the run's stdout, then (marked) its stderr, as stored (capped by
+    OUTPUT_CAP; a ``truncated`` run says so at the end)."""
+    run = context.session().get(Run, run_id[:64])
+    if run is None or run.job_id != job_id:
+        raise NotFound(f"no run {run_id[:64]!r} in job {job_id}")
+    text = run.stdout
+    if run.stderr:
+        text += ("" if not text or text.endswith("\n") else "\n") + "--- stderr ---\n" + run.stderr
+    if run.truncated:
+        text += "\n--- output truncated (OUTPUT_CAP) ---\n"
+    resp = Response(text, mimetype="text/plain")
+    name = f"job{job_id}-{run.server_name}.txt"
+    resp.headers["Content-Disposition"] = f'attachment; filename="{name}"'
+    return resp
+
+
 @bp.post("/<int:job_id>/cancel")
 @role("operator")
 @endpoint("cancel (its runs on the agents too)", answers={200: JobAnswer})
 def cancel(job_id: int) -> Response:
+    job = cancel_by_id(job_id)
+    return jsonify(job_json(job, job.runs))
+
+
+def cancel_by_id(job_id: int) -> Job:
+    """Cancel a job (409 once it has ended); its running runs are cancelled on their agents."""
     s = context.session()
     job = _get_job(job_id)
     if job.state in ("finished", "cancelled"):
@@ -125,7 +159,7 @@ def cancel(job_id: int) -> Response:
     audit.note("job.cancel", target=f"job {job_id}", hosts=[r.server_name for r in job.runs])
     s.commit()
     context.runner().cancel_runs(running)
-    return jsonify(job_json(job, job.runs))
+    return job
 
 
 @bp.post("/<int:job_id>/rerun")
@@ -133,6 +167,12 @@ def cancel(job_id: int) -> Response:
 @endpoint("a new job for the runs that did not succeed", answers={201: JobAnswer})
 def rerun(job_id: int) -> tuple[Response, int]:
     """A new job with the same command on the servers whose run did not succeed."""
+    new = rerun_failed(job_id)
+    return jsonify(job_json(new, new.runs)), 201
+
+
+def rerun_failed(job_id: int) -> Job:
+    """The new job for a command job's runs that did not succeed (409 for other kinds)."""
     s = context.session()
     job = _get_job(job_id)
     if job.kind != "command":
@@ -142,6 +182,8 @@ def rerun(job_id: int) -> tuple[Response, int]:
         where = {
             "service": "POST /api/v1/services/<name>/<op>",
             "init": "POST /api/v1/servers/<id>/init",
+            "schedule": "POST /api/v1/schedules/<id>/run",
+            "file": "POST /api/v1/files/<id>/push",
         }
         raise Conflict(
             f"job {job_id} is a {job.kind} job; redo it with {where.get(job.kind, 'its own API')}"
@@ -172,7 +214,7 @@ def rerun(job_id: int) -> tuple[Response, int]:
         )
         s.commit()
     admission.launch(new, servers)
-    return jsonify(job_json(new, new.runs)), 201
+    return new
 
 
 # ------------------------------------------------------------------------------------------
@@ -205,6 +247,8 @@ def events(job_id: int) -> Response:
         with database.session() as s:
             job = s.get(Job, job_id)
             assert job is not None
+            if live is not None and job.created_at.timestamp() < bus.complete_since:
+                live = None  # began before this replica heard every other's events
             data = job_json(job, job.runs)
             for run_data, run in zip(data["runs"], job.runs, strict=True):
                 if live is not None:

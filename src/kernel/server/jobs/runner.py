@@ -28,7 +28,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from kernel.server.cluster.membership import Membership
-from kernel.server.core.db import Database
+from kernel.server.core.db import Database, out_of_space
 from kernel.server.core.events import EventBus
 from kernel.server.core.loopthread import LoopThread
 from kernel.server.jobs import journal
@@ -165,8 +165,11 @@ class Runner(LoopThread):
                     # Counted after the recovery: re-attached runs hold slots too.
                     free = self.concurrency - len(self._active) - self._reserved
                     claimed = await self._claim(free) if free > 0 else []
-                except Exception:  # e.g. the database is down: keep trying, loudly
-                    log.exception("the job runner cannot read the database; retrying")
+                except Exception as e:  # e.g. the database is down: keep trying, loudly
+                    if out_of_space(e):
+                        log.error("the job runner cannot journal runs: the disk is full")
+                    else:
+                        log.exception("the job runner cannot read the database; retrying")
                     claimed = []
                 for task in claimed:
                     self._start(task, reattach=False)
@@ -230,8 +233,14 @@ class Runner(LoopThread):
             if batch:
                 try:
                     await self._store(batch)
-                except Exception:
-                    log.exception("could not store %d run results; retrying", len(batch))
+                except Exception as e:
+                    # Kept in memory and retried until they are written (a full disk, the
+                    # database away); after a crash meanwhile the agents still have them.
+                    if out_of_space(e):
+                        log.error("could not store %d run results: the disk is full; "
+                                  "retrying", len(batch))  # fmt: skip
+                    else:
+                        log.exception("could not store %d run results; retrying", len(batch))
                     self._done = batch + self._done
                     await asyncio.sleep(1)
                     self._flush.set()

@@ -3,6 +3,20 @@
 Importing this package imports every table, so ``Base.metadata`` is complete (the migrations'
 check and ``create_all`` rely on it)."""
 
-from kernel.server.models import audit, cluster, installation, jobs, servers, status, users
+from kernel.server.models import (
+    alerts,
+    audit,
+    cluster,
+    files,
+    installation,
+    jobs,
+    schedules,
+    servers,
+    status,
+    users,
+)
 
-__all__ = ["audit", "cluster", "installation", "jobs", "servers", "status", "users"]
+__all__ = [
+    "alerts", "audit", "cluster", "files", "installation", "jobs", "schedules", "servers",
+    "status", "users",
+]  # fmt: skip

@@ -29,7 +29,8 @@ class Job(Base):
     created_by: Mapped[str] = mapped_column(String(64), default="")
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
-    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # Indexed for the alert rules that look at the jobs finished lately (migration 0006).
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, index=True)
     parent_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
 
     runs: Mapped[list[Run]] = relationship(back_populates="job", order_by="Run.server_name")

@@ -22,6 +22,7 @@ from kernel.server.core.settings import public_url
 from kernel.server.jobs.schemas import JobAnswer
 from kernel.server.jobs.service import create_job, resolve_targets
 from kernel.server.jobs.shapes import job_json
+from kernel.server.models.jobs import Job
 from kernel.server.services import catalog, oplock
 from kernel.server.services import operations as service_ops
 from kernel.server.services.artifacts import (
@@ -47,7 +48,7 @@ from kernel.server.web.endpoint import endpoint
 bp = Blueprint("services", __name__, url_prefix="/api/v1/services")
 
 
-def _lookup(name: str) -> catalog.Service:
+def lookup(name: str) -> catalog.Service:
     """The service folder as it is on disk now. A name that is not allowed is refused before
     anything else (it never reaches a path or a shell line)."""
     if not is_valid_name(name):
@@ -72,18 +73,24 @@ def list_services() -> Response:
 @endpoint("rescan the service folder", answers={200: CatalogueAnswer})
 def refresh() -> Response:
     """Rescan the service folder ("Refresh services")."""
-    cache = context.catalogue()
-    cat = cache.refresh()
+    cat = rescan()
+    scanned_at = context.catalogue().scanned_at
+    return jsonify(catalogue_json(cat, host_rows(context.session()), scanned_at))
+
+
+def rescan() -> catalog.Catalogue:
+    """Rescan the service folder, audited (also the console's "Refresh services")."""
+    cat = context.catalogue().refresh()
     broken = [svc.name for svc in cat if svc.problems]
     audit.note("services.refresh", target="services", services=len(cat), broken=broken[:50])
-    return jsonify(catalogue_json(cat, host_rows(context.session()), cache.scanned_at))
+    return cat
 
 
 @bp.get("/<path:name>/hosts")
 @role("viewer")
 @endpoint("where the service is installed / active / failed", answers={200: ServiceHostsAnswer})
 def hosts_of(name: str) -> Response:
-    svc = _lookup(name)
+    svc = lookup(name)
     return jsonify(
         {
             "service": svc.name,
@@ -97,7 +104,7 @@ def hosts_of(name: str) -> Response:
 @role("viewer")
 @endpoint("one service: scripts, artifacts, hosts", answers={200: ServiceDetailAnswer})
 def get_service(name: str) -> Response:
-    svc = _lookup(name)
+    svc = lookup(name)
     return jsonify(
         {**service_json(svc, detail=True), **service_hosts(svc, host_rows(context.session()))}
     )
@@ -109,9 +116,16 @@ def get_service(name: str) -> Response:
           answers={201: JobAnswer})  # fmt: skip
 def operate(name: str, op: str, body: Operate) -> tuple[Response, int]:
     """deploy/remove/start/stop/restart/enable/disable/status/logs on the chosen servers."""
+    job, skipped = start_operation(name, op, body)
+    return jsonify({**job_json(job, job.runs), "skipped": skipped}), 201
+
+
+def start_operation(name: str, op: str, body: Operate) -> tuple[Job, list[str]]:
+    """Create and launch a service operation's job (also the console's buttons): the job and
+    the chosen servers skipped as not joined."""
     if op not in service_ops.OPERATIONS:
         raise NotFound(f"unknown operation {op[:40]!r}; known: {', '.join(service_ops.OPERATIONS)}")
-    svc = _lookup(name)
+    svc = lookup(name)
     if body.lines is not None and op != "logs":
         raise InvalidInput("'lines' is only for logs")
     command = _command(op, svc, body.lines or service_ops.DEFAULT_LOG_LINES)
@@ -137,7 +151,7 @@ def operate(name: str, op: str, body: Operate) -> tuple[Response, int]:
         audit.note(job=job.id)
         s.commit()
     admission.launch(job, servers)
-    return jsonify({**job_json(job, job.runs), "skipped": skipped}), 201
+    return job, skipped
 
 
 def _command(op: str, svc: catalog.Service, lines: int) -> shell.RemoteCommand:

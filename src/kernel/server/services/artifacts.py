@@ -40,22 +40,25 @@ class ArtifactConfigError(ConfigError):
 # --- pure signing ------------------------------------------------------------------------
 
 
-def _message(name: str, expires: int) -> bytes:
-    return f"{_SCOPE}\n{name}\n{expires}".encode()
+def _message(name: str, expires: int, scope: str) -> bytes:
+    return f"{scope}\n{name}\n{expires}".encode()
 
 
-def sign(key: bytes, name: str, expires: int) -> str:
-    """Hex HMAC-SHA256 of (scope, service name, expiry) under `key`."""
-    return hmac.new(key, _message(name, expires), hashlib.sha256).hexdigest()
+def sign(key: bytes, name: str, expires: int, *, scope: str = _SCOPE) -> str:
+    """Hex HMAC-SHA256 of (scope, name, expiry) under `key`. The scope keeps what is signed
+    for one use (a service's files, an uploaded file: files/push.py) useless for another."""
+    return hmac.new(key, _message(name, expires, scope), hashlib.sha256).hexdigest()
 
 
-def verify(key: bytes, name: str, expires: str, signature: str, *, now: float) -> str | None:
+def verify(
+    key: bytes, name: str, expires: str, signature: str, *, now: float, scope: str = _SCOPE
+) -> str | None:
     """None if the prefix is valid at `now`, else why not ("bad signature" / "expired")."""
     if not expires.isascii() or not expires.isdigit() or len(expires) > 12:
         return "bad signature"
     if not is_valid_name(name):
         return "bad signature"
-    expected = sign(key, name, int(expires))
+    expected = sign(key, name, int(expires), scope=scope)
     if not hmac.compare_digest(expected.encode(), signature.encode("utf-8", "replace")):
         return "bad signature"
     if int(expires) < now:

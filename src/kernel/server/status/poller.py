@@ -20,10 +20,11 @@ from typing import TYPE_CHECKING, Any
 from kernel.agent_client import AgentError
 from kernel.server.cluster import share
 from kernel.server.core.agents import AgentPool
-from kernel.server.core.db import Database
+from kernel.server.core.db import Database, out_of_space
 from kernel.server.core.loopthread import LoopThread
 from kernel.server.core.shell import RemoteCommand
 from kernel.server.status import store
+from kernel.server.status.feed import StatusFeed
 from kernel.server.status.gate import Gate
 from kernel.server.status.history import RetentionPolicy
 from kernel.server.status.probe import parse_probe, probe_script
@@ -50,6 +51,7 @@ class Poller(LoopThread):
         db: Database,
         units: Callable[[], list[str]],
         replicas: Callable[[], tuple[str, list[str]]] | None = None,
+        feed: StatusFeed | None = None,
     ) -> None:
         super().__init__()
         cfg = config
@@ -57,6 +59,7 @@ class Poller(LoopThread):
         # hosts (cluster/share.py), so each host is probed once per interval, by one of them.
         self.replicas = replicas
         self.db = db
+        self.feed = feed or StatusFeed()  # what changed, for the live status stream
         self.units = units  # the catalogue's units, asked of every host
         self.interval = float(cfg["STATUS_INTERVAL"])
         self.concurrency = int(cfg["STATUS_CONCURRENCY"])
@@ -139,7 +142,7 @@ class Poller(LoopThread):
                 await writer
             if self._done:
                 batch, self._done = self._done, []
-                await self._db(store.store, self.db, batch, self.offline_after)
+                self.feed.publish(await self._db(store.store, self.db, batch, self.offline_after))
 
     async def poll(self, server_ids: list[int] | None) -> dict[str, Any]:
         """One round over these servers (None: all joined); waits until stored."""
@@ -255,13 +258,17 @@ class Poller(LoopThread):
             if not batch:
                 continue
             try:
-                await self._db(store.store, self.db, batch, self.offline_after)
-            except Exception as e:
-                log.exception("could not store %d probe results", len(batch))
+                changed = await self._db(store.store, self.db, batch, self.offline_after)
+            except Exception as e:  # measurements: dropped, the next round measures again
+                if out_of_space(e):
+                    log.error("could not store %d probe results: the disk is full", len(batch))
+                else:
+                    log.exception("could not store %d probe results", len(batch))
                 for o in batch:
                     if not o.stored.done():
                         o.stored.set_exception(e)
                 continue
+            self.feed.publish(changed)
             for o in batch:
                 if not o.stored.done():
                     o.stored.set_result(None)

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from kernel.server.models.servers import Server
 from kernel.server.models.status import HostStatus
+from kernel.server.status.brief import brief
 
 
 def host_rows(s: Session) -> list[tuple[Server, HostStatus | None]]:
@@ -32,3 +33,75 @@ def host_json(srv: Server, st: HostStatus | None, *, units: bool = False) -> dic
     if units:
         out["units"] = (st.units or {}) if st is not None else {}
     return out
+
+
+def fleet_index(s: Session) -> list[dict[str, Any]]:
+    """Every live server, by name, with only what the dashboard filters and counts on (no
+    facts, metrics or units): at 10 000 servers the whole rows cost ten times more."""
+    os_name = func.coalesce(
+        HostStatus.facts["os_name"].as_string(),
+        HostStatus.facts["os"].as_string(),
+        Server.facts["os_name"].as_string(),
+        Server.facts["os"].as_string(),
+    )
+    q = (
+        select(
+            Server.id,
+            Server.name,
+            Server.state,
+            Server.agent_url,
+            Server.tags,
+            Server.description,
+            HostStatus.state.label("health"),
+            os_name.label("os"),
+        )
+        .outerjoin(HostStatus, HostStatus.server_id == Server.id)
+        .where(Server.removed_at.is_(None))
+        .order_by(Server.name)
+    )
+    return [dict(row) for row in s.execute(q).mappings()]
+
+
+def fleet(s: Session, server_ids: list[int] | None = None) -> list[dict[str, Any]]:
+    """Every live server (pending ones too), by name, with what its last probe said: one
+    column query (no ORM entities), as a page of 1000 servers needs."""
+    q = (
+        select(
+            Server.id,
+            Server.name,
+            Server.state,
+            Server.agent_url,
+            Server.tags,
+            Server.description,
+            Server.facts.label("server_facts"),
+            Server.last_error,
+            HostStatus.state.label("health"),
+            HostStatus.facts,
+            HostStatus.metrics,
+            HostStatus.units,
+            HostStatus.probed_at,
+            HostStatus.last_error.label("probe_error"),
+        )
+        .outerjoin(HostStatus, HostStatus.server_id == Server.id)
+        .where(Server.removed_at.is_(None))
+        .order_by(Server.name)
+    )
+    if server_ids is not None:
+        q = q.where(Server.id.in_(server_ids))
+    return [dict(row) for row in s.execute(q).mappings()]
+
+
+def fleet_briefs(rows: list[dict[str, Any]], watched: list[str]) -> list[dict[str, Any]]:
+    """`brief` of each `fleet` row, with the catalogue's units."""
+    return [
+        brief(
+            r["id"],
+            r["name"],
+            r["state"],
+            r["health"] or "unknown",
+            r["units"],
+            r["metrics"],
+            watched,
+        )
+        for r in rows
+    ]

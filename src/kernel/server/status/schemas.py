@@ -63,9 +63,22 @@ class PollerAnswer(Answer):
     last_round: dict[str, Any]
 
 
+class ReplicaAnswer(Answer):
+    """One kernel-server process of this installation (docs/replicas.md)."""
+
+    id: str
+    host: str
+    pid: int
+    started_at: str | None
+    seen_at: str | None
+    alive: bool
+    me: bool  # the one that answered
+
+
 class StatusAnswer(Answer):
     hosts: list[HostAnswer]
     poller: PollerAnswer
+    replicas: list[ReplicaAnswer]
 
 
 class HostService(Answer):
@@ -97,3 +110,19 @@ class MetricsAnswer(Answer):
 class Refreshing(Answer):
     refreshing: bool
     message: str
+
+
+class StatusEventsQuery(Query):
+    servers: Annotated[str, Field(max_length=20000), NoNul] | None = None  # ids, comma-separated
+
+    def server_ids(self) -> list[int] | None:
+        """Only these servers' changes (None: every server)."""
+        if not self.servers:
+            return None
+        try:
+            ids = sorted({int(part) for part in self.servers.split(",") if part.strip()})
+        except ValueError:
+            raise InvalidInput("'servers' must be server ids separated by commas") from None
+        if any(not 0 < i < 2**31 for i in ids):
+            raise InvalidInput("'servers' must be server ids separated by commas")
+        return ids

@@ -15,6 +15,7 @@ from sqlalchemy import bindparam, delete, insert, select, update
 from kernel.server.core.db import Database
 from kernel.server.models.servers import Server
 from kernel.server.models.status import HostStatus, MetricSample
+from kernel.server.status.brief import brief, changes
 from kernel.server.status.health import HostHealth, next_health
 from kernel.server.status.history import MetricPoint, RetentionPolicy, compact, metric_values
 from kernel.server.status.report import CpuTimes, ProbeReport, report_json
@@ -58,29 +59,30 @@ def targets(db: Database, server_ids: list[int] | None) -> list[Target]:
         ]
 
 
-# What store() reads of a host's status row: its health and what decides an update.
+# What store() reads of a host's status row: its health, what decides an update, and what
+# the host's brief shows (status/brief.py: units, metrics).
 _STATUS_COLUMNS = (
     HostStatus.server_id, HostStatus.state, HostStatus.failures, HostStatus.last_error,
     HostStatus.last_error_at, HostStatus.last_ok_at, HostStatus.facts, HostStatus.units,
-    HostStatus.warnings, HostStatus.cpu_total, HostStatus.cpu_idle,
+    HostStatus.metrics, HostStatus.warnings, HostStatus.cpu_total, HostStatus.cpu_idle,
 )  # fmt: skip
-_HEALTH = ("state", "failures", "last_error", "last_error_at", "last_ok_at", "probed_at",
-           "duration")  # fmt: skip
-_REPORT = ("metrics", "cpu_total", "cpu_idle")
-_RARE = ("facts", "units", "warnings")  # written only when they change
+
+HostChange = tuple[dict[str, Any], list[str]]  # a host's brief (status/brief.py), what changed
 
 
-def store(db: Database, batch: Sequence[Outcome], offline_after: int) -> None:
+def store(db: Database, batch: Sequence[Outcome], offline_after: int) -> list[HostChange]:
     """Fold a batch of probe outcomes into the hosts' rows, in one transaction of a few
     statements whatever the batch's size: two reads, then each kind of write as one
     executemany (psycopg sends them in a pipeline) — no ORM objects, no per-row round trips.
-    At 10 000 hosts a round is 10 000 of these rows (bench/bench_scale.py)."""
+    At 10 000 hosts a round is 10 000 of these rows (bench/bench_scale.py). Returns the hosts
+    whose state, unit states or figures changed (for the status feed)."""
     ids = sorted({o.target.server_id for o in batch})
+    changed: list[HostChange] = []
     with db.session() as s:
         servers = {
-            r.id: {"state": r.state, "last_error": r.last_error}
+            r.id: {"name": r.name, "state": r.state, "last_error": r.last_error}
             for r in s.execute(
-                select(Server.id, Server.state, Server.last_error).where(
+                select(Server.id, Server.name, Server.state, Server.last_error).where(
                     Server.id.in_(ids), Server.removed_at.is_(None)
                 )
             )
@@ -91,7 +93,7 @@ def store(db: Database, batch: Sequence[Outcome], offline_after: int) -> None:
             for r in s.execute(select(*_STATUS_COLUMNS).where(HostStatus.server_id.in_(ids)))
         }
         new: dict[int, dict[str, Any]] = {}  # rows to insert
-        changed: dict[int, dict[str, Any]] = {}  # rows to update: server id -> new values
+        updates: dict[int, dict[str, Any]] = {}  # rows to update: server id -> new values
         samples: list[dict[str, Any]] = []
         seen: dict[int, dict[str, Any]] = {}  # servers' new state, last_error, last_seen
         for o in batch:
@@ -107,42 +109,51 @@ def store(db: Database, batch: Sequence[Outcome], offline_after: int) -> None:
                     "units": {}, "warnings": [], "cpu_total": None, "cpu_idle": None,
                 }  # fmt: skip
                 new[sid] = st
+                before = None
+            else:
+                before = _brief(sid, srv, st)
             values = fold(st, srv, o, offline_after, samples)
-            if sid not in new:
-                changed.setdefault(sid, {}).update(values)
             was = read[sid]
             srv_values = {k: srv[k] for k in ("state", "last_error") if srv[k] != was[k]}
             if "last_seen" in values:
                 srv_values["last_seen"] = values.pop("last_seen")
+            if sid not in new:
+                updates.setdefault(sid, {}).update(values)
             if srv_values:
                 seen.setdefault(sid, {}).update(srv_values)
+            after = _brief(sid, srv, st)
+            what = changes(before, after)
+            if what:
+                changed.append((after, what))
         if new:
-            rows = [{k: v for k, v in row.items() if k != "last_seen"} for row in new.values()]
-            s.execute(insert(HostStatus), rows)
+            s.execute(insert(HostStatus), list(new.values()))
         # One UPDATE statement per set of columns (the rare ones only when they changed).
-        shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-        for sid, values in changed.items():
-            values.pop("last_seen", None)
-            shapes.setdefault(tuple(sorted(values)), []).append({"sid": sid, **values})
-        for columns, rows in shapes.items():
-            stmt = (
-                update(HostStatus)
-                .where(HostStatus.server_id == bindparam("sid"))
-                .values({c: bindparam(c) for c in columns})
-            )
-            s.connection().execute(stmt, rows)
+        _update_many(s, HostStatus.__table__, HostStatus.server_id, updates)
         if samples:
             s.execute(insert(MetricSample), samples)
-        server_shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-        for sid, values in seen.items():
-            server_shapes.setdefault(tuple(sorted(values)), []).append({"sid": sid, **values})
-        for columns, rows in server_shapes.items():
-            stmt = (
-                update(Server)
-                .where(Server.id == bindparam("sid"))
-                .values({c: bindparam(c) for c in columns})
-            )
-            s.connection().execute(stmt, rows)
+        _update_many(s, Server.__table__, Server.id, seen)
+    return changed
+
+
+def _brief(sid: int, srv: dict[str, Any], st: dict[str, Any]) -> dict[str, Any]:
+    return brief(sid, srv["name"], srv["state"], st["state"], st["units"], st["metrics"])
+
+
+def _update_many(s: Any, table: Any, key: Any, rows: dict[int, dict[str, Any]]) -> None:
+    """UPDATE ``table`` SET … WHERE ``key`` = id for each of ``rows`` ({id: {column: value}}),
+    as one executemany per set of columns. Bound names are prefixed: SQLAlchemy reserves a
+    column's own name for the statement's automatic parameters."""
+    shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for sid, values in rows.items():
+        cols = tuple(sorted(values))
+        shapes.setdefault(cols, []).append({"b_id": sid, **{f"b_{c}": values[c] for c in cols}})
+    for cols, params in shapes.items():
+        stmt = (
+            update(table)
+            .where(key == bindparam("b_id"))
+            .values({c: bindparam(f"b_{c}") for c in cols})
+        )
+        s.connection().execute(stmt, params)
 
 
 def fold(

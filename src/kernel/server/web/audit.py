@@ -11,6 +11,7 @@ from flask import Flask, Response, g, request
 from sqlalchemy.orm import Session
 
 from kernel.server.audit.log import write
+from kernel.server.core.db import out_of_space
 from kernel.server.web import context
 from kernel.server.web.access import MUTATING, actor, source_address
 
@@ -31,6 +32,12 @@ def note(
     if hosts is not None:
         g.audit_hosts = hosts
     g.setdefault("audit_detail", {}).update(detail)
+
+
+def refused(status: int, message: str) -> None:
+    """The request was refused though its answer is a page (status 200): the audit line says
+    so, as it would for an error answer."""
+    g.audit_result = f"{status} {message}"
 
 
 def write_with(s: Session) -> None:
@@ -57,7 +64,9 @@ def _after(resp: Response) -> Response:
     who = g.get("audit_actor") or actor()
     # The view is done with its session; end its transaction before taking the write lock.
     context.close_session()
-    if resp.status_code < 400:
+    if g.get("audit_result"):  # a page that shows a refusal with a 200 (the login form)
+        result = str(g.audit_result)
+    elif resp.status_code < 400:
         result = "ok"
     else:
         body = resp.get_json(silent=True) if resp.is_json else None
@@ -75,8 +84,11 @@ def _after(resp: Response) -> Response:
                 detail=g.get("audit_detail"),
                 result=result,
             )
-    except Exception:  # an audit failure must be loud in the log but not hide the answer
-        log.exception("could not write the audit log")
+    except Exception as e:  # an audit failure must be loud in the log but not hide the answer
+        if out_of_space(e):  # one line per request while the disk is full, not a traceback
+            log.error("could not write the audit line of %s: the disk is full", request.path)
+        else:
+            log.exception("could not write the audit log")
     return resp
 
 

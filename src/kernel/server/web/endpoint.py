@@ -38,6 +38,7 @@ class Endpoint:
     query: type[BaseModel] | None = None
     answers: dict[int, type[BaseModel] | None] = field(default_factory=dict)
     produces: str = "application/json"
+    consumes: str | None = None  # a raw body the view reads itself (an upload)
     description: str = ""
 
 
@@ -49,10 +50,12 @@ def endpoint(
     query: type[BaseModel] | None = None,
     answers: dict[int, type[BaseModel] | None] | None = None,
     produces: str = "application/json",
+    consumes: str | None = None,
 ) -> Callable[[F], F]:
     """Declare a view's input and answers (see the module doc). ``body_required=False``: an
     empty body means the model's defaults. ``answers`` maps success statuses to their models
-    (None: documented without a schema); errors are always ``{error, message}``."""
+    (None: documented without a schema); errors are always ``{error, message}``.
+    ``consumes``: the view reads a raw body of this type itself (streamed, not parsed)."""
 
     def deco(view: F) -> F:
         meta = Endpoint(
@@ -62,6 +65,7 @@ def endpoint(
             query=query,
             answers=answers or {200: None},
             produces=produces,
+            consumes=consumes,
             description=(view.__doc__ or "").strip(),
         )
 

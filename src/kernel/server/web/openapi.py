@@ -81,6 +81,11 @@ def _operation(
         params += _query_params(meta.query)
     if params:
         op["parameters"] = params
+    if meta.consumes is not None:
+        op["requestBody"] = {
+            "required": False,
+            "content": {meta.consumes: {"schema": {"type": "string", "format": "binary"}}},
+        }
     if meta.body is not None:
         op["requestBody"] = {
             "required": meta.body_required,

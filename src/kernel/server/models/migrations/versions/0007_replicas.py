@@ -1,4 +1,5 @@
-"""Replicas: their heartbeats, each run's owner, and bulky live events by reference.
+"""Replicas: their heartbeats, each run's owner, bulky live events by reference, and the checks
+that every replica holds the installation's keys.
 
 Revision ID: 0007
 Revises: 0004
@@ -35,9 +36,15 @@ def upgrade() -> None:
     with op.batch_alter_table("runs") as batch:
         batch.add_column(sa.Column("owner", sa.String(36)))
         batch.create_index("ix_runs_owner", ["owner"])
+    with op.batch_alter_table("installation") as batch:
+        batch.add_column(sa.Column("seal_check", sa.Text))
+        batch.add_column(sa.Column("secret_check", sa.String(64)))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("installation") as batch:
+        batch.drop_column("secret_check")
+        batch.drop_column("seal_check")
     with op.batch_alter_table("runs") as batch:
         batch.drop_index("ix_runs_owner")
         batch.drop_column("owner")
