@@ -42,6 +42,7 @@ from sqlalchemy.engine import Engine, make_url
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import swarm as swarm_mod
 from _report import table, write_section
+from kernel.agent_client.base import KEEPALIVE
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -147,6 +148,14 @@ class Server:
             self.proc.stop()
 
 
+def server_nofile(pid: int) -> int:
+    """The process's soft open-file limit (kernel-server raises it to the hard one)."""
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            return int(line.split()[3])
+    return 1024
+
+
 def free_port() -> int:
     import socket
 
@@ -243,6 +252,7 @@ class Watch:
         self._thread.join()
         self.wall = time.monotonic() - self.t0
         self.cpu = {k: cpu_seconds(p) - self.cpu0[k] for k, p in self.pids.items()}
+        self.cpu["swarm"] = sum(v for k, v in self.cpu.items() if k.startswith("swarm"))
         self.peak = max(self.peak, rss_mb(self.pids["server"]))
 
 
@@ -265,12 +275,14 @@ def probed_since(engine: Engine, since: dt.datetime) -> int:
 
 
 def status_round(
-    servers: list[Server], engine: Engine, n: int, pids: dict[str, int]
+    servers: list[Server], engine: Engine, n: int, pids: dict[str, int], warm_up: bool = False
 ) -> dict[str, Any]:
     """POST /api/v1/status/refresh to every replica at once, until every host's new probe is
-    stored (host_status.probed_at, read from the database)."""
+    stored (host_status.probed_at, read from the database). A warm-up round asks again every
+    few seconds: a refresh skips hosts whose probe is in flight (just joined hosts' first)."""
     since = dt.datetime.now(dt.UTC)
-    with Watch(pids) as w:
+
+    def refresh() -> None:
         threads = [
             threading.Thread(target=lambda s=s: api_post(s, "/api/v1/status/refresh", {}))
             for s in servers
@@ -279,6 +291,14 @@ def status_round(
             t.start()
         for t in threads:
             t.join()
+
+    with Watch(pids) as w:
+        refresh()
+        for _ in range(60 if warm_up else 0):
+            with contextlib.suppress(RuntimeError):
+                wait_for("a status round", lambda: probed_since(engine, since) >= n, 10, 0.05)
+                break
+            refresh()
         wait_for("a status round", lambda: probed_since(engine, since) >= n, 600, 0.05)
     return {"wall": w.wall, "rss": w.peak, "cpu": w.cpu}
 
@@ -339,6 +359,39 @@ def timed_get(server: Server, path: str, repeat: int) -> tuple[float, int, Any]:
     return statistics.median(times), len(r.content), r.json()
 
 
+def console_session(server: Server) -> httpx.Client:
+    """A logged-in console session (the login form, its CSRF token, the session cookie)."""
+    import re
+
+    c = httpx.Client(base_url=server.url, timeout=300, headers={"Accept": "text/html"})
+    form = c.get("/login").text
+    m = re.search(r'name="csrf_token" value="([^"]+)"', form)
+    assert m, "no CSRF token on the login form"
+    r = c.post("/login", data={"csrf_token": m.group(1), "next": "/", "username": "bench",
+                               "password": PASSWORD})  # fmt: skip
+    assert r.status_code in (200, 302, 303), r.text[:300]
+    assert "/login" not in r.headers.get("location", "/"), "the console refused the login"
+    return c
+
+
+def timed_dashboard(server: Server, n: int, repeat: int) -> tuple[float, int]:
+    """GET / (the dashboard's first page: DASHBOARD_PAGE servers) in a logged-in session."""
+    times = []
+    c = console_session(server)
+    try:
+        c.get("/")  # warm
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            r = c.get("/")
+            times.append(time.perf_counter() - t0)
+            assert r.status_code == 200, r.text[:300]
+    finally:
+        c.close()
+    shown = r.text.count("data-server-id=")
+    assert shown >= min(n, 500), f"the dashboard shows {shown} servers"
+    return statistics.median(times), len(r.content)
+
+
 @contextlib.contextmanager
 def profiled(pid: int, out: Path | None, seconds: float = 60) -> Iterator[None]:
     """py-spy record of ``pid`` (all threads, native frames off) while the block runs."""
@@ -394,16 +447,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         url = stack.enter_context(database(pg_url(args.pg_url)))
         engine = create_engine(url, pool_size=2)
         stack.callback(engine.dispose)
-        hosts_file = tmp / "hosts.json"
-        sw = Proc(
-            [sys.executable, str(ROOT / "bench" / "swarm.py"), "serve", "--hosts", str(top),
-             "--hosts-file", str(hosts_file), "--port", str(args.port), "--base", args.base,
-             "--probe-ms", args.probe_ms, "--exec-ms", args.exec_ms],
-            tmp / "swarm.log",
-        )  # fmt: skip
-        stack.callback(sw.stop)
-        wait_for("the swarm", lambda: "swarm ready" in (tmp / "swarm.log").read_text(), 300, 0.2)
-        hosts = json.loads(hosts_file.read_text())
+        # Several swarm processes (one seed) when one would pass its open-file limit: a
+        # listening socket per host and a connection from each of the server's two pools.
+        seed = os.urandom(16).hex()
+        swarms: list[Proc] = []
+        hosts: list[dict[str, Any]] = []
+        for k, first in enumerate(range(0, top, args.swarm_hosts)):
+            count = min(args.swarm_hosts, top - first)
+            sw = Proc(
+                [sys.executable, str(ROOT / "bench" / "swarm.py"), "serve", "--hosts",
+                 str(count), "--first", str(first), "--seed", seed,
+                 "--hosts-file", str(tmp / f"hosts{k}.json"), "--port", str(args.port),
+                 "--base", args.base, "--probe-ms", args.probe_ms, "--exec-ms", args.exec_ms],
+                tmp / f"swarm{k}.log",
+            )  # fmt: skip
+            stack.callback(sw.stop)
+            swarms.append(sw)
+        for k, sw in enumerate(swarms):
+            wait_for("the swarm", lambda sw=sw: "swarm ready" in sw.log.read_text(), 300, 0.2)
+            hosts += json.loads((tmp / f"hosts{k}.json").read_text())
         data = tmp / "a"
         data.mkdir()
         copy_catalogue(data)
@@ -415,7 +477,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                        json={"username": "bench", "password": PASSWORD})  # fmt: skip
         assert r.status_code == 201, r.text
         TOKENS["admin"] = r.json()["token"]
-        pids = {"server": a.pid, "swarm": sw.pid}
+        pids = {"server": a.pid, **{f"swarm{k}": sw.pid for k, sw in enumerate(swarms)}}
+        results["swarms"] = len(swarms)
+        nofile = server_nofile(a.pid)
+        results["server_nofile"] = nofile
         done = 0
         for n in sizes:
             row: dict[str, Any] = {"hosts": n, "load_before": load1()}
@@ -437,7 +502,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             done = n
             row["register"] = reg
             # Every host probed once (a joined host is probed at once; bulk rows at a round).
-            status_round([a], engine, n, pids)
+            status_round([a], engine, n, pids, warm_up=True)
             rounds = [status_round([a], engine, n, pids) for _ in range(args.rounds + 1)][1:]
             if args.profile and n == top:
                 with profiled(a.pid, args.profile / f"round-{n}.txt"):
@@ -447,6 +512,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             row["round_cpu"] = statistics.median(r["cpu"]["server"] for r in rounds)
             row["round_swarm_cpu"] = statistics.median(r["cpu"]["swarm"] for r in rounds)
             row["rss"] = max(r["rss"] for r in rounds)
+            if 2 * n + 1000 > nofile:
+                # Not room for both pools' connections (the runner's and the poller's, one per
+                # host each): let the poller's idle ones go (keep-alive) before the jobs.
+                row["waited_keepalive"] = True
+                time.sleep(KEEPALIVE + 5)
             jobs = [job_all(a, engine, n, pids) for _ in range(args.jobs)]
             if args.profile and n == top:
                 with profiled(a.pid, args.profile / f"job-{n}.txt"):
@@ -458,11 +528,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             row["job_cpu"] = statistics.median(j["cpu"]["server"] for j in jobs)
             row["job_ok"] = min(j["ok"] for j in jobs)
             row["rss"] = max(row["rss"], *(j["rss"] for j in jobs))
+            # GET /api/v1/servers answers a page (?limit=, default and most 1000) and total.
             t, size, body = timed_get(a, "/api/v1/servers", args.repeat)
             row["servers"], row["servers_bytes"] = t, size
+            assert body["total"] == n, body["total"]
             t, size, body = timed_get(a, "/api/v1/servers?limit=100", args.repeat)
-            paged = len(body.get("servers", [])) < n
-            row["servers_page"] = (t, size) if paged else None
+            row["servers_page"] = (t, size)
+            row["dashboard"] = timed_dashboard(a, n, args.repeat)
             t, size, body = timed_get(a, "/api/v1/status", max(1, args.repeat // 2))
             row["status_get"], row["status_bytes"] = t, size
             row["last_round"] = body["poller"]["last_round"]
@@ -473,7 +545,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if args.replicas:
             results["replicas"] = replicas(a, data, url, tmp, settings, engine, top, pids, args)
         results["load_end"] = load()
-        results["swarm_log"] = (tmp / "swarm.log").read_text()[-2000:]
+        results["swarm_log"] = (tmp / "swarm0.log").read_text()[-2000:]
     return results
 
 
@@ -512,7 +584,13 @@ def replicas(a: Server, data: Path, url: str, tmp: Path, settings: dict[str, str
         wait_for("two live replicas", lambda: live() >= 2, 30, 0.2)
         time.sleep(3)  # B's own first round over its share
         both_pids = {**pids, "server_b": b.pid}
-        two = [status_round([a, b], engine, n, both_pids) for _ in range(args.rounds + 2)][2:]
+        two = [
+            status_round([a, b], engine, n, both_pids, warm_up=i < 2)
+            for i in range(args.rounds + 2)
+        ][2:]
+        # Each replica's last round: how many hosts it probed (its rendezvous share).
+        shares = [timed_get(x, "/api/v1/status", 1)[2]["poller"]["last_round"].get("hosts")
+                  for x in (a, b)]  # fmt: skip
     finally:
         b.stop()
     return {
@@ -522,6 +600,7 @@ def replicas(a: Server, data: Path, url: str, tmp: Path, settings: dict[str, str
         "one_cpu": statistics.median(r["cpu"]["server"] for r in one),
         "two_cpu": statistics.median(r["cpu"]["server"] + r["cpu"]["server_b"] for r in two),
         "rounds": len(two),
+        "shares": shares,
     }
 
 
@@ -546,20 +625,22 @@ def report(res: dict[str, Any], args: argparse.Namespace) -> str:
         regtext = ", ".join(
             f"{k} {c} in {secs(s)} ({c / s:.0f}/s)" for k, (c, s) in reg.items() if c
         )
-        page = f"{secs(r['servers_page'][0])}" if r["servers_page"] else "no pages yet"
+        page = f"{secs(r['servers_page'][0])}"
+        dash = f"{secs(r['dashboard'][0])} ({r['dashboard'][1] / 1e6:.1f} MB)"
         rows.append([
             n, secs(r["round"]), f"{r['round'] / n * 1000:.2f} ms",
             f"{r['round_cpu']:.1f} s", f"{r['round_swarm_cpu']:.1f} s",
             f"{r['rss']:.0f} MiB",
             secs(r["job_cold"]), secs(r["job_warm"]) if r["job_warm"] else "-",
             f"{r['job_cpu']:.1f} s",
-            f"{secs(r['servers'])} ({r['servers_bytes'] / 1e6:.1f} MB)", page,
+            f"{secs(r['servers'])} ({r['servers_bytes'] / 1e6:.1f} MB)", page, dash,
             f"{secs(r['status_get'])} ({r['status_bytes'] / 1e6:.1f} MB)",
             f"{r['load_before']:.1f}", regtext,
         ])  # fmt: skip
     body = table(
         ["hosts", "status round", "per host", "server CPU", "swarm CPU", "server RSS peak",
-         "job (cold)", "job (warm)", "server CPU/job", "GET servers", "first page (?limit=100)",
+         "job (cold)", "job (warm)", "server CPU/job", "GET servers (page of 1000)",
+         "?limit=100", "dashboard (page of 500)",
          "GET status", "load", "registered"],
         rows,
     )  # fmt: skip
@@ -571,8 +652,10 @@ def report(res: dict[str, Any], args: argparse.Namespace) -> str:
          t["rss"] < TARGETS["rss_mb"]),
         (f"job on all, {top} hosts", "< 5 s", secs(t["job_warm"] or t["job_cold"]),
          (t["job_warm"] or t["job_cold"]) < TARGETS["job"]),
-        (f"GET /api/v1/servers, {top} hosts", "< 300 ms", secs(t["servers"]),
+        (f"GET /api/v1/servers (first page), {top} hosts", "< 300 ms", secs(t["servers"]),
          t["servers"] < TARGETS["servers"]),
+        (f"dashboard (first page), {top} hosts", "< 300 ms", secs(t["dashboard"][0]),
+         t["dashboard"][0] < TARGETS["servers"]),
     ]  # fmt: skip
     rep = res.get("replicas")
     if rep:
@@ -589,7 +672,9 @@ def report(res: dict[str, Any], args: argparse.Namespace) -> str:
             f"\n\nTwo replicas ({rep['hosts']} hosts, two `kernel-server` processes on one"
             f" PostgreSQL, each polling its rendezvous share): round {secs(rep['two'])} (median"
             f" of {rep['rounds']}) against {secs(rep['one'])} with one; servers' CPU per round"
-            f" {rep['two_cpu']:.1f} s together against {rep['one_cpu']:.1f} s. Both replicas"
+            f" {rep['two_cpu']:.1f} s together against {rep['one_cpu']:.1f} s; the last"
+            f" round's hosts probed by each: {' + '.join(str(x) for x in rep['shares'])}."
+            " Both replicas"
             " share this machine's 2 CPUs (and the swarm, and PostgreSQL): on separate"
             " machines each would have its own."
         )
@@ -644,12 +729,15 @@ def main() -> int:
     p.add_argument("--exec-ms", default="2-5")
     p.add_argument("--base", default=swarm_mod.DEFAULT_BASE)
     p.add_argument("--port", type=int, default=8001)
+    p.add_argument("--swarm-hosts", type=int, default=3000, help="hosts per swarm process")
     p.add_argument("--pg-url", default=None)
     p.add_argument("--no-replicas", dest="replicas", action="store_false")
     p.add_argument("--profile", type=Path, default=None, help="py-spy outputs here")
     p.add_argument("--no-doc", action="store_true", help="print, do not update the doc")
     p.add_argument("--json", type=Path, default=None, help="also write the raw figures here")
     args = p.parse_args()  # fmt: skip
+    # SIGTERM (timeout, a CI stop) unwinds: the swarms, the servers, the database go too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.quick:
         args.hosts = "100,1000" if args.hosts == p.get_default("hosts") else args.hosts
         args.rounds, args.jobs, args.repeat = 2, 2, 3

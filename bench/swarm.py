@@ -424,7 +424,8 @@ class Swarm:
     def make_hosts(self) -> None:
         now = time.time()
         units = [u.strip() for u in self.args.units.split(",") if u.strip()]
-        for i in range(self.args.hosts):
+        first = self.args.first
+        for i in range(first, first + self.args.hosts):
             rng = random.Random(f"{self.args.seed}:{i}")
             look = HostLook.make(host_name(i, self.args.prefix), rng, now)
             look.installed = frozenset(u for u in units if rng.random() < 0.5)
@@ -952,11 +953,13 @@ def hosts_doc(swarm: Swarm) -> list[dict[str, Any]]:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    limit = raise_nofile(2 * args.hosts + 2048)
-    if limit < 2 * args.hosts + 64:
+    # A listening socket per host, and a connection from each of the server's two pools
+    # (the job runner's and the status poller's): run several swarms (--first) past that.
+    limit = raise_nofile(3 * args.hosts + 2048)
+    if limit < 3 * args.hosts + 64:
         print(
             f"swarm: open-file limit {limit} is low for {args.hosts} hosts (a listening socket"
-            " and a connection each)",
+            " and up to two connections each; split them with --first)",
             file=sys.stderr,
         )
     swarm = Swarm(args)
@@ -1028,7 +1031,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("serve", help="serve the simulated hosts until SIGTERM/SIGINT")
     s.add_argument("--hosts", type=int, default=1000)
-    s.add_argument("--base", default=DEFAULT_BASE, help="first address (127/8)")
+    s.add_argument("--base", default=DEFAULT_BASE, help="host 0's address (127/8)")
+    s.add_argument(
+        "--first",
+        type=int,
+        default=0,
+        help="serve hosts FIRST.. (several swarms, one --seed, share a fleet)",
+    )
     s.add_argument("--port", type=int, default=8001)
     s.add_argument("--prefix", default="swarm-", help="host names: PREFIX00042")
     s.add_argument("--seed", default=None, help="derives the hosts' keys (default: random)")
