@@ -705,6 +705,32 @@ def report(res: dict[str, Any], args: argparse.Namespace) -> str:
         f" CPU-bound step takes several times what it would on an idle machine: compare"
         f" sizes with each other (per host, CPU seconds) rather than with the targets alone."
     )
+    waited = [str(n) for n, r in sorted(sizes.items()) if r.get("waited_keepalive")]
+    body += (
+        f"\n\n*Limits.* The server holds a kept-alive connection to every host in each of its"
+        f" two pools (the runner's and the poller's): 2 x hosts descriptors, plus its"
+        f" database pool. `kernel-server` raises its soft open-file limit to the hard one at"
+        f" start (core/process.py); systemd's default hard limit (524 288) is ample, but"
+        f" this machine's is {res.get('server_nofile', '?')} and cannot be raised (no"
+        f" CAP_SYS_RESOURCE), so at {', '.join(waited) or 'no size'} hosts the bench let the"
+        f" poller's idle connections expire (keep-alive, {KEEPALIVE:.0f} s) before the jobs,"
+        f" and it splits the hosts over {res.get('swarms', 1)} swarm processes (a listening"
+        f" socket per host and up to two connections each). No sysctl is needed: all of"
+        f" 127/8 is routed to lo, the server's connections go from 127.0.0.1 to a different"
+        f" address per host (no ephemeral-port shortage), and each host's backlog is its own"
+        f" socket's. PostgreSQL is `scripts/postgres` (fsync off, as in the tests)."
+        f"\n\n*The swarm* (`bench/swarm.py`): one asyncio process serving thousands of"
+        f" simulated hosts, in the spirit of Salt's minion swarm — each with its own address"
+        f" on lo (127.64.x.y), its own agent key (derived from a secret seed), its own nonce"
+        f" cache and runs. Every request is checked as the agent checks it, with the agent's"
+        f" own functions (`verify_signature`, `NonceCache`, `parse_json_body`,"
+        f" `parse_exec_request`, its error bodies; tests/bench/test_swarm.py: a wrong key and"
+        f" a replayed nonce are refused). Nothing runs: the status probe is answered with a"
+        f" recorded real probe (tests/data/probe/full-host-systemd.json) varied per host and"
+        f" per probe (hostname, CPU counters, load, memory, disk, uptime, which catalogue"
+        f" units are installed), other commands with canned outputs, each after its delay."
+        f" A benchmark tool only: the test suite's hosts are real agents."
+    )
     return body
 
 
@@ -735,6 +761,7 @@ def main() -> int:
     p.add_argument("--profile", type=Path, default=None, help="py-spy outputs here")
     p.add_argument("--no-doc", action="store_true", help="print, do not update the doc")
     p.add_argument("--json", type=Path, default=None, help="also write the raw figures here")
+    p.add_argument("--from-json", type=Path, default=None, help="report a --json file's run")
     args = p.parse_args()  # fmt: skip
     # SIGTERM (timeout, a CI stop) unwinds: the swarms, the servers, the database go too.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -743,7 +770,11 @@ def main() -> int:
         args.rounds, args.jobs, args.repeat = 2, 2, 3
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
-    res = run(args)
+    if args.from_json:  # re-render a run's figures (docs/benchmarks.md) without re-running
+        res = json.loads(args.from_json.read_text())
+        res["sizes"] = {int(k): v for k, v in res["sizes"].items()}
+    else:
+        res = run(args)
     if args.json:
         args.json.write_text(json.dumps(res, default=str, indent=1))
     body = report(res, args)
