@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import itertools
 import json
 import os
 import shutil
@@ -294,12 +295,18 @@ def status_round(
 
     with Watch(pids) as w:
         refresh()
-        for _ in range(60 if warm_up else 0):
+        asked = 0.0
+        for _ in range(20 if warm_up else 0):
             with contextlib.suppress(RuntimeError):
-                wait_for("a status round", lambda: probed_since(engine, since) >= n, 10, 0.05)
+                wait_for("a status round", lambda: probed_since(engine, since) >= n, 30, 0.05)
                 break
+            asked = time.time()
             refresh()
         wait_for("a status round", lambda: probed_since(engine, since) >= n, 600, 0.05)
+    if asked:  # the round asked again is over too (its hosts in flight would be skipped)
+        wait_for("the poller's last round", lambda: all(
+            timed_get(s, "/api/v1/status", 1)[2]["poller"]["last_round"].get("at", 0) > asked
+            for s in servers), 120, 0.5)  # fmt: skip
     return {"wall": w.wall, "rss": w.peak, "cpu": w.cpu}
 
 
@@ -604,17 +611,26 @@ def replicas(a: Server, data: Path, url: str, tmp: Path, settings: dict[str, str
     }
 
 
+def marginal(sizes: dict[int, dict[str, Any]], key: str) -> list[tuple[int, int, float]]:
+    """The curve as the cost of each added host: (from, to, ms per added host) per step."""
+    ns = sorted(n for n in sizes if sizes[n].get(key) is not None)
+    return [
+        (a, b, (sizes[b][key] - sizes[a][key]) / (b - a) * 1000) for a, b in itertools.pairwise(ns)
+    ]
+
+
 def bend(sizes: dict[int, dict[str, Any]], key: str) -> str:
-    """Where the time per host stops being flat: the first size whose time per host is
-    1.5x or more that of the smallest size."""
-    ns = sorted(sizes)
-    if len(ns) < 2:
-        return "-"
-    base = sizes[ns[0]][key] / ns[0]
-    for n in ns[1:]:
-        if sizes[n][key] / n > 1.5 * base:
-            return f"between {ns[ns.index(n) - 1]} and {n} hosts"
-    return f"not up to {ns[-1]} hosts"
+    """Where the curve bends: the first step whose cost per added host is 1.5x or more the
+    step before's (a flat curve is linear growth: a constant cost per host)."""
+    steps = marginal(sizes, key)
+    for (_, _, before), (a, b, now) in itertools.pairwise(steps):
+        if before > 0 and now > 1.5 * before:
+            return f"between {a} and {b} hosts"
+    return f"nowhere up to {max(sizes)} hosts" if steps else "-"
+
+
+def curve(sizes: dict[int, dict[str, Any]], key: str) -> str:
+    return ", ".join(f"{a}→{b}: {ms_:.2f} ms" for a, b, ms_ in marginal(sizes, key))
 
 
 def report(res: dict[str, Any], args: argparse.Namespace) -> str:
@@ -667,6 +683,14 @@ def report(res: dict[str, Any], args: argparse.Namespace) -> str:
         ["target", "wanted", "measured", "met"],
         [[a, b, c, "yes" if ok else "NO"] for a, b, c, ok in checks],
     )
+    body += (
+        "\n\n*The curve*, as the cost of each added host between sizes (wall time; server"
+        f" CPU): status round {curve(sizes, 'round')} ({curve(sizes, 'round_cpu')} CPU);"
+        f" job (warm) {curve(sizes, 'job_warm')} ({curve(sizes, 'job_cpu')} CPU)."
+        f" The round's curve bends {bend(sizes, 'round')}, the job's"
+        f" {bend(sizes, 'job_warm')}; server CPU bends {bend(sizes, 'round_cpu')} (rounds)"
+        f" and {bend(sizes, 'job_cpu')} (jobs)."
+    )
     if rep:
         body += (
             f"\n\nTwo replicas ({rep['hosts']} hosts, two `kernel-server` processes on one"
@@ -683,8 +707,7 @@ def report(res: dict[str, Any], args: argparse.Namespace) -> str:
         f"\n\n*Status round*: `POST /api/v1/status/refresh` until every host's new probe is"
         f" stored (`host_status.probed_at`, read from the database), median of {args.rounds}"
         f" after one warm-up round; *per host* = round / hosts (flat while the server keeps"
-        f" up). The time per host grows {bend(sizes, 'round')} (rounds) and"
-        f" {bend(sizes, 'job_cold')} (jobs, cold). *Job*: `POST /api/v1/jobs` (`uptime`,"
+        f" up). *Job*: `POST /api/v1/jobs` (`uptime`,"
         f" `targets: all`) until the job is `finished` (every run stored); cold = the first"
         f" at that size (the runner opens its connections), warm = median of the next"
         f" {max(0, args.jobs - 1)}. Server CPU = the kernel-server process's user + system"
@@ -762,6 +785,7 @@ def main() -> int:
     p.add_argument("--no-doc", action="store_true", help="print, do not update the doc")
     p.add_argument("--json", type=Path, default=None, help="also write the raw figures here")
     p.add_argument("--from-json", type=Path, default=None, help="report a --json file's run")
+    p.add_argument("--notes", type=Path, default=None, help="a reading of the figures, put first")
     args = p.parse_args()  # fmt: skip
     # SIGTERM (timeout, a CI stop) unwinds: the swarms, the servers, the database go too.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -778,6 +802,8 @@ def main() -> int:
     if args.json:
         args.json.write_text(json.dumps(res, default=str, indent=1))
     body = report(res, args)
+    if args.notes:  # what the figures say (written after reading them), kept with them
+        body = args.notes.read_text().strip() + "\n\n" + body
     if args.no_doc:
         print(body)
     else:
