@@ -4,9 +4,12 @@
     .venv/bin/python bench/bench_scale.py --hosts 100,1000   # fewer
     .venv/bin/python bench/bench_scale.py --quick            # 100 and 1000, fewer repeats
     .venv/bin/python bench/bench_scale.py --profile DIR      # py-spy the server (round, job)
+    .venv/bin/python bench/bench_scale.py --from-json RUN.json --notes bench/notes/scale.md
+                                      # re-render a run (--json) with its reading on top
 
-The hosts are bench/swarm.py (one process, an address and a key per host, the agent's own
-signature and nonce checks; commands simulated with recorded outputs and delays) — so the
+The hosts are bench/swarm.py (processes of up to --swarm-hosts hosts each; an address and a
+key per host, the agent's own signature and nonce checks; commands simulated with recorded
+outputs and delays) — so the
 figures are the server's, not the hosts'. The server is `kernel-server` as a subprocess
 (waitress, runner, poller) on PostgreSQL (`scripts/postgres start`, a database of its own,
 dropped at the end), with the example services in its catalogue (the probe asks for their
