@@ -15,34 +15,69 @@ from kernel.agent_client.results import ExecResult
 from kernel.exceptions import AgentUnreachable
 from kernel.jsontext import loads_scrubbed
 
+PER_AGENT = 100  # connections to one agent at most (each client had its own pool of 100)
+
+
+def agent_session(
+    ssl_default: ssl.SSLContext | aiohttp.Fingerprint | bool = True,
+) -> aiohttp.ClientSession:
+    """An aiohttp session for talking to agents: kept-alive connections, no cookies, no
+    decompression. `shared_session()` is one for many agents (core/agents.py AgentPool)."""
+    connector = aiohttp.TCPConnector(
+        ssl=ssl_default,
+        limit=0,  # the runner and the poller bound their own concurrency
+        limit_per_host=PER_AGENT,
+        keepalive_timeout=KEEPALIVE,
+        use_dns_cache=False,
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        auto_decompress=False,
+        skip_auto_headers=("User-Agent",),
+        cookie_jar=aiohttp.DummyCookieJar(),
+    )
+
+
+def shared_session() -> aiohttp.ClientSession:
+    """One session (one connection pool, keyed by agent address and TLS pin) for the clients
+    of many agents — made inside the event loop that will use it, closed by its owner.
+
+    A session per agent costs ~60 Python objects and a cleanup timer of its own: at 10 000
+    agents that is most of the server's heap, and every full garbage collection walks it
+    (bench/bench_scale.py, docs/benchmarks.md). Shared, an agent costs its connection only."""
+    return agent_session()
+
 
 class AsyncAgentClient(_Base):
     """Asynchronous twin of `AgentClient` (``stream`` is an async iterator), on aiohttp.
 
-    The server's runner and poller talk to hundreds of agents through this class, so it is on
-    the hot path: aiohttp costs ~0.5 ms of CPU per request where httpx's async client costs
-    ~2.5 ms (bench/bench_agent.py; docs/design.md). One connection pool per agent, opened
-    lazily inside the running event loop."""
+    The server's runner and poller talk to thousands of agents through this class, so it is
+    on the hot path: aiohttp costs ~0.15-0.5 ms of CPU per request where httpx's async client
+    costs ~2.5 ms (bench/bench_agent.py; docs/design.md). Alone, a client has its own
+    connection pool, opened lazily inside the running event loop; given ``session`` (a
+    `shared_session()`), it uses that one and leaves closing it to its owner."""
 
     def __init__(
-        self, url: str, key: str, *, timeout: float = 10.0, tls_fingerprint: str | None = None
+        self,
+        url: str,
+        key: str,
+        *,
+        timeout: float = 10.0,
+        tls_fingerprint: str | None = None,
+        session: aiohttp.ClientSession | None = None,
     ) -> None:
         super().__init__(url, key, timeout=timeout, tls_fingerprint=tls_fingerprint)
+        self._shared = session
         self._session: aiohttp.ClientSession | None = None
-        self._ssl: ssl.SSLContext | aiohttp.Fingerprint | bool = False
+        self._ssl: ssl.SSLContext | aiohttp.Fingerprint | bool = True
         if self.url.startswith("https:"):
             self._ssl = aiohttp.Fingerprint(bytes.fromhex(self.pin)) if self.pin else self._verify()
 
     def _open(self) -> aiohttp.ClientSession:
+        if self._shared is not None:
+            return self._shared
         if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(
-                ssl=self._ssl,
-                keepalive_timeout=KEEPALIVE,
-                use_dns_cache=False,
-            )
-            self._session = aiohttp.ClientSession(
-                connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",)
-            )
+            self._session = agent_session(self._ssl)
         return self._session
 
     async def __aenter__(self) -> AsyncAgentClient:
@@ -52,6 +87,7 @@ class AsyncAgentClient(_Base):
         await self.aclose()
 
     async def aclose(self) -> None:
+        """Close this client's own connections (a shared session is its owner's to close)."""
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -63,8 +99,9 @@ class AsyncAgentClient(_Base):
         )
         # encoded=True: the path goes out exactly as signed (no re-quoting by yarl)
         url = yarl.URL(self.url + path, encoded=True)
+        # ssl per request: a shared session serves agents with different pins
         return self._open().request(
-            method, url, data=content or None, headers=headers, timeout=timeout
+            method, url, data=content or None, headers=headers, timeout=timeout, ssl=self._ssl
         )
 
     def _a_unreachable(self, exc: BaseException) -> AgentUnreachable:

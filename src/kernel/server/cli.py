@@ -35,7 +35,10 @@ def main(ctx: click.Context, listen: str | None) -> None:
         from .serve import serve
 
         try:
+            from kernel.server.core import process
+
             app = _app()
+            process.tune()  # a connection per agent, a cheaper collector (core/process.py)
             sys.exit(serve(app, listen or app.config["LISTEN"]))
         except (KernelError, OSError) as e:
             raise click.ClickException(str(e)) from None

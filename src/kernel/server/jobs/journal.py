@@ -141,8 +141,7 @@ def store(
             servers[task.server_id] = final
         if not stored:
             return [], False
-        for server_id, final in servers.items():
-            _note_server(conn, server_id, final, now)
+        _note_servers(conn, servers, now)
         job_ids = sorted({run.job_id for run in stored})
         jobs = {
             row["id"]: SimpleNamespace(**row)
@@ -265,17 +264,26 @@ def _job_changed(
     return events
 
 
-def _note_server(conn: Any, server_id: int, final: Final, now: dt.datetime) -> None:
-    """What a run tells about its server: it answered (online, and last_seen — to the few
+def _note_servers(conn: Any, finals: Mapping[int, Final], now: dt.datetime) -> None:
+    """What runs tell about their servers: each answered (online, and last_seen — to the few
     seconds: an UPDATE per finished run would cost every result write) or did not
-    (offline, with the error). A lost run says neither."""
-    if final.state == "lost":
-        return
-    if final.state == "unreachable":
-        conn.execute(_SQL.server_unreachable, {"server_id": server_id, "error": final.error})
-        return
+    (offline, with the error). A lost run says neither. One executemany per kind (psycopg
+    pipelines it), not a round trip per server: a 10 000-host job is 10 000 of these."""
     cut = now - dt.timedelta(seconds=LAST_SEEN_STEP)
-    conn.execute(_SQL.server_answered, {"server_id": server_id, "now": now, "cut": cut})
+    answered = [
+        {"server_id": sid, "now": now, "cut": cut}
+        for sid, final in finals.items()
+        if final.state not in ("lost", "unreachable")
+    ]
+    unreachable = [
+        {"server_id": sid, "error": final.error}
+        for sid, final in finals.items()
+        if final.state == "unreachable"
+    ]
+    if unreachable:
+        conn.execute(_SQL.server_unreachable, unreachable)
+    if answered:
+        conn.execute(_SQL.server_answered, answered)
 
 
 def _audit_end(s: Any, job: Job, hosts: Sequence[str], all_counts: dict[str, int]) -> None:
