@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from types import SimpleNamespace
 from typing import Any, cast
 
@@ -109,10 +110,8 @@ def claim(db: Database, limit: int, me: str) -> tuple[list[RunTask], list[Event]
                     job.started_at = job.started_at or now
                     events.append((job.id, "job", {"job": job_json(job)}))
             else:
-                states = s.execute(
-                    select(Run.id, Run.server_name, Run.state).where(Run.job_id == job.id)
-                ).all()
-                events += _job_changed(s, job, [(i, n, st) for i, n, st in states])
+                states = s.scalars(select(Run.state).where(Run.job_id == job.id)).all()
+                events += _job_changed(s, job, states)
     return tasks, events
 
 
@@ -125,7 +124,8 @@ def store(
     On the hot path of every job, so written as a few prepared Core statements rather
     than ORM loads and flushes (which cost a single-run job a few ms more): one UPDATE per
     run that is not final yet (RETURNING the row for its event), one read of the jobs and
-    one of their runs' states, an UPDATE per job that changes, one per server with news."""
+    one count of their runs' states (their names only when a job ends), an UPDATE per job
+    that changes, one per kind of news about servers."""
     events: list[Event] = []
     follow_up = False
     now = utcnow()
@@ -147,14 +147,18 @@ def store(
             row["id"]: SimpleNamespace(**row)
             for row in conn.execute(_SQL.jobs, {"ids": job_ids}).mappings()
         }
-        runs_of: dict[int, list[tuple[str, str, str]]] = {}
-        for job_id, run_id, name, state in conn.execute(_SQL.run_states, {"ids": job_ids}):
-            runs_of.setdefault(job_id, []).append((run_id, name, state))
+        # The states as counts, not a row per run: a 10 000-host job's batches would each
+        # read 10 000 rows. Names are read only for the audit line of a job that ends.
+        states_of: dict[int, list[str]] = {}
+        for job_id, state, n in conn.execute(_SQL.run_states, {"ids": job_ids}):
+            states_of.setdefault(job_id, []).extend([state] * n)
         for run in stored:
             events.append((run.job_id, "run", {"run": run_json(run)}))
         for job_id, job in jobs.items():
             before = (job.state, job.started_at, job.finished_at)
-            events += _job_changed(s, job, runs_of.get(job_id, []), audit=True)
+            events += _job_changed(
+                s, job, states_of.get(job_id, []), hosts=partial(_run_names, conn, job_id)
+            )
             if (job.state, job.started_at, job.finished_at) != before:
                 conn.execute(
                     _SQL.job_state,
@@ -203,9 +207,14 @@ class _Statements:
         )
         self.jobs = select(jobs).where(jobs.c.id.in_(bindparam("ids", expanding=True)))
         self.run_states = (
-            select(runs.c.job_id, runs.c.id, runs.c.server_name, runs.c.state)
+            select(runs.c.job_id, runs.c.state, func.count())
             .where(runs.c.job_id.in_(bindparam("ids", expanding=True)))
-            .order_by(runs.c.job_id, runs.c.server_name)
+            .group_by(runs.c.job_id, runs.c.state)
+        )
+        self.run_names = (
+            select(runs.c.server_name)
+            .where(runs.c.job_id == bindparam("id"))
+            .order_by(runs.c.server_name)
         )
         self.job_state = (
             update(jobs)
@@ -245,12 +254,15 @@ _SQL = _Statements()
 
 
 def _job_changed(
-    s: Any, job: Any, rows: Sequence[tuple[str, str, str]], *, audit: bool = False
+    s: Any,
+    job: Any,
+    states: Sequence[str],
+    *,
+    hosts: Callable[[], Sequence[str]] | None = None,
 ) -> list[Event]:
     """Bring a job (a Job, or the store's plain copy of a row) up to date with its runs
-    (``rows``: id, server name and state of each, as they are now); the events that says,
-    and the audit line if it just ended (``audit``)."""
-    states = [state for _, _, state in rows]
+    (``states``: each one's state as it is now); the events that says, and the audit line
+    naming the ``hosts()`` if it just ended (when ``hosts`` is given)."""
     was = job.state
     ended = refresh_job_state(s, job, states)
     events: list[Event] = []
@@ -259,9 +271,13 @@ def _job_changed(
     if ended:
         counts = summary(states)
         events.append((job.id, "end", {"state": job.state, "summary": counts}))
-        if audit:
-            _audit_end(s, job, [name for _, name, _ in rows], counts)
+        if hosts is not None:
+            _audit_end(s, job, hosts(), counts)
     return events
+
+
+def _run_names(conn: Any, job_id: int) -> list[str]:
+    return list(conn.execute(_SQL.run_names, {"id": job_id}).scalars())
 
 
 def _note_servers(conn: Any, finals: Mapping[int, Final], now: dt.datetime) -> None:
