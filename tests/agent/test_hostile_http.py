@@ -32,6 +32,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kernel.agent import sign, signed_headers
+from support import rawhttp
 from support.agents import Agent
 from support.procs import pid_alive
 
@@ -168,18 +169,7 @@ def build(
             (b"X-Kernel-Signature", sig.encode()),
         ]
         signed = not any(n.strip().lower().decode("latin-1") in SIGNING for n, _ in headers)
-    payload = body
-    if framing == "length":
-        base.append((b"Content-Length", b"%d" % len(body)))
-    elif framing == "chunked":
-        base.append((b"Transfer-Encoding", b"chunked"))
-        half = len(body) // 2
-        parts = [p for p in (body[:half], body[half:]) if p]
-        payload = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in parts) + b"0\r\n\r\n"
-    # framing "none": no length at all (the body, if any, reads as a next request)
-    lines = [method + b" " + target + b" " + version]
-    lines += [n + b": " + v for n, v in base + headers]
-    return b"\r\n".join(lines) + b"\r\n\r\n" + payload, signed
+    return rawhttp.request(method, target, base + headers, body, framing, version), signed
 
 
 def check(agent: Agent, sent: Sent, statuses: list[int]) -> None:
