@@ -1,21 +1,21 @@
 """One pool of agent clients: an `AsyncAgentClient` per agent (URL, key and TLS pin), made on
-first use inside the event loop that uses it, all on one shared aiohttp session (one
-connection pool: kept-alive connections keyed by agent address and TLS pin). The job runner
-and the status poller each own one (aiohttp sessions belong to one loop).
+first use inside the event loop that uses it, all on one shared connection pool
+(agent_client/wire.py: kept-alive connections keyed by agent address and TLS pin). The job
+runner and the status poller each own one (a pool belongs to one loop).
 
-A session per agent cost ~60 Python objects and a timer each: at 10 000 agents, two pools
-held over a million objects, and every full garbage collection walked them all (~0.3 s each
-on a busy 2-CPU machine; bench/bench_scale.py). Shared, an agent costs its connection."""
+A pool per agent (aiohttp sessions, once) cost ~60 Python objects and a timer each: at 10 000
+agents, two pools held over a million objects, and every full garbage collection walked them
+all (~0.3 s each on a busy 2-CPU machine; bench/bench_scale.py). Shared, an agent costs its
+connection."""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable
 
-import aiohttp
-
 from kernel.agent_client import AsyncAgentClient
-from kernel.agent_client.aio import shared_session
+from kernel.agent_client.aio import shared_pool
+from kernel.agent_client.wire import Pool
 
 AgentId = tuple[str, str, str | None]  # url, key, TLS fingerprint: a change is a new client
 
@@ -24,20 +24,20 @@ class AgentPool:
     def __init__(self, connect_timeout: float) -> None:
         self.connect_timeout = connect_timeout
         self._clients: dict[AgentId, AsyncAgentClient] = {}
-        self._session: aiohttp.ClientSession | None = None
+        self._pool: Pool | None = None
 
     def get(self, url: str, key: str, fingerprint: str | None) -> AsyncAgentClient:
         agent = (url, key, fingerprint)
         client = self._clients.get(agent)
         if client is None:
-            if self._session is None or self._session.closed:
-                self._session = shared_session()  # inside the loop that uses it
+            if self._pool is None or self._pool.closed:
+                self._pool = shared_pool(self.connect_timeout)  # inside the loop that uses it
             client = AsyncAgentClient(
                 url,
                 key,
                 timeout=self.connect_timeout,
                 tls_fingerprint=fingerprint,
-                session=self._session,
+                pool=self._pool,
             )
             self._clients[agent] = client
         return client
@@ -52,7 +52,7 @@ class AgentPool:
 
     async def close(self) -> None:
         await self.keep_only(())
-        if self._session is not None:
+        if self._pool is not None:
             with contextlib.suppress(Exception):
-                await self._session.close()
-            self._session = None
+                await self._pool.close()
+            self._pool = None
