@@ -75,7 +75,7 @@ def test_async_client(agent: Agent) -> None:
             assert (await c.cancel("a1")).ok
             with pytest.raises(AgentError):
                 await c.status("nope")
-            # one output event longer than aiohttp's line buffer (64 KiB) still arrives whole
+            # one output event longer than a read buffer (64 KiB) still arrives whole
             big = [e async for e in c.stream("head -c 300000 /dev/zero | tr '\\0' x")]
             assert "".join(e.get("data", "") for e in big if e["event"] == "stdout") == "x" * 300000
             with pytest.raises(AgentError) as e:

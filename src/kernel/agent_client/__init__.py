@@ -1,12 +1,13 @@
 """Client for the agent's protocol v2 (ARCHITECTURE.md §2): signing, exec, stream, status,
 cancel, info, healthz. Sync (`AgentClient`, on one kept-alive httpx client) and async
-(`AsyncAgentClient`, on one kept-alive aiohttp session: the server's hot path, where aiohttp
-costs a fifth of the CPU per request that httpx's async client does).
+(`AsyncAgentClient`, on `wire`, a small HTTP/1.1 client on asyncio protocols with one pool of
+kept-alive connections: the server's hot path, where it costs a fraction of the CPU per
+request that aiohttp or httpx's async client do).
 
 TLS pinning: with ``tls_fingerprint`` set, certificates are not checked against CAs (agents
 use self-signed ones); instead the SHA-256 of the agent's certificate is compared with the pin
 right after the TLS handshake and *before* the signed request is sent (httpcore's ``trace``
-hook in the sync client, aiohttp's ``Fingerprint`` in the async one), the way SSH pins host
+hook in the sync client, right after the connection is made in `wire`), the way SSH pins host
 keys. `fetch_tls_fingerprint` takes the pin at enrollment.
 """
 
