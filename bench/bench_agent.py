@@ -214,7 +214,7 @@ def main() -> None:
          f"{u99 * 1000:.2f}", f"{u50 / f50:.2f}x"],
         ["signed exec `true`, httpx kept-alive", f"{a50 * 1000:.2f}", f"{a99 * 1000:.2f}",
          f"{a50 / f50:.2f}x"],
-        ["signed exec `true`, AsyncAgentClient (aiohttp)", f"{s50 * 1000:.2f}",
+        ["signed exec `true`, AsyncAgentClient (wire.py)", f"{s50 * 1000:.2f}",
          f"{s99 * 1000:.2f}", f"{s50 / f50:.2f}x"],
     ]  # fmt: skip
     mem = [
@@ -232,7 +232,7 @@ def main() -> None:
     ]
     body = (
         f"{n} sequential round trips each, interleaved in batches of 50; every client signs "
-        "every request. The server talks to agents through `AsyncAgentClient` (aiohttp); "
+        "every request. The server talks to agents through `AsyncAgentClient` (our wire.py); "
         "httpx is the sync client's library.\n\n"
         + table(["what", "p50 ms", "p99 ms", "p50 vs floor"], rows)
         + f"\n\nMaking each run's journal entry durable before it starts (fdatasync of the "
