@@ -660,7 +660,7 @@ def report(res: dict[str, Any], args: argparse.Namespace) -> str:
         ["hosts", "status round", "per host", "server CPU", "swarm CPU", "server RSS peak",
          "job (cold)", "job (warm)", "server CPU/job", "GET servers (page of 1000)",
          "?limit=100", "dashboard (page of 500)",
-         "GET status", "load", "registered"],
+         "GET status (page of 1000)", "load", "registered"],
         rows,
     )  # fmt: skip
     top = max(sizes)

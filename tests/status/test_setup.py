@@ -89,3 +89,37 @@ def test_examples_copied_into_a_new_data_dir_only(tmp_path: Path):
     other = tmp_path / "testing"
     close_app(make_app(other))  # TESTING: no examples unless asked
     assert not (other / "service").exists()
+
+
+def test_status_comes_in_pages(app, as_role):
+    """GET /api/v1/status pages as GET /api/v1/servers does: name order, ``limit``,
+    ``after=<next>``, ``total`` over every page; pending and removed servers are not in it;
+    garbage paging arguments are a 400."""
+    from kernel.server.core.db import utcnow
+    from kernel.server.models.servers import Server
+
+    with components(app).db.session() as s:
+        for i in range(23):
+            s.add(Server(name=f"h{i:02d}", agent_url=f"http://127.0.0.1:{1000 + i}",
+                         agent_key="ab" * 32, state="online"))  # fmt: skip
+        s.add(Server(name="pending1", agent_key="ab" * 32))
+        s.add(Server(name="gone", agent_url="http://127.0.0.1:9", agent_key="ab" * 32,
+                     removed_at=utcnow()))  # fmt: skip
+    viewer = as_role("viewer")
+    seen, cursor, pages = [], None, 0
+    while True:
+        answer = viewer.get("/api/v1/status?limit=5" + (f"&after={cursor}" if cursor else ""))
+        assert answer["total"] == 23 and "poller" in answer and "replicas" in answer
+        seen += [h["server"] for h in answer["hosts"]]
+        assert all(h["state"] == "unknown" for h in answer["hosts"])  # never probed
+        pages += 1
+        cursor = answer["next"]
+        if cursor is None:
+            break
+    assert seen == [f"h{i:02d}" for i in range(23)] and pages == 5
+    whole = viewer.get("/api/v1/status")
+    assert len(whole["hosts"]) == 23 and whole["total"] == 23 and whole["next"] is None
+    for bad in ("limit=0", "limit=1001", "limit=x", "after=nonsense", "after=WzEsMl0",
+                "after=%FF%FE", "after=" + "a" * 300):  # fmt: skip
+        err = viewer.get(f"/api/v1/status?{bad}", expect=400)
+        assert set(err) >= {"error", "message"}, (bad, err)

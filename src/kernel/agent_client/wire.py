@@ -10,7 +10,9 @@ flow control, one inactivity timer per request armed once, and a pool of idle co
 per agent. Anything else an agent answers is an error (`WireError`), never a hang or a crash.
 
 Not a general HTTP client: no redirects, cookies, proxies, compression, or request bodies
-larger than fit in memory (they are JSON documents of a few KiB).
+larger than fit in memory (they are JSON documents of a few KiB). No cap on connections per
+agent: the runner's and the poller's concurrency bound them (JOB_CONCURRENCY 128 and
+STATUS_CONCURRENCY 64 by default, under the agent's own ``max_connections`` of 256).
 """
 
 from __future__ import annotations

@@ -114,13 +114,20 @@ class Api:
 
     def servers(self, query: str = "") -> dict[str, Any]:
         """``GET /api/v1/servers?QUERY``, every page of it, as one answer."""
-        path = "/api/v1/servers?" + (query + "&" if query else "")
+        answer = self.pages("/api/v1/servers", "servers", query)
+        return {"servers": answer["servers"], "total": answer["total"]}
+
+    def pages(self, path: str, key: str, query: str = "") -> dict[str, Any]:
+        """A paged list (``{KEY: [...], next}``), every page of it, as one answer: the last
+        page's other fields (no ``next``), with all of KEY and their count as ``total``."""
+        path += "?" + (query + "&" if query else "")
         answer = self.get(path + "limit=1000")
-        servers = list(answer.get("servers", []))
+        items = list(answer.get(key, []))
         while answer.get("next"):
             answer = self.get(path + "limit=1000&after=" + quote_path(answer["next"]))
-            servers += answer.get("servers", [])
-        return {"servers": servers, "total": len(servers)}
+            items += answer.get(key, [])
+        rest = {k: v for k, v in answer.items() if k != "next"}
+        return {**rest, key: items, "total": len(items)}
 
     def post(self, path: str, body: object = None) -> Any:
         return self.call("POST", path, {} if body is None else body)

@@ -33,7 +33,7 @@ Examples:
 @json_option
 def status(servers: tuple[str, ...], tags: tuple[str, ...], all_: bool, as_json: bool) -> int:
     client = api()
-    answer = client.get("/api/v1/status")
+    answer = client.pages("/api/v1/status", "hosts")
     hosts = answer.get("hosts", [])
     chosen = Targets.parse(list(servers), list(tags), all_)
     if chosen:

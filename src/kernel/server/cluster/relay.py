@@ -60,6 +60,7 @@ class Relay:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._listening = threading.Event()
+        self._head = '{"o": ' + json.dumps(origin) + ', "m": ['  # how our notifications begin
 
     def start(self) -> None:
         if self._threads:
@@ -125,7 +126,7 @@ class Relay:
         (``{"o": origin, "m": [event, …]}``) — a 10 000-host job sends ~30 000 events, one
         statement each cost the relay's thread more than the job's writer (bench_scale.py);
         an event too big for one goes by reference (``{"ref": id}`` in its place)."""
-        head = '{"o": ' + json.dumps(self.origin) + ', "m": ['
+        head = self._head
         bodies: list[str] = []
         parts: list[str] = []
         size = len(head) + 2
@@ -184,6 +185,8 @@ class Relay:
                     raw.invalidate()  # a LISTENing connection must not go back to the pool
 
     def _receive(self, payload: str) -> None:
+        if payload.startswith(self._head):  # this replica's own: not even parsed
+            return
         try:
             note = json.loads(payload)
             if note.get("o") == self.origin:

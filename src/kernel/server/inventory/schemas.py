@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from pydantic import Field
 
 from kernel.server.core.inputs import Answer, Body, Name, NoNul, Query, Tag, Tags, one_of
+from kernel.server.core.paging import PAGE_MAX
 from kernel.server.models.servers import SERVER_STATES
 
 Description = Annotated[str, Field(max_length=4000), NoNul]
@@ -38,9 +39,6 @@ class ServerEdit(Body):
     agent_url: AgentUrl | None = None
     agent_key: AgentKey | None = None
     tls_fingerprint: Fingerprint | None = None
-
-
-PAGE_MAX = 1000  # servers per page of GET /api/v1/servers at most (and by default)
 
 
 class ServerList(Query):

@@ -3,9 +3,6 @@ agent's certificate."""
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from collections.abc import Sequence
 
 from sqlalchemy import String, cast, func, select, tuple_
@@ -14,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from kernel.agent_client import AgentError, fetch_tls_fingerprint, normalize_fingerprint
 from kernel.exceptions import AgentFailed, Conflict, InvalidInput, NotFound
+from kernel.server.core.paging import decode_cursor, encode_cursor
 from kernel.server.inventory.schemas import ServerList
 from kernel.server.models.servers import Server, name_key
 
@@ -83,18 +81,3 @@ def page(s: Session, query: ServerList) -> tuple[Sequence[Server], int, str | No
     more = len(rows) > query.limit
     rows = rows[: query.limit]
     return rows, total, encode_cursor(rows[-1].name, rows[-1].id) if more else None
-
-
-def encode_cursor(name: str, id_: int) -> str:
-    return base64.urlsafe_b64encode(json.dumps([name, id_]).encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[str, int]:
-    """The (name, id) a page ends at; InvalidInput for anything that is not a cursor."""
-    try:
-        name, id_ = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        if isinstance(name, str) and isinstance(id_, int) and not isinstance(id_, bool):
-            return name, id_
-    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
-        pass
-    raise InvalidInput("after: not a page cursor (use the `next` of the page before)")

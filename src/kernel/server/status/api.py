@@ -17,7 +17,7 @@ from kernel.server.inventory.servers import get_server
 from kernel.server.models.servers import Server
 from kernel.server.models.status import HostStatus, MetricSample
 from kernel.server.services.cache import CatalogueCache
-from kernel.server.status.queries import fleet, fleet_briefs, host_json, host_rows
+from kernel.server.status.queries import fleet, fleet_briefs, host_json, host_page
 from kernel.server.status.schemas import (
     HostAnswer,
     HostServicesAnswer,
@@ -27,6 +27,7 @@ from kernel.server.status.schemas import (
     Refreshing,
     StatusAnswer,
     StatusEventsQuery,
+    StatusList,
 )
 from kernel.server.web import audit, context
 from kernel.server.web.access import role
@@ -39,13 +40,17 @@ MAX_POINTS = 20000  # per series answer; ask for a shorter range for more detail
 @bp.get("/status")
 @role("viewer")
 @endpoint("every host's health, facts and last metrics; the server's replicas",
-          answers={200: StatusAnswer})  # fmt: skip
-def all_hosts() -> Response:
-    rows = host_rows(context.session())
+          query=StatusList, answers={200: StatusAnswer})  # fmt: skip
+def all_hosts(query: StatusList) -> Response:
+    """In name order, a page at a time (``?limit=``, up to 1000; ``?after=`` the ``next`` of
+    the page before), as ``GET /api/v1/servers``."""
+    rows, total, cursor = host_page(context.session(), query.limit, query.after)
     p = context.poller()
     return jsonify(
         {
             "hosts": [host_json(srv, st) for srv, st in rows],
+            "total": total,
+            "next": cursor,
             "poller": {
                 "running": p.running,
                 "interval": p.interval,

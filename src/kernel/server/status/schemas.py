@@ -8,12 +8,20 @@ from pydantic import Field
 
 from kernel.exceptions import InvalidInput
 from kernel.server.core.inputs import Answer, Body, Name, NoNul, Query
+from kernel.server.core.paging import PAGE_MAX
 
 METRICS = (
     "cpu_percent", "load1", "load5", "load15", "mem_total", "mem_used", "swap_total",
     "swap_used", "uptime", "disk_total", "disk_used",
 )  # fmt: skip
 UnixTime = Annotated[float, Field(ge=0, le=2**40, allow_inf_nan=False)]
+
+
+class StatusList(Query):
+    """``?after=`` is the ``next`` of the page before (pages follow the names' order)."""
+
+    limit: Annotated[int, Field(ge=1, le=PAGE_MAX)] = PAGE_MAX
+    after: Annotated[str, Field(max_length=200), NoNul] | None = None
 
 
 class MetricsQuery(Query):
@@ -77,6 +85,8 @@ class ReplicaAnswer(Answer):
 
 class StatusAnswer(Answer):
     hosts: list[HostAnswer]
+    total: int  # joined live servers in all (every page)
+    next: str | None  # ``?after=`` for the next page; null on the last
     poller: PollerAnswer
     replicas: list[ReplicaAnswer]
 
