@@ -14,8 +14,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from kernel.agent_client import AgentRefused, AgentUnreachable, AsyncAgentClient, wire
-from kernel.agent_client.wire import Pool, Target, WireError, encode_request, parse_head
+from kernel.agent_client import AgentRefused, AgentUnreachable, AsyncAgentClient, http1, wire
+from kernel.agent_client.http1 import ChunkedBody, Target, WireError, encode_request, parse_head
+from kernel.agent_client.wire import Pool
 
 Script = Callable[[socket.socket, int], None]
 
@@ -169,12 +170,26 @@ def test_parse_head() -> None:
     bad = [
         b"", b"garbage", b"HTTP/2 200 OK", b"HTTP/1.1 2000 OK", b"HTTP/1.1 abc OK",
         b"HTTP/1.1 200 OK\r\nno colon", b"HTTP/1.1 200 OK\r\n : v", b"HTTP/1.1 200 OK\r\nA B: v",
-        b"HTTP/1.1 200 OK\r\n" + b"\r\n".join(b"H%d: v" % i for i in range(wire.MAX_HEADERS + 1)),
+        b"HTTP/1.1 200 OK\r\n" + b"\r\n".join(b"H%d: v" % i for i in range(http1.MAX_HEADERS + 1)),
         b"\xff\xfe\x00 200 OK",
     ]  # fmt: skip
     for head in bad:
         with pytest.raises(WireError):
             parse_head(head)
+
+
+def test_chunked_body_fed_in_any_pieces() -> None:
+    raw = b"3;x=1\r\nabc\r\n10\r\n" + b"d" * 16 + b"\r\n0\r\nTrailer: 1\r\n\r\n"
+    for step in (1, 2, 5, len(raw)):
+        body, buf, got, ended = ChunkedBody(), bytearray(), b"", False
+        for i in range(0, len(raw), step):
+            buf += raw[i : i + step]
+            pieces, ended = body.feed(buf)
+            got += b"".join(pieces)
+        assert (got, ended, bytes(buf)) == (b"abc" + b"d" * 16, True, b""), step
+    for bad in (b"zz\r\n", b"-1\r\n", b"\r\n", b"1" * 16 + b"\r\n", b"2\r\nabXY", b"9" * 2000):
+        with pytest.raises(WireError):
+            ChunkedBody().feed(bytearray(bad))
 
 
 # -- against scripted servers ----------------------------------------------------------------
@@ -250,7 +265,7 @@ def test_interim_answer_then_the_real_one(serve) -> None:
         b"garbage\r\n\r\n",
         b"SSH-2.0-OpenSSH_9.2\r\n",
         b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(range(256)) * 4,  # TLS hello
-        b"HTTP/1.1 200 OK\r\nX: " + b"a" * (wire.MAX_HEAD + 10),  # endless head
+        b"HTTP/1.1 200 OK\r\nX: " + b"a" * (http1.MAX_HEAD + 10),  # endless head
         b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nabc",

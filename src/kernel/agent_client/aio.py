@@ -9,8 +9,9 @@ from typing import Any
 
 from kernel.agent import KILL_GRACE, LINGER
 from kernel.agent_client.base import _Base
+from kernel.agent_client.http1 import PinMismatch, Target, WireError, encode_request
 from kernel.agent_client.results import ExecResult
-from kernel.agent_client.wire import PinMismatch, Pool, Response, Target, WireError, encode_request
+from kernel.agent_client.wire import Pool, Response
 from kernel.exceptions import AgentUnreachable
 from kernel.jsontext import loads_scrubbed
 

@@ -22,92 +22,24 @@ import collections
 import hashlib
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable
 from types import TracebackType
 from typing import Any
-from urllib.parse import urlsplit
 
+from kernel.agent_client.http1 import (
+    MAX_HEAD,
+    ChunkedBody,
+    PinMismatch,
+    Target,
+    WireError,
+    parse_head,
+)
 from kernel.agent_client.tls import _tls_context
 
-MAX_HEAD = 64 * 1024  # bytes of a response's status line and headers
-MAX_HEADERS = 100
 MAX_BODY = 64 * 1024 * 1024  # bytes of a body read whole (`Response.read`); streams are not held
 HIGH_WATER = 1024 * 1024  # buffered body bytes beyond which the socket is not read
 KEEPALIVE = 60.0  # an idle connection is closed after this (the agent's own limit is 75 s)
 SWEEP_EVERY = 10.0  # seconds between looks for expired idle connections
-_HEX = b"0123456789abcdefABCDEF"
-
-
-class WireError(Exception):
-    """The agent's answer is not HTTP as this client reads it, or the connection broke."""
-
-
-class PinMismatch(WireError):
-    """The agent's TLS certificate is not the pinned one (nothing was sent)."""
-
-    def __init__(self, seen: str, pin: str) -> None:
-        super().__init__(f"TLS certificate fingerprint {seen} is not the pinned {pin}")
-
-
-class Target:
-    """Where an agent is: scheme, host, port, and the Host header; parsed once per agent."""
-
-    __slots__ = ("host", "host_header", "key", "pin", "port", "tls")
-
-    def __init__(self, url: str, pin: str | None = None) -> None:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"not an http(s) URL: {url!r}")
-        self.tls = parts.scheme == "https"
-        self.host = parts.hostname
-        self.port = parts.port or (443 if self.tls else 80)
-        name = f"[{self.host}]" if ":" in self.host else self.host
-        default = 443 if self.tls else 80
-        self.host_header = name if self.port == default else f"{name}:{self.port}"
-        self.pin = pin if self.tls else None
-        self.key = (self.tls, self.host, self.port, self.pin)
-
-
-def _check_header(text: str) -> str:
-    if "\r" in text or "\n" in text:
-        raise ValueError("a header may not hold a line break")
-    return text
-
-
-def encode_request(
-    method: str, path: str, host_header: str, headers: Mapping[str, str], body: bytes
-) -> bytes:
-    """The request's bytes: request line, headers, body (pure; tested directly)."""
-    if not path.startswith("/") or any(c in path for c in " \r\n"):
-        raise ValueError(f"bad request target {path!r}")
-    lines = [f"{method} {path} HTTP/1.1", f"Host: {host_header}"]
-    lines += [f"{_check_header(k)}: {_check_header(v)}" for k, v in headers.items()]
-    if body or method in ("POST", "PUT"):
-        lines.append(f"Content-Length: {len(body)}")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
-
-
-def parse_head(raw: bytes) -> tuple[int, bool, dict[str, str]]:
-    """A response head (without its final blank line): status, whether it is HTTP/1.0, and the
-    headers (names lower-case; a repeated header's values joined by ", ")."""
-    lines = raw.split(b"\r\n")
-    parts = lines[0].split(b" ", 2)
-    if len(parts) < 2 or parts[0] not in (b"HTTP/1.1", b"HTTP/1.0"):
-        raise WireError(f"not an HTTP/1.x status line: {lines[0][:80]!r}")
-    code = parts[1]
-    if len(code) != 3 or not code.isdigit():
-        raise WireError(f"bad status code {code[:10]!r}")
-    if len(lines) - 1 > MAX_HEADERS:
-        raise WireError("too many headers")
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        name, sep, value = line.partition(b":")
-        if not sep or not name or name != name.strip() or b" " in name:
-            raise WireError(f"bad header line {line[:80]!r}")
-        key = name.decode("latin-1").lower()
-        text = value.strip().decode("latin-1")
-        headers[key] = f"{headers[key]}, {text}" if key in headers else text
-    return int(code), parts[0] == b"HTTP/1.0", headers
 
 
 class Response:
@@ -220,8 +152,8 @@ class Connection(asyncio.Protocol):
         self._head_waiter: asyncio.Future[None] | None = None
         self._buf = bytearray()
         self._mode = ""  # "head", then "length" | "chunked" | "close", then "" (done)
-        self._left = 0  # bytes left of the body (length) or of the chunk (chunked)
-        self._chunk_state = "size"  # chunked: "size" | "data" | "crlf" | "trailer"
+        self._left = 0  # bytes left of the body ("length")
+        self._chunks: ChunkedBody | None = None  # "chunked"
         self._keep = False  # the connection may carry another request after this one
         self._paused = False
         self._timer: asyncio.TimerHandle | None = None
@@ -376,7 +308,7 @@ class Connection(asyncio.Protocol):
         if te is not None:
             if te.lower() != "chunked" or length is not None:
                 raise WireError(f"unsupported transfer encoding {te[:40]!r}")
-            self._mode, self._chunk_state = "chunked", "size"
+            self._mode, self._chunks = "chunked", ChunkedBody()
         elif length is not None:
             if not length.isdigit() or len(length) > 15:
                 raise WireError(f"bad Content-Length {length[:20]!r}")
@@ -392,47 +324,14 @@ class Connection(asyncio.Protocol):
             self._done()
 
     def _dechunk(self) -> None:
-        buf, response = self._buf, self._response
-        assert response is not None
-        while buf:
-            if self._chunk_state == "size":
-                end = buf.find(b"\r\n")
-                if end < 0:
-                    if len(buf) > 1024:
-                        raise WireError("chunk size line too long")
-                    return
-                size = bytes(buf[:end]).split(b";", 1)[0].strip()
-                del buf[: end + 2]
-                if not size or len(size) > 15 or size.strip(_HEX):
-                    raise WireError(f"bad chunk size {size[:20]!r}")
-                self._left = int(size, 16)
-                self._chunk_state = "data" if self._left else "trailer"
-            elif self._chunk_state == "data":
-                take = min(self._left, len(buf))
-                response._feed(bytes(buf[:take]))
-                del buf[:take]
-                self._left -= take
-                if self._left == 0:
-                    self._chunk_state = "crlf"
-            elif self._chunk_state == "crlf":
-                if len(buf) < 2:
-                    return
-                if buf[:2] != b"\r\n":
-                    raise WireError("a chunk does not end with CRLF")
-                del buf[:2]
-                self._chunk_state = "size"
-            else:  # trailer lines, up to an empty one
-                end = buf.find(b"\r\n")
-                if end < 0:
-                    if len(buf) > MAX_HEAD:
-                        raise WireError("trailers too long")
-                    return
-                del buf[: end + 2]
-                if end == 0:
-                    self._done()
-                    if buf:
-                        raise WireError("data after the end of the response")
-                    return
+        assert self._response is not None and self._chunks is not None
+        pieces, ended = self._chunks.feed(self._buf)
+        for data in pieces:
+            self._response._feed(data)
+        if ended:
+            self._done()
+            if self._buf:
+                raise WireError("data after the end of the response")
 
     def _done(self) -> None:
         self._mode = ""
