@@ -278,6 +278,8 @@ def test_interim_answer_then_the_real_one(serve) -> None:
         b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc",  # then the connection closes
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nab",  # cut in a chunk
         b"",  # closed at once
+        b"HTTP/1.1 200 OK\r\nContent-Length: \xb2\r\n\r\nab",  # a digit, but not ASCII
+        b"HTTP/1.1 100 Continue\r\n\r\n" * 5000,  # interim answers without end
     ],
 )
 def test_garbage_is_an_error_not_a_hang(serve, raw: bytes) -> None:

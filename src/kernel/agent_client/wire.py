@@ -40,6 +40,7 @@ MAX_BODY = 64 * 1024 * 1024  # bytes of a body read whole (`Response.read`); str
 HIGH_WATER = 1024 * 1024  # buffered body bytes beyond which the socket is not read
 KEEPALIVE = 60.0  # an idle connection is closed after this (the agent's own limit is 75 s)
 SWEEP_EVERY = 10.0  # seconds between looks for expired idle connections
+MAX_INTERIM = 10  # 1xx answers before the real one at most
 
 
 class Response:
@@ -159,6 +160,7 @@ class Connection(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._timeout = 0.0
         self._last = 0.0
+        self._interim = 0  # 1xx heads before this response's own
 
     # -- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -178,8 +180,8 @@ class Connection(asyncio.Protocol):
         self._last = time.monotonic()
         try:
             self._data(data)
-        except WireError as e:
-            self._broken(e)
+        except Exception as e:  # noqa: BLE001 - WireError, or a bug here: an error, not a crash
+            self._broken(e if isinstance(e, WireError) else WireError(f"unreadable answer: {e}"))
             self.abort()
 
     def pause(self) -> None:
@@ -201,6 +203,7 @@ class Connection(asyncio.Protocol):
         self._response = response
         self._buf.clear()
         self._mode = "head"
+        self._interim = 0
         self.answered = False
         self._timeout = timeout
         self._last = time.monotonic()
@@ -261,24 +264,24 @@ class Connection(asyncio.Protocol):
             self._response._fail(exc)
 
     def _data(self, data: bytes) -> None:
-        if self._mode == "":
-            raise WireError("data from the agent when no request was waiting")
-        if self._mode == "head":
+        while True:  # a loop, not recursion: a packet may hold many interim heads
+            if self._mode == "":
+                if data:
+                    raise WireError("data from the agent when no request was waiting")
+                return
+            if self._mode != "head":
+                break
             self._buf += data
             end = self._buf.find(b"\r\n\r\n")
-            if end < 0:
-                if len(self._buf) > MAX_HEAD:
+            if end < 0 or end > MAX_HEAD:
+                if end > MAX_HEAD or len(self._buf) > MAX_HEAD:
                     raise WireError(f"response head larger than {MAX_HEAD} bytes")
                 return
-            if end > MAX_HEAD:
-                raise WireError(f"response head larger than {MAX_HEAD} bytes")
-            head = bytes(self._buf[:end])
-            rest = bytes(self._buf[end + 4 :])
+            head, data = bytes(self._buf[:end]), bytes(self._buf[end + 4 :])
             self._buf.clear()
             self._head(head)
-            if rest:
-                self._data(rest)
-            return
+            if not data:
+                return
         assert self._response is not None
         if self._mode == "length":
             if len(data) > self._left:
@@ -297,6 +300,9 @@ class Connection(asyncio.Protocol):
     def _head(self, head: bytes) -> None:
         status, http10, headers = parse_head(head)
         if 100 <= status < 200:  # an interim answer: the real one follows
+            self._interim += 1
+            if self._interim > MAX_INTERIM:
+                raise WireError(f"more than {MAX_INTERIM} interim answers")
             return
         response = self._response
         assert response is not None
@@ -310,7 +316,7 @@ class Connection(asyncio.Protocol):
                 raise WireError(f"unsupported transfer encoding {te[:40]!r}")
             self._mode, self._chunks = "chunked", ChunkedBody()
         elif length is not None:
-            if not length.isdigit() or len(length) > 15:
+            if not (length.isascii() and length.isdigit()) or len(length) > 15:
                 raise WireError(f"bad Content-Length {length[:20]!r}")
             self._mode, self._left = "length", int(length)
         elif status in (204, 304):
@@ -366,15 +372,17 @@ class Pool:
         exec carries its id, and the agent runs an id once)."""
         if self.closed:
             raise WireError("the connection pool is closed")
+        data = build()
         conn = self._take(target.key)
         if conn is not None:
             try:
-                return await conn.send(build(), timeout)
+                return await conn.send(data, timeout)
             except WireError:
                 if conn.answered:
                     raise
+                data = build()
         conn = await self._open(target, connect_timeout or self.connect_timeout)
-        return await conn.send(build(), timeout)
+        return await conn.send(data, timeout)
 
     def _take(self, key: Any) -> Connection | None:
         idle = self._idle.get(key)
