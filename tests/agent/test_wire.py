@@ -427,6 +427,17 @@ def test_dead_agent_after_the_request_is_not_retried(serve) -> None:
     assert len(srv.requests) == 1
 
 
+def test_a_url_that_is_not_http_is_unreachable_not_a_crash() -> None:
+    async def main() -> None:
+        for url in ("ftp://127.0.0.1:1", "http://", "not a url"):
+            async with AsyncAgentClient(url, "ab" * 32, timeout=1) as c:
+                with pytest.raises(AgentUnreachable):
+                    await c.info()
+                assert not await c.healthz()
+
+    asyncio.run(main())
+
+
 def test_refused_connection_and_timeouts_of_connecting() -> None:
     port = socket.create_server(("127.0.0.1", 0))
     url = f"http://127.0.0.1:{port.getsockname()[1]}"

@@ -50,7 +50,10 @@ class AsyncAgentClient(_Base):
         super().__init__(url, key, timeout=timeout, tls_fingerprint=tls_fingerprint)
         self._shared = pool
         self._own: Pool | None = None
-        self._target = Target(self.url, self.pin)
+        try:
+            self._target: Target | None = Target(self.url, self.pin)
+        except ValueError:  # told at the first request, as any other unreachable agent
+            self._target = None
 
     def _pool(self) -> Pool:
         if self._shared is not None:
@@ -76,13 +79,17 @@ class AsyncAgentClient(_Base):
     ) -> Response:
         """Send a signed request; its response, once its head has arrived."""
 
+        agent = self._target
+        if agent is None:
+            raise WireError(f"not an http(s) URL: {self.url!r}")
+
         def build() -> bytes:  # signed anew if sent again: a fresh nonce
             headers, content = self._signed(method, path, body)
             target = self._base_path + path  # exactly as signed
-            return encode_request(method, target, self._target.host_header, headers, content)
+            return encode_request(method, target, agent.host_header, headers, content)
 
         return await self._pool().request(
-            self._target, build, timeout=read or self.timeout, connect_timeout=self.timeout
+            agent, build, timeout=read or self.timeout, connect_timeout=self.timeout
         )
 
     def _a_unreachable(self, exc: BaseException) -> AgentUnreachable:
