@@ -18,25 +18,14 @@ from kernel.jsontext import loads_scrubbed
 _FAILURES = (OSError, ssl.SSLError, WireError, TimeoutError)  # what "unreachable" means
 
 
-def shared_pool(connect_timeout: float = 10.0) -> Pool:
-    """One pool of kept-alive connections (by agent address and TLS pin) for the clients of
-    many agents, in the event loop that uses it, closed by its owner (core/agents.py).
-
-    A connection pool per agent cost ~60 Python objects and a timer of its own with aiohttp:
-    at 10 000 agents that was most of the server's heap, and every full garbage collection
-    walked it (bench/bench_scale.py, docs/benchmarks.md). Shared, an agent costs its
-    connection only."""
-    return Pool(connect_timeout)
-
-
 class AsyncAgentClient(_Base):
     """Asynchronous twin of `AgentClient` (``stream`` is an async iterator).
 
     The server's runner and poller talk to thousands of agents through this class, so it is
     on the hot path: `wire` costs a few tens of microseconds of CPU per request, aiohttp
     ~0.15-0.3 ms, httpx's async client ~2.5 ms (bench/bench_agent.py; docs/design.md). Alone,
-    a client has its own connection pool; given ``pool`` (a `shared_pool()`), it uses that
-    one and leaves closing it to its owner."""
+    a client has its own connection pool; given ``pool`` (a `wire.Pool` shared by many
+    clients, core/agents.py), it uses that one and leaves closing it to its owner."""
 
     def __init__(
         self,

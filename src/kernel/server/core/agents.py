@@ -14,7 +14,6 @@ import contextlib
 from collections.abc import Iterable
 
 from kernel.agent_client import AsyncAgentClient
-from kernel.agent_client.aio import shared_pool
 from kernel.agent_client.wire import Pool
 
 AgentId = tuple[str, str, str | None]  # url, key, TLS fingerprint: a change is a new client
@@ -31,7 +30,7 @@ class AgentPool:
         client = self._clients.get(agent)
         if client is None:
             if self._pool is None or self._pool.closed:
-                self._pool = shared_pool(self.connect_timeout)  # inside the loop that uses it
+                self._pool = Pool(self.connect_timeout)  # inside the loop that uses it
             client = AsyncAgentClient(
                 url,
                 key,
