@@ -285,15 +285,15 @@ class _Statements:
             .where(runs.c.id == bindparam("run_id"))
             .values(state="cancelled", finished_at=now, error=bindparam("error"))
         )
+        # Not final yet, spelled with "=", not NOT IN (…): a list parameter cannot be part of
+        # an executemany. The UPDATE keeps it though `not_final` locked the rows: a run is
+        # final once, whatever reads came before.
+        open_state = or_(*(runs.c.state == state for state in RUN_STATES if state not in TERMINAL))
         self.not_final = (
             select(runs.c.id, runs.c.started_at)
-            .where(runs.c.id.in_(bindparam("ids", expanding=True)), runs.c.state.not_in(TERMINAL))
+            .where(runs.c.id.in_(bindparam("ids", expanding=True)), open_state)
             .with_for_update()
         )
-        # The WHERE on the state is kept though `not_final` locked the rows: a run is final
-        # once, whatever reads came before. (Spelled with "=", not NOT IN (…): a list
-        # parameter cannot be part of an executemany.)
-        open_state = or_(*(runs.c.state == state for state in RUN_STATES if state not in TERMINAL))
         self.finish_run = (
             update(runs)
             .where(runs.c.id == bindparam("run_id"), open_state)
