@@ -16,37 +16,36 @@ from kernel.server.status.brief import brief
 HostRow = tuple[Server, HostStatus | None]
 
 
+_LIVE = (Server.removed_at.is_(None), Server.agent_url.is_not(None))  # joined, not removed
+_HOSTS = (
+    select(Server, HostStatus)
+    .outerjoin(HostStatus, HostStatus.server_id == Server.id)
+    .where(*_LIVE)
+    .order_by(Server.name, Server.id)
+)
+
+
 def host_rows(s: Session) -> list[HostRow]:
-    """Live joined servers with their last status (None before the first probe)."""
-    rows, _, _ = host_page(s, None, None)
-    return rows
+    """Live joined servers, by name, with their last status (None before the first probe)."""
+    return [(srv, st) for srv, st in s.execute(_HOSTS).all()]
 
 
-def host_page(
-    s: Session, limit: int | None, after: str | None
-) -> tuple[list[HostRow], int, str | None]:
-    """A page of `host_rows` in name order (``limit`` None: all): the rows, how many there
-    are in all, and the cursor of the next page (None on the last)."""
-    live = (Server.removed_at.is_(None), Server.agent_url.is_not(None))
-    q = select(Server, HostStatus).outerjoin(HostStatus, HostStatus.server_id == Server.id)
-    q = q.where(*live)
+def host_page(s: Session, limit: int, after: str | None) -> tuple[list[HostRow], int, str | None]:
+    """A page of `host_rows`: the rows, how many there are in all, and the cursor of the
+    next page (None on the last)."""
+    q = _HOSTS
     if after is not None:
         name, id_ = decode_cursor(after)
         q = q.where(tuple_(Server.name, Server.id) > tuple_(name, id_))
-    q = q.order_by(Server.name, Server.id)
-    if limit is None:
-        rows: list[HostRow] = [(srv, st) for srv, st in s.execute(q).all()]
-        return rows, len(rows) if after is None else _count(s, live), None
-    rows = [(srv, st) for srv, st in s.execute(q.limit(limit + 1)).all()]
+    rows: list[HostRow] = [(srv, st) for srv, st in s.execute(q.limit(limit + 1)).all()]
     more = len(rows) > limit
     rows = rows[:limit]
-    total = len(rows) if after is None and not more else _count(s, live)
-    last = rows[-1][0] if more else None
-    return rows, total, encode_cursor(last.name, last.id) if last is not None else None
-
-
-def _count(s: Session, where: tuple[Any, ...]) -> int:
-    return s.scalar(select(func.count()).select_from(Server).where(*where)) or 0
+    if after is None and not more:  # one page holds them all: no count needed
+        total = len(rows)
+    else:
+        total = s.scalar(select(func.count()).select_from(Server).where(*_LIVE)) or 0
+    cursor = encode_cursor(rows[-1][0].name, rows[-1][0].id) if more else None
+    return rows, total, cursor
 
 
 def host_json(srv: Server, st: HostStatus | None, *, units: bool = False) -> dict[str, Any]:
