@@ -106,17 +106,12 @@ def test_status_comes_in_pages(app, as_role):
         s.add(Server(name="gone", agent_url="http://127.0.0.1:9", agent_key="ab" * 32,
                      removed_at=utcnow()))  # fmt: skip
     viewer = as_role("viewer")
-    seen, cursor, pages = [], None, 0
-    while True:
-        answer = viewer.get("/api/v1/status?limit=5" + (f"&after={cursor}" if cursor else ""))
+    pages = viewer.pages("/api/v1/status?limit=5")
+    for answer in pages:
         assert answer["total"] == 23 and "poller" in answer and "replicas" in answer
-        seen += [h["server"] for h in answer["hosts"]]
         assert all(h["state"] == "unknown" for h in answer["hosts"])  # never probed
-        pages += 1
-        cursor = answer["next"]
-        if cursor is None:
-            break
-    assert seen == [f"h{i:02d}" for i in range(23)] and pages == 5
+    seen = [h["server"] for answer in pages for h in answer["hosts"]]
+    assert seen == [f"h{i:02d}" for i in range(23)] and len(pages) == 5
     whole = viewer.get("/api/v1/status")
     assert len(whole["hosts"]) == 23 and whole["total"] == 23 and whole["next"] is None
     for bad in ("limit=0", "limit=1001", "limit=x", "after=nonsense", "after=WzEsMl0",

@@ -74,6 +74,14 @@ class Api:
     def delete(self, url: str, expect: int | None = 200) -> Any:
         return self.call("DELETE", url, expect).json()
 
+    def pages(self, url: str) -> list[Any]:
+        """Every page of a paged list (``url`` has its query, e.g. ``?limit=5``), following
+        each answer's ``next`` with ``&after=``; the answers, in order."""
+        answers = [self.get(url)]
+        while answers[-1]["next"] is not None:
+            answers.append(self.get(f"{url}&after={answers[-1]['next']}"))
+        return answers
+
 
 def make_token(app: Any, name: str, role: str) -> str:
     """A user NAME with ROLE and an API token for it; returns the token."""
